@@ -1,0 +1,222 @@
+"""The kit's one dataset manifest format (see docs/manifest.md).
+
+A manifest is a directory::
+
+    <manifest dir>/
+      meta.json          dataset name, format version, label table, image root, absent-label policy
+      <split>.parquet    one row per image, sparse label lists (train.parquet, val.parquet, test.parquet, ...)
+
+It is designed for the largest case, Open Images (1.7 M images x 7,586 labels): labels are stored
+as sparse per-image lists of label indices, never as a dense matrix.  Each (image, label) cell is
+
+* positive      if the label index is in ``pos``,
+* known negative if it is in ``neg``,
+* unknown       if it is in ``ignore``,
+* otherwise ``meta["absent"]``: "negative" (closed-world datasets: COCO, VOC, toy) or "unknown"
+  (Open Images, where only human-verified labels are known).
+
+Dense targets use 1 = positive, 0 = negative, -1 = unknown.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+FORMAT_VERSION = 1
+POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
+LIST_COLUMNS = ("pos", "neg", "ignore", "box_labels", "boxes")
+OPTIONAL_COLUMNS = {"neg": list, "ignore": list, "scene": int, "caption": str, "box_labels": list,
+                    "boxes": list, "width": int, "height": int}
+
+
+class ManifestError(ValueError):
+    """A manifest file is missing, malformed or inconsistent; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Label:
+    index: int
+    id: str          # stable key (COCO category id, Open Images MID, toy label name)
+    name: str        # display name, used for text embeddings
+    seen: bool = True
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[Label],
+                   splits: dict[str, pd.DataFrame], image_root: str = ".", absent: str = "negative",
+                   extra: dict | None = None) -> "Manifest":
+    """Write ``meta.json`` and one parquet file per split; returns the loaded manifest.
+
+    ``image_root`` is relative to ``out_dir`` (or absolute); each row's ``image`` is relative to it.
+    Every file is written to a temporary name and renamed, so a crash never leaves half a manifest
+    that looks complete (``meta.json`` is written last).
+    """
+    if absent not in ("negative", "unknown"):
+        raise ValueError(f"absent must be 'negative' or 'unknown', got {absent!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for i, lab in enumerate(labels):
+        if lab.index != i:
+            raise ValueError(f"label {lab.name!r} has index {lab.index}, expected {i} (labels must be in index order)")
+    counts = {}
+    for split, df in splits.items():
+        if "image" not in df or "pos" not in df:
+            raise ValueError(f"split {split!r}: columns 'image' and 'pos' are required")
+        tmp = out / f".{split}.parquet.tmp{os.getpid()}"
+        df.reset_index(drop=True).to_parquet(tmp, index=False)
+        os.replace(tmp, out / f"{split}.parquet")
+        counts[split] = int(len(df))
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "image_root": str(image_root),
+        "absent": absent,
+        "labels": [{"index": l.index, "id": l.id, "name": l.name, "seen": l.seen} for l in labels],
+        "splits": counts,
+        **(extra or {}),
+    }
+    _atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())
+    return Manifest(out)
+
+
+class Manifest:
+    """Read access to a manifest directory."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+        meta_path = self.root / "meta.json"
+        if not meta_path.is_file():
+            raise ManifestError(f"{meta_path}: manifest metadata not found (did the data preparation step run?)")
+        try:
+            self.meta = json.loads(meta_path.read_text())
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{meta_path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+        for key in ("format_version", "name", "image_root", "absent", "labels", "splits"):
+            if key not in self.meta:
+                raise ManifestError(f"{meta_path}: missing key {key!r}")
+        if self.meta["format_version"] != FORMAT_VERSION:
+            raise ManifestError(f"{meta_path}: format_version {self.meta['format_version']} is not supported "
+                                f"(this kit reads version {FORMAT_VERSION})")
+        if self.meta["absent"] not in ("negative", "unknown"):
+            raise ManifestError(f"{meta_path}: 'absent' must be 'negative' or 'unknown'")
+        self.labels = [Label(**l) for l in self.meta["labels"]]
+        for i, lab in enumerate(self.labels):
+            if lab.index != i:
+                raise ManifestError(f"{meta_path}: label {lab.name!r} has index {lab.index}, expected {i}")
+        self._splits: dict[str, pd.DataFrame] = {}
+
+    # -- labels ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [l.name for l in self.labels]
+
+    @property
+    def seen_indices(self) -> np.ndarray:
+        return np.array([l.index for l in self.labels if l.seen], dtype=np.int64)
+
+    @property
+    def unseen_indices(self) -> np.ndarray:
+        return np.array([l.index for l in self.labels if not l.seen], dtype=np.int64)
+
+    def label_subset(self, which: str) -> np.ndarray:
+        """Indices of the labels in ``which``: 'all', 'seen' or 'unseen'."""
+        if which == "all":
+            return np.arange(self.num_labels)
+        if which == "seen":
+            return self.seen_indices
+        if which == "unseen":
+            return self.unseen_indices
+        raise ValueError(f"label subset must be 'all', 'seen' or 'unseen', got {which!r}")
+
+    @property
+    def image_root(self) -> Path:
+        root = Path(self.meta["image_root"])
+        return root if root.is_absolute() else self.root / root
+
+    @property
+    def split_names(self) -> list[str]:
+        return list(self.meta["splits"])
+
+    # -- rows -----------------------------------------------------------------------------------
+    def split(self, name: str) -> pd.DataFrame:
+        if name not in self._splits:
+            path = self.root / f"{name}.parquet"
+            if name not in self.meta["splits"] or not path.is_file():
+                raise ManifestError(f"{path}: split {name!r} not found (manifest has {self.split_names})")
+            try:
+                df = pd.read_parquet(path)
+            except Exception as e:  # pyarrow raises several types for corrupt files
+                raise ManifestError(f"{path}: cannot read parquet file ({e})") from None
+            self._validate(df, path)
+            self._splits[name] = df
+        return self._splits[name]
+
+    def _validate(self, df: pd.DataFrame, path: Path) -> None:
+        for col in ("image", "pos"):
+            if col not in df:
+                raise ManifestError(f"{path}: required column {col!r} missing")
+        n = self.num_labels
+        for col in ("pos", "neg", "ignore"):
+            if col not in df:
+                continue
+            lengths = df[col].map(len).to_numpy()
+            if lengths.sum() == 0:
+                continue
+            flat = np.concatenate([np.asarray(v) for v in df[col].to_numpy() if len(v)])
+            bad = (flat < 0) | (flat >= n)
+            if bad.any():
+                row = int(np.searchsorted(np.cumsum(lengths), np.flatnonzero(bad)[0], side="right"))
+                raise ManifestError(f"{path}: row {row} (image {df['image'].iloc[row]!r}) column {col!r} has label "
+                                    f"index {int(flat[bad][0])}, outside 0..{n - 1}")
+
+    def dense_targets(self, split: str, labels: Iterable[int] | None = None) -> np.ndarray:
+        """[N, C'] int8 matrix of 1 / 0 / -1 for the given label indices (all labels by default)."""
+        df = self.split(split)
+        return dense_targets(df, self.num_labels, self.meta["absent"], labels)
+
+
+def dense_targets(df: pd.DataFrame, num_labels: int, absent: str,
+                  labels: Iterable[int] | None = None) -> np.ndarray:
+    fill = NEGATIVE if absent == "negative" else UNKNOWN
+    full = np.full((len(df), num_labels), fill, dtype=np.int8)
+    for col, value in (("ignore", UNKNOWN), ("neg", NEGATIVE), ("pos", POSITIVE)):  # pos wins
+        if col not in df:
+            continue
+        lists = df[col].to_numpy()
+        lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
+        if lengths.sum():
+            rows = np.repeat(np.arange(len(df)), lengths)
+            cols = np.concatenate([np.asarray(v, dtype=np.int64) for v in lists if len(v)])
+            full[rows, cols] = value
+    if labels is not None:
+        full = full[:, np.asarray(list(labels), dtype=np.int64)]
+    return full
+
+
+def target_row(row: pd.Series | dict, num_labels: int, absent: str) -> np.ndarray:
+    """The dense 1/0/-1 target of one manifest row (used per item by the dataset reader)."""
+    t = np.full(num_labels, NEGATIVE if absent == "negative" else UNKNOWN, dtype=np.int8)
+    for col, value in (("ignore", UNKNOWN), ("neg", NEGATIVE), ("pos", POSITIVE)):
+        v = row.get(col) if isinstance(row, dict) else (row[col] if col in row else None)
+        if v is not None and len(v):
+            t[np.asarray(v, dtype=np.int64)] = value
+    return t
