@@ -1,0 +1,353 @@
+"""Run configurations: YAML files read into typed dataclasses and validated.
+
+A params file describes one run: its name and seed, the data, the evaluation settings and, under
+``methods``, one entry per method to train (model, loss, inputs, training recipe).  A file may start
+from another with ``extends: other.yaml`` (path relative to the file); mappings are merged key by key.
+
+Every mistake is an error naming the file, the line and the dotted key: an unknown or misspelt key
+(with a suggestion), a wrong type, a missing required key, a value outside its choices.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .data.toyworld import ToyWorldConfig
+
+
+class ParamsError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------
+# Schema
+# ------------------------------------------------------------------------------------------------
+@dataclass
+class DataParams:
+    dataset: Literal["toy", "manifest"] = "toy"
+    manifest: str | None = None            # manifest directory for real datasets (see docs/manifest.md)
+    root: str | None = None                # where the toy world is generated (default outputs/datasets/toy-<key>)
+    toy: ToyWorldConfig = field(default_factory=ToyWorldConfig)
+    num_workers: int = 0
+
+
+@dataclass
+class InputParams:
+    image_size: int = 64
+    normalize: Literal["imagenet", "clip", "none"] = "imagenet"
+    hflip: bool = False                    # training only
+    cutout_factor: float = 0.0             # training only; 0.5 = ASL's CutoutPIL (see docs/methods/q2l.md)
+    randaugment: Literal["none", "official", "torchvision"] = "none"   # training only
+
+
+@dataclass
+class LossParams:
+    name: Literal["asl", "bce"] = "asl"
+    gamma_neg: float = 2.0
+    gamma_pos: float = 0.0
+    clip: float = 0.0
+    eps: float = 1e-5
+    detach_focal: bool = True
+    reduction: Literal["official", "mean", "sum"] = "official"
+    mask_unknown: bool = True
+
+
+@dataclass
+class ParamGroup:
+    match: str                              # regular expression on parameter names (re.search)
+    lr_scale: float = 1.0
+    weight_decay: float | None = None
+
+
+@dataclass
+class TrainParams:
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    scheduler: Literal["onecycle", "plateau", "cosine", "constant"] = "onecycle"
+    pct_start: float = 0.2                 # onecycle warm-up share
+    warmup_epochs: float = 0.0             # cosine warm-up
+    min_lr: float = 0.0                    # cosine floor
+    plateau_factor: float = 0.1
+    plateau_patience: int = 2
+    param_groups: list[ParamGroup] = field(default_factory=list)   # first match wins; the rest lr_scale 1
+    freeze: list[str] = field(default_factory=list)                # regular expressions of frozen parameters
+    ema_decay: float | None = 0.9997       # null: no EMA
+    amp: Literal["bf16", "fp16", "none"] = "fp16"   # on CUDA only; CPU runs in fp32
+    select_on: Literal["val", "test"] = "val"       # "test" = what the official repos do
+    early_stop_patience: int | None = None          # epochs without a new best before stopping
+    grad_clip_norm: float | None = None
+    drop_last: bool = True
+    device: str = "auto"
+    log_every: int = 50
+
+
+@dataclass
+class EvalParams:
+    ap_mode: Literal["voc", "noninterp"] = "voc"
+    empty_class: Literal["skip", "zero", "nan"] = "skip"
+    threshold: float = 0.5
+    top_k: int = 3
+
+
+@dataclass
+class MethodParams:
+    model: Any                              # the registered model's config dataclass (chosen by model.name)
+    model_name: str
+    input: InputParams = field(default_factory=InputParams)
+    loss: LossParams = field(default_factory=LossParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    label_subset: Literal["all", "seen"] = "all"
+
+
+@dataclass
+class RunParams:
+    name: str
+    seed: int = 0
+    description: str = ""
+    output_root: str = "outputs"
+    data: DataParams = field(default_factory=DataParams)
+    eval: EvalParams = field(default_factory=EvalParams)
+    methods: dict[str, MethodParams] = field(default_factory=dict)
+    source: str = ""                        # the file it was read from (filled in by load_params)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output_root) / self.name
+
+    def dataset_root(self) -> Path:
+        if self.data.dataset == "toy":
+            return Path(self.data.root) if self.data.root else \
+                Path(self.output_root) / "datasets" / f"toy-{self.data.toy.key()}"
+        return Path(self.data.manifest)
+
+
+# ------------------------------------------------------------------------------------------------
+# YAML with line numbers
+# ------------------------------------------------------------------------------------------------
+def _compose_with_lines(text: str, file: str) -> tuple[Any, dict[str, tuple[str, int]]]:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ParamsError(f"{file}{where}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    lines: dict[str, tuple[str, int]] = {}
+
+    def walk(n, path):
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                p = f"{path}.{k.value}" if path else str(k.value)
+                lines[p] = (file, k.start_mark.line + 1)
+                walk(v, p)
+        elif isinstance(n, yaml.SequenceNode):
+            for i, v in enumerate(n.value):
+                lines[f"{path}[{i}]"] = (file, v.start_mark.line + 1)
+                walk(v, f"{path}[{i}]")
+
+    if node is not None:
+        walk(node, "")
+    return yaml.safe_load(text), lines
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _read(path: Path, seen: tuple = ()) -> tuple[dict, dict]:
+    if not path.is_file():
+        raise ParamsError(f"{path}: params file not found")
+    if path.resolve() in seen:
+        raise ParamsError(f"{path}: 'extends' forms a cycle")
+    data, lines = _compose_with_lines(path.read_text(), str(path))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"{path}:1: a params file must be a mapping of keys to values")
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data, lines
+    if not isinstance(base_name, str):
+        raise ParamsError(f"{path}:{lines['extends'][1]}: 'extends' must be a file name")
+    base, base_lines = _read(path.parent / base_name, seen + (path.resolve(),))
+    return _deep_merge(base, data), {**base_lines, **lines}
+
+
+# ------------------------------------------------------------------------------------------------
+# Typed conversion
+# ------------------------------------------------------------------------------------------------
+class _Converter:
+    def __init__(self, lines: dict, default_file: str):
+        self.lines, self.default_file = lines, default_file
+
+    def where(self, path: str) -> str:
+        p = path
+        while p:
+            if p in self.lines:
+                f, line = self.lines[p]
+                return f"{f}:{line}"
+            p = p.rsplit(".", 1)[0] if "." in p else ""
+        return self.default_file
+
+    def fail(self, path: str, msg: str):
+        raise ParamsError(f"{self.where(path)}: {path}: {msg}")
+
+    def convert(self, value, tp, path: str):
+        origin = typing.get_origin(tp)
+        args = typing.get_args(tp)
+        if tp is Any:
+            return value
+        if origin in (typing.Union, types.UnionType):
+            if value is None and type(None) in args:
+                return None
+            non_none = [a for a in args if a is not type(None)]
+            errors = []
+            for a in non_none:
+                try:
+                    return self.convert(value, a, path)
+                except ParamsError as e:
+                    errors.append(str(e))
+            raise ParamsError(errors[0])
+        if value is None:
+            self.fail(path, f"must not be empty (expected {self.type_name(tp)})")
+        if origin is Literal:
+            if value not in args:
+                close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(path, f"{value!r} is not one of {', '.join(map(repr, args))}{hint}")
+            return value
+        if dataclasses.is_dataclass(tp):
+            return self.dataclass(value, tp, path)
+        if origin is list:
+            if not isinstance(value, list):
+                self.fail(path, f"expected a list, got {type(value).__name__} {value!r}")
+            return [self.convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value)]
+        if origin is tuple:
+            if not isinstance(value, (list, tuple)):
+                self.fail(path, f"expected a list, got {type(value).__name__} {value!r}")
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(self.convert(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+            if len(value) != len(args):
+                self.fail(path, f"expected {len(args)} values, got {len(value)}")
+            return tuple(self.convert(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+        if origin is dict:
+            if not isinstance(value, dict):
+                self.fail(path, f"expected a mapping, got {type(value).__name__}")
+            return {k: self.convert(v, args[1], f"{path}.{k}") for k, v in value.items()}
+        if tp is bool:
+            if not isinstance(value, bool):
+                self.fail(path, f"expected true or false, got {value!r}")
+            return value
+        if tp is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                self.fail(path, f"expected an integer, got {value!r}")
+            return value
+        if tp is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                # YAML reads 1e-4 (no dot) as a string; accept numeric strings
+                if isinstance(value, str):
+                    try:
+                        return float(value)
+                    except ValueError:
+                        pass
+                self.fail(path, f"expected a number, got {value!r}")
+            return float(value)
+        if tp is str:
+            if not isinstance(value, str):
+                self.fail(path, f"expected a string, got {value!r}")
+            return value
+        raise TypeError(f"unsupported params type {tp} at {path}")
+
+    @staticmethod
+    def type_name(tp) -> str:
+        return getattr(tp, "__name__", str(tp))
+
+    def dataclass(self, value, cls, path: str, skip: tuple = ()):
+        if not isinstance(value, dict):
+            self.fail(path, f"expected a mapping of keys, got {value!r}")
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+        for key in value:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), names, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.fail(f"{path}.{key}" if path else str(key), f"unknown key {key!r}{hint}; "
+                          f"allowed here: {', '.join(names)}")
+        kwargs = {}
+        for f in dataclasses.fields(cls):
+            if f.name in skip or not f.init:
+                continue
+            sub = f"{path}.{f.name}" if path else f.name
+            if f.name in value:
+                kwargs[f.name] = self.convert(value[f.name], hints[f.name], sub)
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                self.fail(sub, "required key is missing")
+        return cls(**kwargs)
+
+    def method(self, value, path: str) -> MethodParams:
+        from .models.registry import model_entry
+        if not isinstance(value, dict):
+            self.fail(path, "expected a mapping with 'model', 'loss', 'train', 'input'")
+        model = value.get("model")
+        if not isinstance(model, dict) or "name" not in model:
+            self.fail(f"{path}.model", "required mapping with a 'name' key (the registered model)")
+        model = dict(model)
+        name = model.pop("name")
+        try:
+            entry = model_entry(name)
+        except KeyError as e:
+            self.fail(f"{path}.model.name", e.args[0])
+        rest = {k: v for k, v in value.items() if k != "model"}
+        mp = self.dataclass({**rest, "model": None, "model_name": name}, MethodParams, path,
+                            skip=())  # validates the other sections
+        mp.model = self.dataclass(model, entry.config_class, f"{path}.model")
+        return mp
+
+
+def load_params(path: str | Path, overrides: dict | None = None) -> RunParams:
+    """Read, merge (``extends``), override and validate a params file."""
+    path = Path(path)
+    data, lines = _read(path)
+    if overrides:
+        data = _deep_merge(data, overrides)
+    conv = _Converter(lines, str(path))
+    methods_raw = data.pop("methods", {}) or {}
+    if not isinstance(methods_raw, dict):
+        conv.fail("methods", "expected a mapping of method name to its settings")
+    data.pop("source", None)
+    params = conv.dataclass(data, RunParams, "")
+    params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
+    params.source = str(path)
+    if params.data.dataset == "manifest" and not params.data.manifest:
+        conv.fail("data.manifest", "required when data.dataset is 'manifest'")
+    return params
+
+
+def params_to_dict(params: RunParams) -> dict:
+    """Plain, YAML-safe dict of resolved params (what a run directory stores)."""
+    def plain(x):
+        if dataclasses.is_dataclass(x):
+            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    out = plain(params)
+    for name, m in out["methods"].items():
+        m["model"] = {"name": m.pop("model_name"), **m["model"]}
+    out.pop("source")
+    return out

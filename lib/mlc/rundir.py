@@ -1,0 +1,88 @@
+"""Run directories: ``outputs/<run name>/`` holds the resolved params, the environment, and per method
+its checkpoints, logs and metrics, plus the executed notebooks.
+
+A run directory belongs to one set of params: reusing a name with different params is an error
+that lists the differences (a finished run is never overwritten silently).  Rerunning with the same
+params resumes or reuses what is there.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from importlib import metadata
+from pathlib import Path
+
+import yaml
+
+from .params import RunParams, params_to_dict
+
+
+class RunConflictError(RuntimeError):
+    pass
+
+
+def _flatten(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(_flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def diff_params(old: dict, new: dict) -> list[str]:
+    a, b = _flatten(old), _flatten(new)
+    return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+
+
+def environment_info(repo_root: Path | None = None) -> dict:
+    packages = {}
+    for name in ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "pandas", "papermill", "mlc-kit"):
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    commit = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_root or Path.cwd(), capture_output=True,
+                                text=True, timeout=10).stdout.strip() or None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo_root or Path.cwd(),
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        if commit and dirty:
+            commit += "+dirty"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    import torch
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": packages,
+            "git_commit": commit, "cuda": torch.cuda.is_available(),
+            "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+            "cpu_threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def prepare_run_dir(params: RunParams) -> Path:
+    """Create or reopen ``outputs/<name>/`` for these params; refuse one that holds other params."""
+    run_dir = params.run_dir
+    resolved = params_to_dict(params)
+    stored = run_dir / "params.yaml"
+    if stored.is_file():
+        old = yaml.safe_load(stored.read_text())
+        changes = diff_params(old, resolved)
+        if changes:
+            raise RunConflictError(
+                f"{run_dir} already holds run {params.name!r} made with other params "
+                f"({len(changes)} differences):\n  " + "\n  ".join(changes[:20]) +
+                f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
+        return run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = stored.with_name(f".params.yaml.tmp{os.getpid()}")
+    tmp.write_text(f"# resolved from {params.source}\n" + yaml.safe_dump(resolved, sort_keys=False))
+    os.replace(tmp, stored)
+    (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=1))
+    return run_dir

@@ -1,0 +1,104 @@
+"""From params to a trained method: data, loaders, model and loss, then the engine.
+
+    python -m mlc.train params/toy.yaml --method q2l
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .data.dataset import MultiLabelDataset
+from .data.manifest import Manifest
+from .data.toyworld import generate
+from .data.transforms import build_transform
+from .engine import FitResult, Method, fit, make_loader, seed_everything
+from .losses import build_loss
+from .models.registry import create_model
+from .params import MethodParams, RunParams, load_params
+from .rundir import prepare_run_dir
+
+
+def prepare_data(params: RunParams, progress: bool = True) -> Manifest:
+    """The run's manifest: the toy world is generated (or reused) here; real datasets are read."""
+    if params.data.dataset == "toy":
+        return generate(params.dataset_root(), params.data.toy, progress=progress)
+    return Manifest(params.data.manifest)
+
+
+def build_method(mp: MethodParams, num_classes: int) -> Method:
+    """Model and loss of a closed-set method whose outputs carry ``logits``."""
+    model = create_model(mp.model_name, mp.model, num_classes)
+    criterion = build_loss(mp.loss)
+    return Method(model=model, loss_fn=lambda out, target: {"loss": criterion(out["logits"], target)})
+
+
+@dataclass
+class MethodData:
+    manifest: Manifest
+    labels: list[int]
+    datasets: dict[str, MultiLabelDataset]
+
+
+def method_data(params: RunParams, name: str, manifest: Manifest | None = None) -> MethodData:
+    mp = params.methods[name]
+    manifest = manifest or prepare_data(params)
+    labels = manifest.label_subset(mp.label_subset)
+    train_tf, eval_tf = build_transform(mp.input, train=True), build_transform(mp.input, train=False)
+    datasets = {split: MultiLabelDataset(manifest, split, train_tf if split == "train" else eval_tf, labels)
+                for split in ("train", "val", "test")}
+    return MethodData(manifest, list(labels), datasets)
+
+
+def train_method(params: RunParams, name: str, progress: bool = True) -> FitResult:
+    if name not in params.methods:
+        raise KeyError(f"{params.source}: no method {name!r} under 'methods' (has {list(params.methods)})")
+    run_dir = prepare_run_dir(params)
+    mp = params.methods[name]
+    data = method_data(params, name)
+    tp = mp.train
+    workers = params.data.num_workers
+
+    def train_loader(epoch: int):
+        return make_loader(data.datasets["train"], tp.batch_size, shuffle=True, num_workers=workers,
+                           drop_last=tp.drop_last, seed=seed_everything(params.seed, 17, epoch))
+
+    loaders = {split: make_loader(data.datasets[split], tp.eval_batch_size, shuffle=False, num_workers=workers)
+               for split in ("val", "test")}
+    seed_everything(params.seed)
+    method = build_method(mp, len(data.labels))
+    return fit(method, loaders, tp, params.eval, run_dir / name, seed=params.seed, progress=progress,
+               make_train_loader=train_loader)
+
+
+def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.Module:
+    """The best model of a finished method run, in eval mode."""
+    mp = params.methods[name]
+    manifest = prepare_data(params, progress=False)
+    model = create_model(mp.model_name, mp.model, len(manifest.label_subset(mp.label_subset)))
+    best = params.run_dir / name / "checkpoints" / "best.pt"
+    if not best.is_file():
+        raise FileNotFoundError(f"{best}: no trained checkpoint; run the training notebook for {name!r} first")
+    state = torch.load(best, map_location=device, weights_only=False)["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise RuntimeError(f"{best}: checkpoint does not fit model {mp.model_name!r} with "
+                           f"{len(manifest.label_subset(mp.label_subset))} classes: {e}") from None
+    return model.to(device).eval()
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("params", type=Path)
+    ap.add_argument("--method", required=True)
+    args = ap.parse_args(argv)
+    params = load_params(args.params)
+    result = train_method(params, args.method)
+    print(f"test mAP {100 * result.test['mAP']:.2f} (best epoch {result.best_epoch + 1}, {result.best_source})")
+
+
+if __name__ == "__main__":
+    main()
