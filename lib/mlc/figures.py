@@ -1,0 +1,149 @@
+"""Paper-ready figures. Every figure is saved as PNG (200 dpi) and PDF (vector, TrueType fonts embedded).
+
+Sizes follow two-column paper layouts: ``ONE_COLUMN`` (3.4 in) and ``TWO_COLUMN`` (7.0 in) wide.
+The palette is seaborn's colour-blind-safe one; sequential maps are "viridis"/"rocket".
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+ONE_COLUMN, TWO_COLUMN = 3.4, 7.0
+
+
+def set_style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
+    matplotlib.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.bbox": "tight",
+                                "figure.dpi": 100, "axes.titlesize": 10, "axes.labelsize": 9})
+
+
+def save_figure(fig, stem: str | Path) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.pdf``; returns both paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
+    fig.savefig(paths[0], dpi=200)
+    fig.savefig(paths[1])
+    return paths
+
+
+def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxes: bool = True):
+    """Images with their labels (and object boxes where the manifest has them)."""
+    from PIL import Image
+    df = manifest.split(split).head(n)
+    rows = int(np.ceil(len(df) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, 1.05 * TWO_COLUMN / cols * rows + 0.2 * rows),
+                             squeeze=False)
+    palette = sns.color_palette("colorblind", 10)
+    names = manifest.label_names
+    for ax, (_, row) in zip(axes.flat, df.iterrows()):
+        img = Image.open(manifest.image_root / row["image"]).convert("RGB")
+        ax.imshow(img)
+        w, h = img.size
+        if boxes and "boxes" in row and row["boxes"] is not None:
+            for j, (lab, box) in enumerate(zip(row["box_labels"], row["boxes"])):
+                x0, y0, x1, y1 = np.asarray(box) * [w, h, w, h]
+                ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2,
+                                           ec=palette[j % len(palette)]))
+        ax.set_title("\n".join(names[i] for i in row["pos"]), fontsize=6.5)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout(pad=0.3)
+    return fig
+
+
+def label_frequencies(manifest, split: str = "train", top: int | None = None):
+    t = manifest.dense_targets(split)
+    freq = pd.Series((t == 1).sum(0), index=manifest.label_names).sort_values(ascending=False)
+    if top:
+        freq = freq.head(top)
+    seen = {l.name: l.seen for l in manifest.labels}
+    colours = [sns.color_palette("colorblind")[0 if seen[n] else 1] for n in freq.index]
+    fig, ax = plt.subplots(figsize=(TWO_COLUMN, 2.4))
+    ax.bar(range(len(freq)), freq.values, color=colours)
+    ax.set_xticks(range(len(freq)), freq.index, rotation=90, fontsize=7)
+    ax.set_ylabel(f"images ({split})")
+    ax.set_title(f"Label frequencies ({split}, {len(t)} images)")
+    if not all(seen.values()):
+        ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=sns.color_palette("colorblind")[i]) for i in (0, 1)],
+                  labels=["seen", "unseen"], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def conditional_cooccurrence(targets: np.ndarray) -> np.ndarray:
+    """P(b | a) = #(a and b) / #a for a multi-hot matrix [N, C] (rows a, columns b)."""
+    y = (np.asarray(targets) == 1).astype(np.float64)
+    co = y.T @ y
+    return co / np.maximum(np.diag(co)[:, None], 1)
+
+
+def cooccurrence_by_scene(manifest, split: str = "train", labels: list[int] | None = None):
+    """One P(b | a) heatmap per scene (toy world and any manifest with a scene column)."""
+    df = manifest.split(split)
+    t = manifest.dense_targets(split)
+    scenes = manifest.meta.get("scenes", sorted(df["scene"].unique()))
+    labels = list(range(manifest.num_labels)) if labels is None else labels
+    names = [manifest.label_names[i] for i in labels]
+    cols = min(len(scenes), 3)
+    rows = int(np.ceil(len(scenes) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * rows * 1.05), squeeze=False)
+    for s, ax in zip(range(len(scenes)), axes.flat):
+        p = conditional_cooccurrence(t[df["scene"].to_numpy() == s][:, labels])
+        sns.heatmap(p, ax=ax, vmin=0, vmax=1, cmap="rocket_r", square=True, cbar=False,
+                    xticklabels=names if len(names) <= 12 else False, yticklabels=names if len(names) <= 12 else False)
+        ax.set_title(f"{scenes[s]} ({int((df['scene'] == s).sum())} images)")
+    for ax in list(axes.flat)[len(scenes):]:
+        ax.axis("off")
+    fig.colorbar(plt.cm.ScalarMappable(cmap="rocket_r", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
+                 label="P(column | row)")
+    return fig
+
+
+def learning_curves(history: list[dict], title: str = ""):
+    h = pd.DataFrame(history)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(TWO_COLUMN, 2.4))
+    ax1.plot(h["epoch"] + 1, h["train_loss"], marker="o", ms=3, label="train")
+    for src in ("live", "ema"):
+        if f"val_loss_{src}" in h:
+            ax1.plot(h["epoch"] + 1, h[f"val_loss_{src}"], marker="o", ms=3, label=f"val ({src})")
+            ax2.plot(h["epoch"] + 1, 100 * h[f"val_mAP_{src}"], marker="o", ms=3, label=f"val ({src})")
+    best = h["best_epoch"].iloc[-1]
+    ax2.axvline(best + 1, color="gray", ls=":", lw=1, label="best")
+    ax1.set(xlabel="epoch", ylabel="loss")
+    ax2.set(xlabel="epoch", ylabel="mAP (%)")
+    ax1.legend(fontsize=7)
+    ax2.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def per_class_ap(ap: np.ndarray, names: list[str], title: str = ""):
+    order = np.argsort(-np.nan_to_num(ap, nan=-1))
+    fig, ax = plt.subplots(figsize=(TWO_COLUMN, 2.4))
+    ax.bar(range(len(ap)), 100 * np.asarray(ap)[order], color=sns.color_palette("colorblind")[0])
+    ax.set_xticks(range(len(ap)), [names[i] for i in order], rotation=90, fontsize=7)
+    ax.set(ylabel="AP (%)", ylim=(0, 100), title=title)
+    fig.tight_layout()
+    return fig
+
+
+def pr_curves(scores: np.ndarray, targets: np.ndarray, names: list[str], classes: list[int], title: str = ""):
+    from sklearn.metrics import precision_recall_curve
+    fig, ax = plt.subplots(figsize=(ONE_COLUMN * 1.3, ONE_COLUMN * 1.1))
+    for c in classes:
+        known = targets[:, c] >= 0
+        if (targets[known, c] == 1).sum() == 0:
+            continue
+        p, r, _ = precision_recall_curve(targets[known, c] == 1, scores[known, c])
+        ax.plot(r, p, lw=1.3, label=names[c])
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+    ax.legend(fontsize=6.5, loc="lower left")
+    fig.tight_layout()
+    return fig

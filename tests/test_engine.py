@@ -1,0 +1,99 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from mlc.engine import build_scheduler
+from mlc.params import TrainParams, load_params
+from mlc.rundir import RunConflictError, prepare_run_dir
+
+
+def _params_file(tmp_path, out, extra=""):
+    p = tmp_path / f"p_{out}.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: resume\noutput_root: {tmp_path / out}\n"
+                 f"data:\n  root: {tmp_path / 'world'}\n  toy: {{n_train: 64, n_val: 16, n_test: 24}}\n"
+                 f"methods:\n  q2l:\n    train: {{epochs: 3, batch_size: 16{extra}}}\n")
+    return p
+
+
+def _train(params_file, kill_at=None):
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    if kill_at is not None:
+        env["MLC_KILL_AT_STEP"] = str(kill_at)
+    return subprocess.run([sys.executable, "-m", "mlc.train", str(params_file), "--method", "q2l"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+def test_kill_9_mid_epoch_then_rerun_gives_the_same_result(tmp_path):
+    straight = _params_file(tmp_path, "straight")
+    assert _train(straight).returncode == 0
+    resumed = _params_file(tmp_path, "resumed")
+    killed = _train(resumed, kill_at=6)          # 4 steps per epoch: dies in the middle of epoch 2
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    stage = tmp_path / "resumed" / "resume" / "q2l"
+    assert torch.load(stage / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 0
+    assert not (stage / "result.json").exists()
+    again = _train(resumed)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming" in again.stdout
+    a = json.loads((tmp_path / "straight" / "resume" / "q2l" / "result.json").read_text())
+    b = json.loads((stage / "result.json").read_text())
+    assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+
+    # A finished run is reused, not retrained, and never overwritten by other params.
+    mtime = (stage / "checkpoints" / "last.pt").stat().st_mtime_ns
+    assert _train(resumed).returncode == 0
+    assert (stage / "checkpoints" / "last.pt").stat().st_mtime_ns == mtime
+    other = _params_file(tmp_path, "resumed", extra=", lr: 0.002")
+    with pytest.raises(RunConflictError, match=r"methods.q2l.train.lr: 0.001 -> 0.002"):
+        prepare_run_dir(load_params(other))
+    failed = _train(other)
+    assert failed.returncode != 0 and "RunConflictError" in failed.stderr
+
+
+def test_checkpoint_for_another_class_count_is_a_clear_error(tmp_path):
+    from mlc.train import load_trained
+    p = load_params(_params_file(tmp_path, "cls"))
+    stage = p.run_dir / "q2l" / "checkpoints"
+    stage.mkdir(parents=True)
+    from mlc.models.q2l import Q2LConfig, Query2Label
+    torch.save({"model": Query2Label(Q2LConfig(), 5).state_dict()}, stage / "best.pt")
+    with pytest.raises(RuntimeError, match=r"best.pt: checkpoint does not fit model 'q2l' with 30 classes"):
+        load_trained(p, "q2l")
+
+
+def test_onecycle_and_cosine_schedules():
+    model = torch.nn.Linear(2, 2)
+    tp = TrainParams(epochs=10, lr=1e-4, scheduler="onecycle")
+    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr)
+    sched, per_iter = build_scheduler(opt, tp, steps_per_epoch=10)
+    assert per_iter and opt.param_groups[0]["lr"] == pytest.approx(1e-4 / 25)
+    for _ in range(19):  # PyTorch's OneCycle peaks at step pct_start * total - 1
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-4)          # peak at 20 % of the steps
+    assert opt.param_groups[0]["betas"][0] == pytest.approx(0.85)     # momentum cycles down at the peak
+    tp = TrainParams(epochs=10, lr=1e-3, min_lr=1e-6, warmup_epochs=2, scheduler="cosine")
+    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr)
+    sched, _ = build_scheduler(opt, tp, steps_per_epoch=5)
+    lrs = []
+    for _ in range(50):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0 and lrs[10] == pytest.approx(1e-3) and lrs[-1] == pytest.approx(1e-6, abs=2e-6)
+
+
+def test_param_groups_and_freezing():
+    from mlc.engine import build_param_groups
+    from mlc.params import ParamGroup
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    tp = TrainParams(lr=1.0, freeze=[r"^0\.bias$"], param_groups=[ParamGroup(match=r"^1\.", lr_scale=0.1)])
+    groups = build_param_groups(model, tp)
+    assert not model[0].bias.requires_grad
+    assert [len(g["params"]) for g in groups] == [2, 1] and [g["lr"] for g in groups] == [0.1, 1.0]

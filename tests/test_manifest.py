@@ -1,0 +1,63 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlc.data.dataset import ImageError, MultiLabelDataset
+from mlc.data.manifest import Label, Manifest, ManifestError, write_manifest
+
+
+def _labels(n):
+    return [Label(i, f"id{i}", f"label {i}", seen=i < n - 1) for i in range(n)]
+
+
+def test_sparse_roundtrip_with_unknown_policy(tmp_path):
+    df = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "pos": [[0], [2]], "neg": [[1], []], "ignore": [[], [0]]})
+    m = write_manifest(tmp_path, name="x", labels=_labels(3), splits={"train": df}, absent="unknown")
+    t = Manifest(tmp_path).dense_targets("train")
+    np.testing.assert_array_equal(t, [[1, 0, -1], [-1, -1, 1]])
+    assert list(m.unseen_indices) == [2] and list(m.seen_indices) == [0, 1]
+    write_manifest(tmp_path / "closed", name="x", labels=_labels(3), splits={"train": df}, absent="negative")
+    np.testing.assert_array_equal(Manifest(tmp_path / "closed").dense_targets("train", [0, 2]), [[1, 0], [-1, 1]])
+
+
+def test_bad_label_index_names_file_and_row(tmp_path):
+    df = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "pos": [[0], [7]]})
+    write_manifest(tmp_path, name="x", labels=_labels(3), splits={"train": df})
+    with pytest.raises(ManifestError, match=r"train\.parquet: row 1 .*'b\.jpg'.*index 7"):
+        Manifest(tmp_path).split("train")
+
+
+def test_missing_or_corrupt_files(tmp_path):
+    with pytest.raises(ManifestError, match="meta.json"):
+        Manifest(tmp_path)
+    df = pd.DataFrame({"image": ["a.jpg"], "pos": [[0]]})
+    write_manifest(tmp_path, name="x", labels=_labels(2), splits={"train": df})
+    (tmp_path / "train.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ManifestError, match="train.parquet"):
+        Manifest(tmp_path).split("train")
+    with pytest.raises(ManifestError, match="split 'val' not found"):
+        Manifest(tmp_path).split("val")
+    (tmp_path / "meta.json").write_text("{broken")
+    with pytest.raises(ManifestError, match=r"meta.json: not valid JSON \(line 1"):
+        Manifest(tmp_path)
+
+
+def test_dataset_reports_missing_and_corrupt_images(tiny_world, tmp_path):
+    ds = MultiLabelDataset(tiny_world, "train")
+    item = ds[0]
+    assert item["target"].shape == (tiny_world.num_labels,) and set(item["target"].tolist()) <= {0.0, 1.0}
+    meta = json.loads((tiny_world.root / "meta.json").read_text())
+    meta["image_root"] = str(tmp_path)
+    other = tmp_path / "m"
+    other.mkdir()
+    (other / "meta.json").write_text(json.dumps(meta))
+    (other / "train.parquet").write_bytes((tiny_world.root / "train.parquet").read_bytes())
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "images" / "train" / "00001.png").write_bytes(b"garbage")
+    ds = MultiLabelDataset(Manifest(other), "train")
+    with pytest.raises(ImageError, match=r"00000\.png: image not found \(listed in .*train\.parquet, row 0\)"):
+        ds[0]
+    with pytest.raises(ImageError, match=r"00001\.png: cannot decode image"):
+        ds[1]

@@ -1,0 +1,57 @@
+"""Every notebook, executed by papermill through the pipeline of run_all.sh, on the smallest toy params."""
+import json
+import subprocess
+import sys
+
+import nbformat
+
+from conftest import ROOT
+
+
+def test_run_all_executes_every_notebook(tmp_path):
+    p = tmp_path / "ci.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\noutput_root: {tmp_path / 'outputs'}\n")
+    run = subprocess.run([sys.executable, "-m", "mlc.pipeline", str(p)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=1200)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_dir = tmp_path / "outputs" / "toy_ci"
+    sources = sorted(n.name for n in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    executed = sorted(n.name for n in (run_dir / "notebooks").glob("*.ipynb"))
+    assert executed == sources
+    for name in executed:
+        nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors, name
+    metrics = json.loads((run_dir / "q2l" / "metrics_test.json").read_text())
+    assert 0 <= metrics["mAP"] <= 1 and len(metrics["per_class_AP"]) == 30
+    for fig in ("data_samples", "data_cooccurrence_by_scene", "q2l_learning_curves", "eval_q2l_pr_curves"):
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 0
+        assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
+    assert (run_dir / "params.yaml").is_file() and (run_dir / "environment.json").is_file()
+
+
+def test_notebooks_are_committed_clean_with_parameters_cell():
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        assert any("parameters" in c.metadata.get("tags", []) for c in nb.cells), path
+        assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path} has outputs"
+
+
+def test_failing_notebook_stops_the_run_and_names_it(tmp_path):
+    p = tmp_path / "broken.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: broken\noutput_root: {tmp_path / 'outputs'}\n"
+                 f"data: {{dataset: manifest, manifest: {tmp_path / 'no_such_dataset'}}}\n")
+    run = subprocess.run([sys.executable, "-m", "mlc.pipeline", str(p)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=600)
+    assert run.returncode == 1
+    assert "FAILED: notebook notebooks/01_data_preparation.ipynb" in run.stderr
+    executed = tmp_path / "outputs" / "broken" / "notebooks" / "01_data_preparation.ipynb"
+    assert str(executed) in run.stderr and executed.is_file()
+    assert not (tmp_path / "outputs" / "broken" / "notebooks" / "10_train_q2l.ipynb").exists()
+
+
+def test_misspelt_params_key_fails_before_any_notebook(tmp_path):
+    p = tmp_path / "typo.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\noutput_rot: {tmp_path}\n")
+    run = subprocess.run([sys.executable, "-m", "mlc.pipeline", str(p)], cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "output_rot" in run.stderr and "did you mean 'output_root'" in run.stderr

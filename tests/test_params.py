@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from mlc.params import ParamsError, load_params
+
+
+def _write(tmp_path, text, name="p.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_every_params_file_loads():
+    files = sorted((ROOT / "params").rglob("*.yaml"))
+    assert len(files) >= 7
+    for f in files:
+        p = load_params(f)
+        assert p.name and p.methods, f
+
+
+def test_misspelt_key_is_named_with_file_and_line(tmp_path):
+    p = _write(tmp_path, f"extends: {ROOT / 'params/toy_ci.yaml'}\nmethods:\n  q2l:\n    train:\n      epochz: 3\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(p)
+    msg = str(e.value)
+    assert f"{p}:5" in msg and "methods.q2l.train.epochz" in msg and "did you mean 'epochs'" in msg
+
+
+def test_type_errors_missing_keys_and_choices(tmp_path):
+    with pytest.raises(ParamsError, match=r"p.yaml:1: seed: expected an integer, got 'zero'"):
+        load_params(_write(tmp_path, "seed: zero\nname: x\n"))
+    with pytest.raises(ParamsError, match=r"name: required key is missing"):
+        load_params(_write(tmp_path, "seed: 1\n"))
+    with pytest.raises(ParamsError, match=r"methods.q2l.train.scheduler: 'onecycel' is not one of .*did you mean 'onecycle'"):
+        load_params(_write(tmp_path, "name: x\nmethods:\n  q2l:\n    model: {name: q2l}\n    train: {scheduler: onecycel}\n"))
+    with pytest.raises(ParamsError, match=r"methods.q2l.model.name: unknown model 'q2k'"):
+        load_params(_write(tmp_path, "name: x\nmethods:\n  q2l:\n    model: {name: q2k}\n"))
+    with pytest.raises(ParamsError, match=r"methods.q2l.model.hiden_dim: unknown key .*did you mean 'hidden_dim'"):
+        load_params(_write(tmp_path, "name: x\nmethods:\n  q2l:\n    model: {name: q2l, hiden_dim: 3}\n"))
+    with pytest.raises(ParamsError, match=r"p.yaml:2: not valid YAML"):
+        load_params(_write(tmp_path, "name: x\n  bad: [\n"))
+    with pytest.raises(ParamsError, match="params file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_extends_merges_and_overrides(tmp_path):
+    p = load_params(_write(tmp_path, f"extends: {ROOT / 'params/toy.yaml'}\nname: other\n"
+                                     "methods:\n  q2l:\n    train: {epochs: 1}\n"))
+    base = load_params(ROOT / "params/toy.yaml")
+    assert p.name == "other" and p.methods["q2l"].train.epochs == 1
+    assert p.methods["q2l"].train.lr == base.methods["q2l"].train.lr
+    assert p.methods["q2l"].model == base.methods["q2l"].model
