@@ -1,6 +1,6 @@
 """Multi-label metrics on score matrices [N, C] and targets in {1 positive, 0 negative, -1 unknown}.
 
-Two AP definitions are used by the five papers (see docs/metrics.md):
+Two AP definitions are used by the five papers (see README.md, "Metrics"):
 
 * ``"voc"``      VOC all-point *interpolated* AP (Query2Label's ``voc_mAP``, SALGL/SGRE's ``VOCmAP``):
   precision made monotone from the right, summed over the points where recall changes.

@@ -1,4 +1,4 @@
-"""The toy world: a generated miniature of multi-label classification (see docs/toy-world.md).
+"""The toy world: a generated miniature of multi-label classification (see README.md, "The toy world").
 
 Images show 1 to 4 small coloured shapes ("red circle", "blue star", ...) on a scene background
 ("beach", "forest", ...). Each scene has its own background style, its own label prior and its own
