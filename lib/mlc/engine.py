@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from .io import atomic_write, atomic_write_text
 from .metrics import evaluate_scores, mean_average_precision
 
 
@@ -76,15 +77,7 @@ def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, d
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def build_param_groups(model: nn.Module, tp) -> list[dict]:
@@ -308,7 +301,7 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
                                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                                 "ema": ema.module.state_dict() if ema is not None else None,
                                 "epoch": epoch, "history": history, "best": best}, last_path)
-            _atomic_write_text(stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            atomic_write_text(stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
         if progress and dist.is_main_process():
             print(f"[{stage}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
                   f"val mAP live {100 * record['val_mAP_live']:.2f}"
@@ -328,7 +321,7 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
     result = FitResult(stage_dir, best["epoch"], best["source"], best["score"], history, test)
     if dist.is_main_process():
         np.savez_compressed(stage_dir / "test_scores.npz", scores=pred["scores"], targets=pred["targets"])
-        _atomic_write_text(stage_dir / "result.json", json.dumps(result.to_dict(), indent=1))
+        atomic_write_text(stage_dir / "result.json", json.dumps(result.to_dict(), indent=1))
     return result
 
 

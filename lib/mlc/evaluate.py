@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 
-import numpy as np
 
 from .engine import Method, make_loader, pick_device, predict
+from .io import atomic_write_text
 from .metrics import evaluate_scores, label_frequency_baseline, mean_average_precision
 from .params import RunParams
 from .train import build_method, load_trained, method_data
@@ -37,10 +36,8 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
     report["test_loss"] = pred["loss"]
     report["n_images"] = int(len(pred["targets"]))
     out = params.run_dir / name / "metrics_test.json"
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"method": name, **report, "label_names":
-                               [data.manifest.label_names[i] for i in data.labels]}, indent=1))
-    os.replace(tmp, out)
+    atomic_write_text(out, json.dumps({"method": name, **report, "label_names":
+                                       [data.manifest.label_names[i] for i in data.labels]}, indent=1))
     return {"scores": pred["scores"], "targets": pred["targets"],
             "label_names": [data.manifest.label_names[i] for i in data.labels], "report": report}
 

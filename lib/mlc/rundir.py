@@ -8,7 +8,6 @@ params resumes or reuses what is there.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import yaml
 
+from .io import atomic_write_text
 from .params import RunParams, params_to_dict
 
 
@@ -81,8 +81,6 @@ def prepare_run_dir(params: RunParams) -> Path:
                 f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = stored.with_name(f".params.yaml.tmp{os.getpid()}")
-    tmp.write_text(f"# resolved from {params.source}\n" + yaml.safe_dump(resolved, sort_keys=False))
-    os.replace(tmp, stored)
+    atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(resolved, sort_keys=False))
     (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=1))
     return run_dir

@@ -28,6 +28,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
+from ..io import atomic_write, atomic_write_text
+
 FORMAT_VERSION = 1
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1
 LIST_COLUMNS = ("pos", "neg", "ignore", "box_labels", "boxes")
@@ -45,12 +47,6 @@ class Label:
     id: str          # stable key (COCO category id, Open Images MID, toy label name)
     name: str        # display name, used for text embeddings
     seen: bool = True
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[Label],
@@ -73,9 +69,7 @@ def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[La
     for split, df in splits.items():
         if "image" not in df or "pos" not in df:
             raise ValueError(f"split {split!r}: columns 'image' and 'pos' are required")
-        tmp = out / f".{split}.parquet.tmp{os.getpid()}"
-        df.reset_index(drop=True).to_parquet(tmp, index=False)
-        os.replace(tmp, out / f"{split}.parquet")
+        atomic_write(out / f"{split}.parquet", lambda tmp: df.reset_index(drop=True).to_parquet(tmp, index=False))
         counts[split] = int(len(df))
     meta = {
         "format_version": FORMAT_VERSION,
@@ -86,7 +80,7 @@ def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[La
         "splits": counts,
         **(extra or {}),
     }
-    _atomic_write_bytes(out / "meta.json", json.dumps(meta, indent=1).encode())
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=1))
     return Manifest(out)
 
 
