@@ -1,6 +1,8 @@
 import hashlib
+import warnings
 
 import numpy as np
+from PIL import Image
 
 from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, generate
 from mlc.figures import conditional_cooccurrence
@@ -74,13 +76,12 @@ def test_cooccurrence_depends_on_scene(tmp_path):
     per_scene = [conditional_cooccurrence(t[df["scene"].to_numpy() == s]) for s in range(len(SCENES))]
     stack = np.stack(per_scene)
     np.einsum("sii->si", stack)[:] = np.nan
-    with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
-        __import__("warnings").simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN diagonal entries
         spread = np.nanmax(stack, 0) - np.nanmin(stack, 0)
     assert np.nanmax(spread) > 0.5, "some label pair should co-occur often in one scene and rarely in another"
-    scenes_background = [np.asarray(__import__("PIL.Image", fromlist=["Image"]).open(m.image_root / r).convert("RGB"),
-                                    dtype=float).mean((0, 1)) for r in df["image"].head(200)]
-    means = np.array(scenes_background)
+    means = np.array([np.asarray(Image.open(m.image_root / r).convert("RGB"), dtype=float).mean((0, 1))
+                      for r in df["image"].head(200)])
     sc = df["scene"].head(200).to_numpy()
     centroids = np.stack([means[sc == s].mean(0) for s in range(len(SCENES))])
     assert np.min([np.linalg.norm(centroids[i] - centroids[j]) for i in range(5) for j in range(i)]) > 10

@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 
-from .engine import Method, make_loader, pick_device, predict
+from .engine import make_loader, pick_device, predict
 from .io import atomic_write_text
 from .metrics import evaluate_scores, label_frequency_baseline, mean_average_precision
 from .params import RunParams
@@ -22,8 +22,7 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
     data = method_data(params, name)
     dev = pick_device(device if device != "auto" else mp.train.device)
     model = load_trained(params, name, device=str(dev))
-    method = build_method(mp, len(data.labels))
-    method = Method(model=model, loss_fn=method.loss_fn, scores_fn=method.scores_fn)
+    method = build_method(mp, len(data.labels), model=model)
     loader = make_loader(data.datasets["test"], mp.train.eval_batch_size, shuffle=False,
                          num_workers=params.data.num_workers)
     pred = predict(model, method, loader, dev, mp.train.amp, desc=f"test {name}", progress=progress)

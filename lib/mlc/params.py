@@ -274,11 +274,11 @@ class _Converter:
     def type_name(tp) -> str:
         return getattr(tp, "__name__", str(tp))
 
-    def dataclass(self, value, cls, path: str, skip: tuple = ()):
+    def dataclass(self, value, cls, path: str):
         if not isinstance(value, dict):
             self.fail(path, f"expected a mapping of keys, got {value!r}")
         hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls) if f.init and f.name not in skip]
+        names = [f.name for f in dataclasses.fields(cls) if f.init]
         for key in value:
             if key not in names:
                 close = difflib.get_close_matches(str(key), names, n=1)
@@ -287,7 +287,7 @@ class _Converter:
                           f"allowed here: {', '.join(names)}")
         kwargs = {}
         for f in dataclasses.fields(cls):
-            if f.name in skip or not f.init:
+            if not f.init:
                 continue
             sub = f"{path}.{f.name}" if path else f.name
             if f.name in value:
@@ -310,8 +310,7 @@ class _Converter:
         except KeyError as e:
             self.fail(f"{path}.model.name", e.args[0])
         rest = {k: v for k, v in value.items() if k != "model"}
-        mp = self.dataclass({**rest, "model": None, "model_name": name}, MethodParams, path,
-                            skip=())  # validates the other sections
+        mp = self.dataclass({**rest, "model": None, "model_name": name}, MethodParams, path)
         mp.model = self.dataclass(model, entry.config_class, f"{path}.model")
         return mp
 

@@ -28,9 +28,9 @@ def prepare_data(params: RunParams, progress: bool = True) -> Manifest:
     return Manifest(params.data.manifest)
 
 
-def build_method(mp: MethodParams, num_classes: int) -> Method:
-    """Model and loss of a closed-set method whose outputs carry ``logits``."""
-    model = create_model(mp.model_name, mp.model, num_classes)
+def build_method(mp: MethodParams, num_classes: int, model: torch.nn.Module | None = None) -> Method:
+    """Model (a new one unless given) and loss of a closed-set method whose outputs carry ``logits``."""
+    model = model if model is not None else create_model(mp.model_name, mp.model, num_classes)
     criterion = build_loss(mp.loss)
     return Method(model=model, loss_fn=lambda out, target: {"loss": criterion(out["logits"], target)})
 
