@@ -37,13 +37,20 @@ from .io import atomic_write, atomic_write_text
 from .metrics import evaluate_scores, mean_average_precision
 
 
+def _forward_images(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict:
+    return model(images)
+
+
 @dataclass
 class Method:
     """What a method gives the engine."""
     model: nn.Module
     loss_fn: Callable[[dict, torch.Tensor], dict]          # (outputs, targets) -> {"loss": scalar, ...}
     scores_fn: Callable[[dict], torch.Tensor] = field(default=lambda out: torch.sigmoid(out["logits"].float()))
-    on_step_end: Callable[[nn.Module, dict, dict], None] | None = None   # (model, batch, outputs), e.g. SALGL memory
+    # (model, images, targets) -> outputs; SALGL passes the targets on (its memory counts them in training)
+    forward_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict] = _forward_images
+    # (model, ema_model or None) after each optimizer step and EMA update
+    on_step_end: Callable[[nn.Module, nn.Module | None], None] | None = None
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -148,7 +155,7 @@ def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.
         images = batch["image"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
         with autocast():
-            out = model(images)
+            out = method.forward_fn(model, images, target)
             loss = method.loss_fn(out, target)["loss"]
         scores.append(method.scores_fn(out).float())
         targets.append(target)
@@ -239,14 +246,14 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
         seed_everything(seed, stage_key, epoch)
         loader = get_train_loader(epoch)
         model.train()
-        t0, loss_sum, n_seen = time.time(), 0.0, 0
+        t0, loss_sums, n_seen = time.time(), {}, 0
         bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{tp.epochs}", leave=False,
                    disable=not progress or not dist.is_main_process())
         for step, batch in enumerate(bar):
             images = batch["image"].to(device, non_blocking=True)
             target = batch["target"].to(device, non_blocking=True)
             with autocast():
-                out = model(images)
+                out = method.forward_fn(model, images, target)
                 losses = method.loss_fn(out, target)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(losses["loss"]).backward()
@@ -260,14 +267,15 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
             if ema is not None:
                 ema.update(model)
             if method.on_step_end is not None:
-                method.on_step_end(model, batch, out)
-            loss_sum += losses["loss"].item() * len(images)
+                method.on_step_end(model, ema.module if ema is not None else None)
+            for key, value in losses.items():
+                loss_sums[key] = loss_sums.get(key, 0.0) + float(value) * len(images)
             n_seen += len(images)
             if step % max(1, tp.log_every) == 0:
                 bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
             _maybe_die_for_test(epoch * steps_per_epoch + step)
 
-        record = {"epoch": epoch, "train_loss": loss_sum / max(n_seen, 1),
+        record = {"epoch": epoch, **{f"train_{k}": v / max(n_seen, 1) for k, v in loss_sums.items()},
                   "lr": optimizer.param_groups[-1]["lr"], "train_seconds": round(time.time() - t0, 2)}
         candidates = {"live": model} if ema is None else {"live": model, "ema": ema.module}
         scores = {}

@@ -16,7 +16,7 @@ from .data.toyworld import generate
 from .data.transforms import build_transform
 from .engine import FitResult, Method, fit, make_loader, seed_everything
 from .losses import build_loss
-from .models.registry import create_model
+from .models.registry import create_model, method_builder
 from .params import MethodParams, RunParams, load_params
 from .rundir import prepare_run_dir
 
@@ -28,9 +28,15 @@ def prepare_data(params: RunParams, progress: bool = True) -> Manifest:
     return Manifest(params.data.manifest)
 
 
-def build_method(mp: MethodParams, num_classes: int, model: torch.nn.Module | None = None) -> Method:
-    """Model (a new one unless given) and loss of a closed-set method whose outputs carry ``logits``."""
-    model = model if model is not None else create_model(mp.model_name, mp.model, num_classes)
+def build_method(mp: MethodParams, num_classes: int, model: torch.nn.Module | None = None,
+                 label_names: list[str] | None = None) -> Method:
+    """Model (a new one unless given) and how it trains: the model's registered method, or by default
+    a closed-set classifier whose outputs carry ``logits``, trained with the params' loss."""
+    if model is None:
+        model = create_model(mp.model_name, mp.model, num_classes, label_names=label_names)
+    builder = method_builder(mp.model_name)
+    if builder is not None:
+        return builder(model, mp.loss)
     criterion = build_loss(mp.loss)
     return Method(model=model, loss_fn=lambda out, target: {"loss": criterion(out["logits"], target)})
 
@@ -40,6 +46,10 @@ class MethodData:
     manifest: Manifest
     labels: list[int]
     datasets: dict[str, MultiLabelDataset]
+
+    @property
+    def label_names(self) -> list[str]:
+        return [self.manifest.label_names[i] for i in self.labels]
 
 
 def method_data(params: RunParams, name: str, manifest: Manifest | None = None) -> MethodData:
@@ -68,7 +78,7 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
     loaders = {split: make_loader(data.datasets[split], tp.eval_batch_size, shuffle=False, num_workers=workers)
                for split in ("val", "test")}
     seed_everything(params.seed)
-    method = build_method(mp, len(data.labels))
+    method = build_method(mp, len(data.labels), label_names=data.label_names)
     return fit(method, loaders, tp, params.eval, run_dir / name, seed=params.seed, progress=progress,
                make_train_loader=train_loader)
 
@@ -77,7 +87,8 @@ def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.
     """The best model of a finished method run, in eval mode."""
     mp = params.methods[name]
     manifest = prepare_data(params, progress=False)
-    model = create_model(mp.model_name, mp.model, len(manifest.label_subset(mp.label_subset)))
+    labels = manifest.label_subset(mp.label_subset)
+    model = create_model(mp.model_name, mp.model, len(labels), label_names=[manifest.label_names[i] for i in labels])
     best = params.run_dir / name / "checkpoints" / "best.pt"
     if not best.is_file():
         raise FileNotFoundError(f"{best}: no trained checkpoint; run the training notebook for {name!r} first")

@@ -136,16 +136,18 @@ def _timm_model(timm_name: str, pretrained: bool, weights: str | None, **kwargs)
 # ------------------------------------------------------------------------------------------------
 # Real backbones
 # ------------------------------------------------------------------------------------------------
-def _torchvision_resnet(depth: int, pretrained: bool, weights: str | None) -> nn.Module:
-    """torchvision ResNet with every BatchNorm frozen (Query2Label's backbone), layer4 output."""
+def _torchvision_resnet(depth: int, pretrained: bool, weights: str | None, frozen_bn: bool = True,
+                        version: str = "V1") -> nn.Module:
+    """torchvision ResNet, layer4 output.  Frozen BatchNorm: Query2Label; ordinary BatchNorm: SALGL, SGRE."""
     import torchvision
     from torchvision.models._utils import IntermediateLayerGetter
     from torchvision.ops.misc import FrozenBatchNorm2d
     ctor = getattr(torchvision.models, f"resnet{depth}")
-    enum = getattr(torchvision.models, f"ResNet{depth}_Weights").IMAGENET1K_V1
-    net = ctor(weights=None, norm_layer=FrozenBatchNorm2d)
+    enum = getattr(getattr(torchvision.models, f"ResNet{depth}_Weights"), f"IMAGENET1K_{version}")
+    net = ctor(weights=None, norm_layer=FrozenBatchNorm2d if frozen_bn else None)
     if pretrained:
-        net.load_state_dict(_torchvision_weights(enum, weights))
+        state = _torchvision_weights(enum, weights)
+        net.load_state_dict(state)  # BatchNorm fills in num_batches_tracked missing from old files
     return IntermediateLayerGetter(net, return_layers={"layer4": "out"})
 
 
@@ -153,6 +155,13 @@ for _depth, _dim in ((18, 512), (34, 512), (50, 2048), (101, 2048)):
     register_backbone(f"resnet{_depth}", _dim, 32, description=f"torchvision ResNet-{_depth}, frozen BatchNorm, "
                       "ImageNet-1k V1 weights (Query2Label)")(
         lambda pretrained=False, weights=None, _d=_depth: _torchvision_resnet(_d, pretrained, weights))
+    register_backbone(f"resnet{_depth}_bn", _dim, 32, description=f"torchvision ResNet-{_depth}, trainable "
+                      "BatchNorm, ImageNet-1k V1 weights (SALGL)")(
+        lambda pretrained=False, weights=None, _d=_depth: _torchvision_resnet(_d, pretrained, weights, False))
+for _depth in (50, 101):
+    register_backbone(f"resnet{_depth}_bn_v2", 2048, 32, description=f"torchvision ResNet-{_depth}, trainable "
+                      "BatchNorm, ImageNet-1k V2 weights (SGRE)")(
+        lambda pretrained=False, weights=None, _d=_depth: _torchvision_resnet(_d, pretrained, weights, False, "V2"))
 
 
 @register_backbone("tresnet_l", 2432, 32, description="timm tresnet_l.miil_in1k_448 (Q2L TResL-448)")

@@ -85,7 +85,7 @@ class Query2Label(nn.Module):
 
 
 @register_model("q2l", Q2LConfig)
-def build_q2l(cfg: Q2LConfig, num_classes: int) -> Query2Label:
+def build_q2l(cfg: Q2LConfig, num_classes: int, label_names: list[str] | None = None) -> Query2Label:
     return Query2Label(cfg, num_classes)
 
 

@@ -18,7 +18,7 @@ class ModelEntry:
 
 
 def register_model(name: str, config_class: type):
-    """Register ``build(cfg, num_classes) -> nn.Module`` with the dataclass its params are read into."""
+    """Register ``build(cfg, num_classes, label_names=None) -> nn.Module`` with its params dataclass."""
     def deco(fn):
         if name in _MODELS:
             raise KeyError(f"model {name!r} registered twice")
@@ -27,8 +27,27 @@ def register_model(name: str, config_class: type):
     return deco
 
 
+_METHODS: dict[str, Callable] = {}
+
+
+def register_method(name: str):
+    """Register how model ``name`` trains: ``fn(model, loss_params) -> mlc.engine.Method``.
+
+    Models without one train as plain closed-set classifiers: ``loss(outputs["logits"], targets)``.
+    """
+    def deco(fn):
+        _METHODS[name] = fn
+        return fn
+    return deco
+
+
+def method_builder(name: str) -> Callable | None:
+    model_entry(name)
+    return _METHODS.get(name)
+
+
 def model_entry(name: str) -> ModelEntry:
-    from . import q2l  # noqa: F401  (registers the built-in models)
+    from . import q2l, salgl, sgre  # noqa: F401  (registers the built-in models)
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
@@ -37,10 +56,11 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def list_models() -> list[str]:
-    from . import q2l  # noqa: F401
+    from . import q2l, salgl, sgre  # noqa: F401
     return sorted(_MODELS)
 
 
-def create_model(name: str, cfg=None, num_classes: int = 80) -> nn.Module:
+def create_model(name: str, cfg=None, num_classes: int = 80, label_names: list[str] | None = None) -> nn.Module:
+    """Build a registered model; ``label_names`` (in class order) feed models with label embeddings."""
     entry = model_entry(name)
-    return entry.build(cfg if cfg is not None else entry.config_class(), num_classes)
+    return entry.build(cfg if cfg is not None else entry.config_class(), num_classes, label_names=label_names)
