@@ -269,7 +269,7 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
             if method.on_step_end is not None:
                 method.on_step_end(model, ema.module if ema is not None else None)
             for key, value in losses.items():
-                loss_sums[key] = loss_sums.get(key, 0.0) + float(value) * len(images)
+                loss_sums[key] = loss_sums.get(key, 0.0) + float(value.detach()) * len(images)
             n_seen += len(images)
             if step % max(1, tp.log_every) == 0:
                 bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
