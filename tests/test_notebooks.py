@@ -24,7 +24,14 @@ def test_run_all_executes_every_notebook(tmp_path):
         assert not errors, name
     metrics = json.loads((run_dir / "q2l" / "metrics_test.json").read_text())
     assert 0 <= metrics["mAP"] <= 1 and len(metrics["per_class_AP"]) == 30
-    for fig in ("data_samples", "data_cooccurrence_by_scene", "q2l_learning_curves", "eval_q2l_pr_curves"):
+    for method in ("salgl", "sgre"):
+        m = json.loads((run_dir / method / "metrics_test.json").read_text())
+        assert 0 <= m["mAP"] <= 1 and len(m["per_class_AP"]) == 30
+    scenes = json.loads((run_dir / "salgl" / "metrics_scenes.json").read_text())
+    assert -1 <= scenes["ARI"] <= 1 and 0 <= scenes["NMI"] <= 1 and scenes["n_images"] == 48
+    for fig in ("data_samples", "data_cooccurrence_by_scene", "q2l_learning_curves", "eval_q2l_pr_curves",
+                "salgl_scene_contingency", "salgl_learned_cooccurrence", "salgl_true_cooccurrence",
+                "sgre_loss_terms", "eval_sgre_per_class_ap"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 0
         assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
     assert (run_dir / "params.yaml").is_file() and (run_dir / "environment.json").is_file()

@@ -147,3 +147,56 @@ def pr_curves(scores: np.ndarray, targets: np.ndarray, names: list[str], classes
     ax.legend(fontsize=6.5, loc="lower left")
     fig.tight_layout()
     return fig
+
+
+def loss_terms(history: list[dict], terms: list[str], title: str = ""):
+    """Training curves of the parts of a composite loss (e.g. SALGL's ASL and scene entropies)."""
+    h = pd.DataFrame(history)
+    present = [t for t in terms if f"train_{t}" in h]
+    fig, axes = plt.subplots(1, len(present), figsize=(TWO_COLUMN, 2.2), squeeze=False)
+    for ax, term in zip(axes[0], present):
+        ax.plot(h["epoch"] + 1, h[f"train_{term}"], marker="o", ms=3)
+        ax.set(xlabel="epoch", title=term.replace("_", " "))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def scene_contingency(table: pd.DataFrame, title: str = "true vs discovered scenes (test)"):
+    """Heatmap of images per (true scene, discovered scene), each row normalised to sum 1."""
+    share = table.div(table.sum(1), axis=0)
+    fig, ax = plt.subplots(figsize=(ONE_COLUMN * 1.25, ONE_COLUMN))
+    sns.heatmap(share, ax=ax, vmin=0, vmax=1, cmap="rocket_r", annot=table.to_numpy(), fmt="d",
+                annot_kws={"fontsize": 7}, cbar_kws={"label": "share of the true scene's images"})
+    ax.set(xlabel="discovered scene", ylabel="true scene", title=title)
+    fig.tight_layout()
+    return fig
+
+
+def transition_matrices(prob: np.ndarray, names: list[str], labels: list[int] | None = None,
+                        titles: list[str] | None = None, zero_diagonal: bool = True, cols: int = 3):
+    """One P(column | row) heatmap per scene from [S, C, C] transition matrices, for a label subset.
+
+    ``zero_diagonal`` hides the trivial P(a | a) = 1, as the official SALGL heatmap script does.
+    """
+    labels = list(range(prob.shape[-1])) if labels is None else list(labels)
+    sub = prob[:, labels][:, :, labels].copy()
+    if zero_diagonal:
+        sub[:, np.arange(len(labels)), np.arange(len(labels))] = 0
+    n = len(sub)
+    cols = min(cols, n)
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * rows * 1.05), squeeze=False)
+    ticks = [names[i] for i in labels] if len(labels) <= 12 else False
+    for s, ax in enumerate(axes.flat):
+        if s >= n:
+            ax.axis("off")
+            continue
+        sns.heatmap(sub[s], ax=ax, vmin=0, vmax=1, cmap="rocket_r", square=True, cbar=False,
+                    xticklabels=ticks, yticklabels=ticks)
+        ax.set_title(titles[s] if titles else f"scene {s}")
+        if ticks:
+            ax.tick_params(labelsize=6)
+    fig.colorbar(plt.cm.ScalarMappable(cmap="rocket_r", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
+                 label="P(column | row)")
+    return fig
