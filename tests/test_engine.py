@@ -97,3 +97,20 @@ def test_param_groups_and_freezing():
     groups = build_param_groups(model, tp)
     assert not model[0].bias.requires_grad
     assert [len(g["params"]) for g in groups] == [2, 1] and [g["lr"] for g in groups] == [0.1, 1.0]
+
+
+def test_a_method_can_join_an_existing_run_but_shared_settings_cannot_change(tmp_path):
+    import yaml
+    base = tmp_path / "a.yaml"
+    base.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: grow\noutput_root: {tmp_path}\n")
+    full = load_params(base)
+    only_q2l = load_params(base)
+    only_q2l.methods = {"q2l": full.methods["q2l"]}
+    prepare_run_dir(only_q2l)
+    prepare_run_dir(full)                                    # salgl and sgre join the run
+    stored = yaml.safe_load((tmp_path / "grow" / "params.yaml").read_text())
+    assert set(stored["methods"]) == {"q2l", "salgl", "sgre"}
+    prepare_run_dir(only_q2l)                                 # a subset of the stored methods is fine
+    changed = load_params(base, overrides={"seed": 5})
+    with pytest.raises(RunConflictError, match="seed: 0 -> 5"):
+        prepare_run_dir(changed)

@@ -3,7 +3,9 @@ its checkpoints, logs and metrics, plus the executed notebooks.
 
 A run directory belongs to one set of params: reusing a name with different params is an error
 that lists the differences (a finished run is never overwritten silently).  Rerunning with the same
-params resumes or reuses what is there.
+params resumes or reuses what is there.  Methods may be added to a run later (the kit grows one
+method at a time): a method the stored params do not have yet joins them, but the shared settings
+(data, evaluation, seed) and every method already stored must stay the same.
 """
 from __future__ import annotations
 
@@ -73,12 +75,19 @@ def prepare_run_dir(params: RunParams) -> Path:
     stored = run_dir / "params.yaml"
     if stored.is_file():
         old = yaml.safe_load(stored.read_text())
-        changes = diff_params(old, resolved)
+        old_methods, new_methods = old.get("methods") or {}, resolved.get("methods") or {}
+        common = set(old_methods) & set(new_methods)
+        changes = diff_params({**old, "methods": {m: old_methods[m] for m in common}},
+                              {**resolved, "methods": {m: new_methods[m] for m in common}})
         if changes:
             raise RunConflictError(
                 f"{run_dir} already holds run {params.name!r} made with other params "
                 f"({len(changes)} differences):\n  " + "\n  ".join(changes[:20]) +
                 f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
+        added = [m for m in new_methods if m not in old_methods]
+        if added:
+            merged = {**old, "methods": {**old_methods, **{m: new_methods[m] for m in added}}}
+            atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(merged, sort_keys=False))
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(resolved, sort_keys=False))
