@@ -160,3 +160,17 @@ def test_converters_reject_foreign_keys():
         salgl_mod.convert_official_state_dict({"query_embed.weight": torch.zeros(1)})
     with pytest.raises(KeyError, match="official SGRE key"):
         sgre_mod.convert_official_state_dict({"module.scene_linear.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("params_file,num_classes,millions", [("params/salgl/coco_r101_448.yaml", 80, 105.36),
+                                                               ("params/sgre/coco_r101_448.yaml", 80, 105.69),
+                                                               ("params/sgre/coco_tresl_448.yaml", 80, 139.45)])
+def test_paper_config_parameter_counts(params_file, num_classes, millions):
+    from conftest import ROOT
+    from mlc.models.registry import create_model
+    from mlc.params import load_params
+    (mp,) = load_params(ROOT / params_file).methods.values()
+    cfg = dataclasses.replace(mp.model, pretrained=False, label_embeddings="words")   # BERT file: not needed for shapes
+    with torch.device("meta"):
+        model = create_model(mp.model_name, cfg, num_classes)
+    assert round(sum(t.numel() for t in model.parameters()) / 1e6, 2) == millions

@@ -13,6 +13,7 @@ docs/methods/salgl.md for every choice it makes).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -104,8 +105,8 @@ class SALGL(nn.Module):
         else:
             self.register_buffer("label_embeddings", embed.float())
         self.register_buffer("comatrix", torch.zeros(cfg.num_scenes, num_classes, num_classes))
-        uniform = torch.full((cfg.num_scenes,), 1.0 / cfg.num_scenes)
-        self.max_entropy = float(entropy(uniform))    # the official bound, with its +1e-7
+        # the official bound: the entropy formula (with its +1e-7) on the uniform distribution
+        self.max_entropy = -math.log(1.0 / cfg.num_scenes + 1e-7)
         self.encoder = nn.ModuleList([EncoderLayer(d, cfg.heads, cfg.dim_feedforward, cfg.dropout)])
         self.scene_linear = nn.Linear(d, cfg.num_scenes, bias=False)
         self.attention = LowRankBilinearAttention(d, self.label_embeddings.shape[1], cfg.att_dim,
