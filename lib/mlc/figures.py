@@ -186,17 +186,18 @@ def transition_matrices(prob: np.ndarray, names: list[str], labels: list[int] | 
     n = len(sub)
     cols = min(cols, n)
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * rows * 1.05), squeeze=False)
     ticks = [names[i] for i in labels] if len(labels) <= 12 else False
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * rows * (1.25 if ticks else 1.0)),
+                             squeeze=False, layout="constrained")
     for s, ax in enumerate(axes.flat):
         if s >= n:
             ax.axis("off")
             continue
         sns.heatmap(sub[s], ax=ax, vmin=0, vmax=1, cmap="rocket_r", square=True, cbar=False,
-                    xticklabels=ticks, yticklabels=ticks)
-        ax.set_title(titles[s] if titles else f"scene {s}")
+                    xticklabels=ticks, yticklabels=ticks if s % cols == 0 else False)
+        ax.set_title(titles[s] if titles else f"scene {s}", fontsize=8)
         if ticks:
-            ax.tick_params(labelsize=6)
+            ax.tick_params(labelsize=6, length=0)
     fig.colorbar(plt.cm.ScalarMappable(cmap="rocket_r", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
                  label="P(column | row)")
     return fig
