@@ -1,0 +1,62 @@
+"""MS-COCO 2014: ``annotations/instances_{train,val}2014.json`` -> manifest (train = train2014, test = val2014).
+
+80 categories in category-id order (person, bicycle, car, ...).  ``keep_empty=True`` keeps images without
+annotations, as Query2Label does (82,783 / 40,504 images); ``False`` drops them, as SALGL and SGRE do
+(82,081 / 40,137).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..manifest import Label, write_manifest
+from . import register_converter
+from .common import DatasetFormatError, group_lists, read_json
+
+
+def _split(raw: Path, json_name: str, image_dir: str, cat_index: dict[int, int], keep_empty: bool) -> pd.DataFrame:
+    path = raw / "annotations" / json_name
+    data = read_json(path)
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DatasetFormatError(f"{path}: missing key {key!r} (is this a COCO instances file?)")
+    images = pd.DataFrame(data["images"])
+    if images.empty or not {"id", "file_name"} <= set(images):
+        raise DatasetFormatError(f"{path}: 'images' entries need 'id' and 'file_name'")
+    images = images.sort_values("id").reset_index(drop=True)
+    anns = pd.DataFrame(data["annotations"], columns=["image_id", "category_id"])
+    unknown = set(anns["category_id"].unique()) - set(cat_index)
+    if unknown:
+        raise DatasetFormatError(f"{path}: annotations use unknown category ids {sorted(unknown)[:5]}")
+    row_of = pd.Series(np.arange(len(images)), index=images["id"].to_numpy())
+    missing = ~anns["image_id"].isin(row_of.index)
+    if missing.any():
+        raise DatasetFormatError(f"{path}: annotation for unknown image id {int(anns['image_id'][missing].iloc[0])}")
+    pos = group_lists(row_of[anns["image_id"]].to_numpy(), anns["category_id"].map(cat_index).to_numpy(), len(images))
+    df = pd.DataFrame({"image": image_dir + "/" + images["file_name"].astype(str), "pos": pos,
+                       "coco_id": images["id"].astype(np.int64)})
+    for col in ("width", "height"):
+        if col in images:
+            df[col] = images[col].astype(np.int64)
+    if not keep_empty:
+        df = df[df["pos"].map(len) > 0].reset_index(drop=True)
+    return df
+
+
+@register_converter("coco")
+def convert_coco(raw_root, out_dir, keep_empty: bool = False, year: int = 2014):
+    """``raw_root`` holds ``annotations/``, ``train2014/`` and ``val2014/``."""
+    raw = Path(raw_root)
+    train_json = f"instances_train{year}.json"
+    cats = read_json(raw / "annotations" / train_json).get("categories")
+    if not cats:
+        raise DatasetFormatError(f"{raw / 'annotations' / train_json}: no 'categories'")
+    cats = sorted(cats, key=lambda c: c["id"])
+    cat_index = {c["id"]: i for i, c in enumerate(cats)}
+    labels = [Label(i, str(c["id"]), c["name"]) for i, c in enumerate(cats)]
+    splits = {"train": _split(raw, train_json, f"train{year}", cat_index, keep_empty),
+              "test": _split(raw, f"instances_val{year}.json", f"val{year}", cat_index, keep_empty)}
+    return write_manifest(out_dir, name=f"coco{year}", labels=labels, splits=splits, image_root=str(raw.resolve()),
+                          absent="negative", extra={"source": "coco", "keep_empty": keep_empty})
