@@ -373,3 +373,23 @@ def test_downloader_retries_resizes_resumes_and_reports(tmp_path):
         assert again.skipped == 2 and again.downloaded == 0 and len(again.failed) == 1
     finally:
         server.shutdown()
+
+
+def test_data_preparation_notebook_converts_a_real_format(tmp_path):
+    """Notebook 01 with dataset="voc": converts the fixture and draws every figure."""
+    import papermill
+    from conftest import ROOT
+    _voc(tmp_path / "VOC2007")
+    params = tmp_path / "p.yaml"
+    params.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: vocnb\noutput_root: {tmp_path / 'out'}\n"
+                      f"data: {{dataset: manifest, manifest: {tmp_path / 'voc_manifest'}}}\n")
+    papermill.execute_notebook(str(ROOT / "notebooks/01_data_preparation.ipynb"), str(tmp_path / "run.ipynb"),
+                               parameters={"params_file": str(params), "dataset": "voc",
+                                           "raw_root": str(tmp_path / "VOC2007"),
+                                           "converter_options": {"difficult": "sgre"}},
+                               cwd=str(ROOT), progress_bar=False, kernel_name="python3")
+    meta = json.loads((tmp_path / "voc_manifest" / "meta.json").read_text())
+    assert meta["conversion"] == {"source": "voc", "raw_root": str(tmp_path / "VOC2007"),
+                                  "options": {"difficult": "sgre"}}
+    for fig in ("data_samples", "data_label_frequencies", "data_labels_per_image", "data_cooccurrence"):
+        assert (tmp_path / "out" / "vocnb" / "figures" / f"{fig}.pdf").is_file()

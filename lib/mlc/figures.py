@@ -50,7 +50,8 @@ def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxe
                 x0, y0, x1, y1 = np.asarray(box) * [w, h, w, h]
                 ax.add_patch(plt.Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.2,
                                            ec=palette[j % len(palette)]))
-        ax.set_title("\n".join(names[i] for i in row["pos"]), fontsize=6.5)
+        pos = [names[i] for i in row["pos"]]
+        ax.set_title("\n".join(pos[:4] + ([f"+{len(pos) - 4} more"] if len(pos) > 4 else [])), fontsize=6.5)
     for ax in axes.flat:
         ax.axis("off")
     fig.tight_layout(pad=0.3)
@@ -58,20 +59,58 @@ def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxe
 
 
 def label_frequencies(manifest, split: str = "train", top: int | None = None):
-    t = manifest.dense_targets(split)
-    freq = pd.Series((t == 1).sum(0), index=manifest.label_names).sort_values(ascending=False)
+    """Positive images per label, sorted.  Up to 60 labels: named bars (seen / unseen coloured);
+    more (COCO, NUS-WIDE, Open Images): the long tail as a rank-frequency curve on log axes."""
+    counts = manifest.label_counts(split)
+    freq = pd.Series(counts, index=range(len(counts))).sort_values(ascending=False)
     if top:
         freq = freq.head(top)
-    seen = {l.name: l.seen for l in manifest.labels}
-    colours = [sns.color_palette("colorblind")[0 if seen[n] else 1] for n in freq.index]
+    n_images = len(manifest.split(split))
     fig, ax = plt.subplots(figsize=(TWO_COLUMN, 2.4))
+    if len(freq) > 60:
+        ax.loglog(np.arange(1, len(freq) + 1), np.maximum(freq.values, 0.8), lw=1.5)
+        ax.set(xlabel="label rank", ylabel=f"images ({split})")
+        ax.set_title(f"Label frequencies ({split}, {n_images} images, {len(freq)} labels): the long tail")
+        fig.tight_layout()
+        return fig
+    seen = [manifest.labels[i].seen for i in freq.index]
+    colours = [sns.color_palette("colorblind")[0 if s else 1] for s in seen]
     ax.bar(range(len(freq)), freq.values, color=colours)
-    ax.set_xticks(range(len(freq)), freq.index, rotation=90, fontsize=7)
+    ax.set_xticks(range(len(freq)), [manifest.label_names[i] for i in freq.index], rotation=90, fontsize=7)
     ax.set_ylabel(f"images ({split})")
-    ax.set_title(f"Label frequencies ({split}, {len(t)} images)")
-    if not all(seen.values()):
+    ax.set_title(f"Label frequencies ({split}, {n_images} images)")
+    if not all(seen):
         ax.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=sns.color_palette("colorblind")[i]) for i in (0, 1)],
                   labels=["seen", "unseen"], fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def labels_per_image(manifest, split: str = "train"):
+    """Histogram of the number of positive labels per image."""
+    n = manifest.labels_per_image(split)
+    fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
+    bins = np.arange(0, min(int(n.max(initial=0)), 30) + 2) - 0.5
+    ax.hist(np.minimum(n, 30), bins=bins, color=sns.color_palette("colorblind")[0])
+    ax.set(xlabel="positive labels per image" + (" (30 = 30 or more)" if n.max(initial=0) > 30 else ""),
+           ylabel="images", title=f"{split}: mean {n.mean():.2f} labels per image")
+    fig.tight_layout()
+    return fig
+
+
+def cooccurrence(manifest, split: str = "train", top: int = 20, labels: list[int] | None = None):
+    """P(column | row) over the images of a split for the ``top`` most frequent labels (or given ones)."""
+    if labels is None:
+        labels = list(np.argsort(-manifest.label_counts(split), kind="stable")[:top])
+    t = manifest.dense_targets(split, labels)
+    p = conditional_cooccurrence(t)
+    names = [manifest.label_names[i] for i in labels]
+    side = min(TWO_COLUMN, 1.2 + 0.22 * len(labels))
+    fig, ax = plt.subplots(figsize=(side + 0.8, side))
+    sns.heatmap(p, ax=ax, vmin=0, vmax=1, cmap="rocket_r", square=True, xticklabels=names, yticklabels=names,
+                cbar_kws={"label": "P(column | row)", "shrink": 0.7})
+    ax.tick_params(labelsize=7, length=0)
+    ax.set_title(f"Label co-occurrence ({split}, {len(labels)} most frequent labels)")
     fig.tight_layout()
     return fig
 

@@ -33,6 +33,9 @@ class ParamsError(ValueError):
 class DataParams:
     dataset: Literal["toy", "manifest"] = "toy"
     manifest: str | None = None            # manifest directory for real datasets (see docs/manifest.md)
+    source: str | None = None              # converter that builds the manifest when it is missing (coco, voc, ...)
+    raw_root: str | None = None            # the dataset as downloaded, in its own layout (docs/datasets.md)
+    source_options: dict[str, Any] = field(default_factory=dict)   # converter options, e.g. {keep_empty: true}
     root: str | None = None                # where the toy world is generated (default outputs/datasets/toy-<key>)
     toy: ToyWorldConfig = field(default_factory=ToyWorldConfig)
     num_workers: int = 0

@@ -21,11 +21,36 @@ from .params import MethodParams, RunParams, load_params
 from .rundir import prepare_run_dir
 
 
-def prepare_data(params: RunParams, progress: bool = True) -> Manifest:
-    """The run's manifest: the toy world is generated (or reused) here; real datasets are read."""
-    if params.data.dataset == "toy":
-        return generate(params.dataset_root(), params.data.toy, progress=progress)
-    return Manifest(params.data.manifest)
+def prepare_data(params: RunParams, progress: bool = True, source: str | None = None, raw_root: str | None = None,
+                 options: dict | None = None) -> Manifest:
+    """The run's manifest: the toy world is generated (or reused) here; a real dataset is converted from
+    its raw layout the first time (``data.source``, ``data.raw_root``, ``data.source_options``, or the
+    arguments, which take precedence) and read afterwards.  A manifest converted with other settings is
+    an error, never silently reused."""
+    d = params.data
+    if d.dataset == "toy" and source in (None, "toy"):
+        return generate(params.dataset_root(), d.toy, progress=progress)
+    source, raw_root = source or d.source, raw_root or d.raw_root
+    options = d.source_options if options is None else options
+    out = Path(d.manifest) if d.manifest else Path(params.output_root) / "datasets" / str(source)
+    if (out / "meta.json").is_file():
+        manifest = Manifest(out)
+        done = manifest.meta.get("conversion")
+        wanted = {"source": source, "raw_root": str(raw_root), "options": options}
+        if source and done and (done["source"], done["options"]) != (wanted["source"], wanted["options"]):
+            raise ValueError(f"{out} was converted from {done['source']!r} with options {done['options']}, not "
+                             f"{source!r} with {options}: use another data.manifest directory or delete {out}")
+        return manifest
+    if not source:
+        raise FileNotFoundError(f"{out / 'meta.json'}: no manifest there; set data.source and data.raw_root in "
+                                f"{params.source or 'the params'} to convert the dataset, or run the data-preparation "
+                                f"notebook with dataset=... and raw_root=...")
+    if not raw_root:
+        raise ValueError(f"{params.source}: data.raw_root is needed to convert {source!r} (where the raw dataset is)")
+    from .data.datasets import convert_dataset
+    if progress:
+        print(f"converting {source} from {raw_root} into {out} ...")
+    return convert_dataset(source, raw_root, out, **options)
 
 
 def build_method(mp: MethodParams, num_classes: int, model: torch.nn.Module | None = None,
@@ -57,8 +82,17 @@ def method_data(params: RunParams, name: str, manifest: Manifest | None = None) 
     manifest = manifest or prepare_data(params)
     labels = manifest.label_subset(mp.label_subset)
     train_tf, eval_tf = build_transform(mp.input, train=True), build_transform(mp.input, train=False)
+    splits = ["train", "val", "test"]
+    if "val" not in manifest.split_names:
+        if mp.train.select_on != "test":
+            raise ValueError(f"{manifest.root}: the manifest has no 'val' split (splits: {manifest.split_names}); "
+                             f"set methods.{name}.train.select_on: test in {params.source} (what the official "
+                             f"code does) or convert the dataset with a validation split")
+        splits.remove("val")
     datasets = {split: MultiLabelDataset(manifest, split, train_tf if split == "train" else eval_tf, labels)
-                for split in ("train", "val", "test")}
+                for split in splits}
+    if "val" not in datasets:            # select_on: test -- the official protocol validates on the test split
+        datasets["val"] = datasets["test"]
     return MethodData(manifest, list(labels), datasets)
 
 

@@ -187,22 +187,50 @@ class Manifest:
         df = self.split(split)
         return dense_targets(df, self.num_labels, self.meta["absent"], labels)
 
+    def label_counts(self, split: str, column: str = "pos") -> np.ndarray:
+        """Images per label in ``column`` (pos / neg / ignore), from the sparse lists: [C] int64."""
+        df = self.split(split)
+        if column not in df:
+            return np.zeros(self.num_labels, np.int64)
+        return np.bincount(_flat(df[column].to_numpy())[1], minlength=self.num_labels)
+
+    def labels_per_image(self, split: str) -> np.ndarray:
+        """Number of positive labels of each image of a split."""
+        return self.split(split)["pos"].map(len).to_numpy()
+
+
+def _flat(lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(row index, label index) of every entry of a column of per-row label lists."""
+    lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
+    if not lengths.sum():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    rows = np.repeat(np.arange(len(lists)), lengths)
+    return rows, np.concatenate([np.asarray(v, dtype=np.int64) for v in lists if len(v)])
+
 
 def dense_targets(df: pd.DataFrame, num_labels: int, absent: str,
                   labels: Iterable[int] | None = None) -> np.ndarray:
+    """Only the requested columns are allocated: [N, C'] stays small for a label subset of Open Images."""
     fill = NEGATIVE if absent == "negative" else UNKNOWN
-    full = np.full((len(df), num_labels), fill, dtype=np.int8)
+    if labels is None:
+        position = np.arange(num_labels)
+        width = num_labels
+    else:
+        labels = np.asarray(list(labels), dtype=np.int64)
+        unique, inverse = np.unique(labels, return_inverse=True)
+        if len(unique) != len(labels):                  # a repeated column: build each once, then copy
+            return dense_targets(df, num_labels, absent, unique)[:, inverse]
+        position = np.full(num_labels, -1, np.int64)
+        position[labels] = np.arange(len(labels))
+        width = len(labels)
+    full = np.full((len(df), width), fill, dtype=np.int8)
     for col, value in (("ignore", UNKNOWN), ("neg", NEGATIVE), ("pos", POSITIVE)):  # pos wins
         if col not in df:
             continue
-        lists = df[col].to_numpy()
-        lengths = np.fromiter((len(v) for v in lists), dtype=np.int64, count=len(lists))
-        if lengths.sum():
-            rows = np.repeat(np.arange(len(df)), lengths)
-            cols = np.concatenate([np.asarray(v, dtype=np.int64) for v in lists if len(v)])
-            full[rows, cols] = value
-    if labels is not None:
-        full = full[:, np.asarray(list(labels), dtype=np.int64)]
+        rows, cols = _flat(df[col].to_numpy())
+        cols = position[cols]
+        keep = cols >= 0
+        full[rows[keep], cols[keep]] = value
     return full
 
 

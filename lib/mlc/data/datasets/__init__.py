@@ -37,4 +37,11 @@ def convert_dataset(name: str, raw_root, out_dir, **options):
         close = difflib.get_close_matches(name, _CONVERTERS, n=2)
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
         raise KeyError(f"unknown dataset {name!r}{hint}; known: {', '.join(sorted(_CONVERTERS))}")
-    return _CONVERTERS[name](raw_root, out_dir, **options)
+    manifest = _CONVERTERS[name](raw_root, out_dir, **options)
+    import json
+    from ...io import atomic_write_text
+    from ..manifest import Manifest
+    meta = dict(manifest.meta)
+    meta["conversion"] = {"source": name, "raw_root": str(raw_root), "options": options}
+    atomic_write_text(manifest.root / "meta.json", json.dumps(meta, indent=1))
+    return Manifest(manifest.root)
