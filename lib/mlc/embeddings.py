@@ -12,6 +12,7 @@ A model config names its embeddings with one string (``label_embeddings``):
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -65,3 +66,159 @@ def fixed_label_embeddings(spec: str, label_names: list[str] | None, num_classes
             raise ValueError(f"{len(label_names)} label names for {num_classes} classes")
         return torch.from_numpy(word_sum_embeddings(list(label_names), dim))
     return torch.from_numpy(load_embedding_file(spec, num_classes))
+
+
+# ------------------------------------------------------------------------------------------------
+# Text encoders (BERT, GloVe, CLIP prompt ensembles) with a content-addressed cache
+# ------------------------------------------------------------------------------------------------
+# SALGL/SGRE's embedding.py renames three VOC classes before encoding them.
+VOC_RENAMES = {"diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor"}
+
+# QKS's data/prompt_templates.txt: CLIP's 80 ImageNet templates, then 5 scene templates.
+QKS_SCENE_TEMPLATES = ["there is a {} in the scene.", "there is the {} in the scene.", "this is a {} in the scene.",
+                       "this is the {} in the scene.", "this is one {} in the scene."]
+MKT_TEMPLATE = "There is a {} in the scene"
+
+
+def qks_templates() -> list[str]:
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES] + QKS_SCENE_TEMPLATES
+
+
+def weights_identity(weights: str | Path) -> str:
+    """A cache-key component for weights: a file by path, size and modification time; a name as is."""
+    p = Path(str(weights))
+    if p.exists():
+        files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file())
+        return json.dumps([[str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+    return str(weights)
+
+
+def cached_embeddings(cache_dir: str | Path, encoder: str, weights: str, templates: list[str] | None,
+                      label_names: list[str], build, **settings) -> np.ndarray:
+    """Load or build (and store) an embedding table under a key of everything that determines it:
+    encoder, weights, templates, label list and settings.  A changed template or label never reuses
+    a stale table."""
+    from .io import atomic_write, atomic_write_text
+    spec = {"encoder": encoder, "weights": weights_identity(weights), "templates": templates,
+            "labels": list(label_names), "settings": settings}
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"{encoder}-{key}.npy"
+    if path.is_file():
+        return np.load(path)
+    table = np.asarray(build(), dtype=np.float32)
+    if table.shape[0] != len(label_names):
+        raise RuntimeError(f"{encoder}: built {table.shape[0]} rows for {len(label_names)} labels")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.save(f, table)
+
+    atomic_write(path, save)
+    atomic_write_text(path.with_suffix(".json"), json.dumps({**spec, "shape": list(table.shape)}, indent=1))
+    return table
+
+
+def _load_bert(model: str):
+    from transformers import AutoModel, AutoTokenizer
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
+        net = AutoModel.from_pretrained(model, local_files_only=True)
+    except (OSError, ValueError) as e:
+        from .models.backbones import MissingWeightsError
+        raise MissingWeightsError(
+            f"BERT weights {model!r} are not available offline ({str(e).splitlines()[0]}).\n"
+            f"  On a machine with internet: huggingface-cli download {model} (then copy ~/.cache/huggingface),\n"
+            f"  or point the encoder at a local directory holding config.json, vocab.txt and the weights.") from None
+    return tokenizer, net.eval()
+
+
+@torch.no_grad()
+def bert_token_embeddings(label_names: list[str], model: str = "bert-base-uncased", quirks: bool = True
+                          ) -> np.ndarray:
+    """One BERT vector per label, [C, hidden].
+
+    ``quirks=True`` reproduces SALGL/SGRE's embedding.py: three VOC names respaced, the text
+    "[CLS] <label>" with no [SEP], every token_type_id 1, the last hidden state at position 1 when the
+    label is a single word piece, else at position 0 (the [CLS] token).  ``quirks=False`` is the plain
+    version: "[CLS] <label> [SEP]" with type ids 0, the mean over the label's word pieces.
+    """
+    tokenizer, net = _load_bert(model)
+    out = []
+    for name in label_names:
+        if quirks:
+            tokens = ["[CLS]"] + tokenizer.tokenize(VOC_RENAMES.get(name, name))
+            ids = torch.tensor([tokenizer.convert_tokens_to_ids(tokens)])
+            hidden = net(input_ids=ids, token_type_ids=torch.ones_like(ids)).last_hidden_state[0]
+            out.append(hidden[1] if len(tokens) == 2 else hidden[0])
+        else:
+            enc = tokenizer(name, return_tensors="pt")
+            hidden = net(**enc).last_hidden_state[0]
+            out.append(hidden[1:-1].mean(0))
+    return torch.stack(out).float().numpy()
+
+
+def glove_embeddings(label_names: list[str], path: str | Path) -> np.ndarray:
+    """SGRE's GloVe vectors: each label split on spaces, its word vectors **summed** (the official
+    comment says average; the code sums).  The file is streamed once; a word it lacks is an error."""
+    path = Path(path)
+    if not path.is_file():
+        from .models.backbones import MissingWeightsError
+        raise MissingWeightsError(f"GloVe file not found: {path} (download glove.840B.300d.zip from "
+                                  f"nlp.stanford.edu and unzip it there)")
+    words = {w for name in label_names for w in name.split(" ")}
+    vectors: dict[str, np.ndarray] = {}
+    dim = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line_no, line in enumerate(f, 1):
+            word, _, rest = line.rstrip("\n").partition(" ")
+            if word not in words or word in vectors:
+                continue
+            try:
+                vec = np.array(rest.split(" "), dtype=np.float32)
+            except ValueError:
+                raise ValueError(f"{path}:{line_no}: malformed vector for {word!r}") from None
+            if dim is not None and len(vec) != dim:
+                raise ValueError(f"{path}:{line_no}: {len(vec)} values for {word!r}, expected {dim}")
+            dim = len(vec)
+            vectors[word] = vec
+            if len(vectors) == len(words):
+                break
+    for name in label_names:
+        for w in name.split(" "):
+            if w not in vectors:
+                raise KeyError(f"{path}: no GloVe vector for the word {w!r} of label {name!r}")
+    return np.stack([np.sum([vectors[w] for w in name.split(" ")], axis=0) for name in label_names])
+
+
+def clip_prompt_embeddings(label_names: list[str], model_name: str, pretrained: str | None,
+                           templates: list[str], normalize: bool = False) -> np.ndarray:
+    """The mean over templates of CLIP text embeddings, [C, E].  ``normalize=False`` averages the raw
+    outputs, as QKS (85 templates) and MKT (one template) do; True is CLIP's own recipe."""
+    from .clip import encode_prompts, load_clip
+    model, _, tokenizer = load_clip(model_name, pretrained)
+    return encode_prompts(model, tokenizer, label_names, templates, normalize, normalize)
+
+
+def build_text_embeddings(kind: str, label_names: list[str], cache_dir: str | Path, **kw) -> np.ndarray:
+    """One entry point with caching.  kinds: ``bert`` (model, quirks), ``glove`` (path), ``clip_qks``,
+    ``clip_mkt``, ``clip`` (model_name, pretrained, templates, normalize), ``words`` (dim)."""
+    if kind == "bert":
+        model, quirks = kw.get("model", "bert-base-uncased"), kw.get("quirks", True)
+        return cached_embeddings(cache_dir, "bert", model, None, label_names,
+                                 lambda: bert_token_embeddings(label_names, model, quirks), quirks=quirks)
+    if kind == "glove":
+        return cached_embeddings(cache_dir, "glove", kw["path"], None, label_names,
+                                 lambda: glove_embeddings(label_names, kw["path"]), reduce="sum")
+    if kind in ("clip_qks", "clip_mkt", "clip"):
+        templates = {"clip_qks": qks_templates(), "clip_mkt": [MKT_TEMPLATE]}.get(kind) or kw["templates"]
+        normalize = kw.get("normalize", False)
+        return cached_embeddings(cache_dir, kind, kw["pretrained"] or kw["model_name"], templates, label_names,
+                                 lambda: clip_prompt_embeddings(label_names, kw["model_name"], kw["pretrained"],
+                                                                templates, normalize),
+                                 model_name=kw["model_name"], normalize=normalize)
+    if kind == "words":
+        dim = kw.get("dim", 64)
+        return cached_embeddings(cache_dir, "words", "sha256-seeded", None, label_names,
+                                 lambda: word_sum_embeddings(label_names, dim), dim=dim)
+    raise ValueError(f"unknown text encoder {kind!r} (bert, glove, clip_qks, clip_mkt, clip, words)")

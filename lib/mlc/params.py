@@ -113,6 +113,19 @@ class MethodParams:
 
 
 @dataclass
+class ClipParams:
+    """The vision-language model of the run: OpenAI ViT-B/16 on real data, the toy CLIP in the toy world."""
+    model: str = "mlc-toy-clip"             # an open_clip model name (the kit's configs: lib/mlc/clip_configs)
+    pretrained: str | None = None           # a local weight file, "openai", or null: train it (toy CLIP only)
+    epochs: int = 30                        # toy CLIP pretraining on the toy captions (contrastive)
+    batch_size: int = 128
+    lr: float = 2.0e-3
+    weight_decay: float = 0.1
+    warmup_epochs: float = 1.0
+    zero_shot_template: str = "a photo of a {}."
+
+
+@dataclass
 class RunParams:
     name: str
     seed: int = 0
@@ -120,6 +133,7 @@ class RunParams:
     output_root: str = "outputs"
     data: DataParams = field(default_factory=DataParams)
     eval: EvalParams = field(default_factory=EvalParams)
+    clip: ClipParams = field(default_factory=ClipParams)
     methods: dict[str, MethodParams] = field(default_factory=dict)
     source: str = ""                        # the file it was read from (filled in by load_params)
 

@@ -1,0 +1,199 @@
+"""CLIP through open_clip: OpenAI ViT-B/16 on real data, the toy CLIP in the toy world.
+
+The toy CLIP is an ordinary open_clip model built from the kit's config ``mlc-toy-clip``
+(``lib/mlc/clip_configs/``: a ViT with 8 px patches on 64 px images and a small text transformer),
+pretrained contrastively on the toy world's captions by :func:`train_toy_clip` and saved as a plain
+open_clip state dict.  Every consumer loads either model the same way::
+
+    model, preprocess, tokenizer = load_clip("mlc-toy-clip", "outputs/toy/clip/mlc-toy-clip.pt")
+    model, preprocess, tokenizer = load_clip("ViT-B-16", "/models/ViT-B-16.pt")   # or "openai" from the cache
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .io import atomic_write, atomic_write_text
+from .models.backbones import MissingWeightsError
+
+CONFIG_DIR = Path(__file__).parent / "clip_configs"
+_registered = False
+
+
+def _register_configs() -> None:
+    global _registered
+    if not _registered:
+        import open_clip
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu"):
+    """(model in eval mode, eval preprocess, tokenizer).  ``pretrained``: a local file, "openai" (from the
+    local cache only), or None (random weights).  A missing file is an error saying what to fetch."""
+    import open_clip
+    _register_configs()
+    if pretrained not in (None, "openai") and not Path(pretrained).is_file():
+        hint = ("train it with notebooks/02_toy_clip.ipynb" if model_name.startswith("mlc-") else
+                f"download the OpenAI weights (e.g. ViT-B-16.pt from openaipublic) and save them as {pretrained}")
+        raise MissingWeightsError(f"CLIP weights not found: {pretrained}; {hint}")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device,
+                                                                     output_dict=True)
+    except RuntimeError as e:
+        if pretrained == "openai":
+            raise MissingWeightsError(f"OpenAI weights for {model_name} are not in the local open_clip cache and "
+                                      f"cannot be downloaded here ({e}); set clip.pretrained to a local "
+                                      f"file such as ViT-B-16.pt") from None
+        raise
+    return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
+
+
+def clip_key(params) -> str:
+    """A key of everything that determines a trained toy CLIP (its config, recipe and the toy world)."""
+    import open_clip
+    _register_configs()
+    blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": asdict(params.clip),
+                       "world": params.data.toy.key(), "seed": params.seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def clip_checkpoint(params) -> Path:
+    """Where the run's CLIP weights are: ``clip.pretrained`` or the toy CLIP trained for this run."""
+    if params.clip.pretrained:
+        return Path(params.clip.pretrained)
+    return Path(params.output_root) / "clip" / f"{params.clip.model}-{clip_key(params)}.pt"
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """(image, caption tokens) pairs; the small toy images are decoded once and kept in memory."""
+
+    def __init__(self, manifest, split, preprocess, tokenizer):
+        from PIL import Image
+        df = manifest.split(split)
+        if "caption" not in df:
+            raise ValueError(f"{manifest.root}: split {split!r} has no captions to pretrain a CLIP on")
+        self.tokens = tokenizer(df["caption"].tolist())
+        images = []
+        for rel in df["image"]:
+            with Image.open(manifest.image_root / rel) as img:
+                images.append(preprocess(img.convert("RGB")))
+        self.images = torch.stack(images)
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def __getitem__(self, i):
+        return self.images[i], self.tokens[i]
+
+
+def train_toy_clip(params, manifest, progress: bool = True) -> dict:
+    """Contrastive pretraining of ``params.clip.model`` on the train captions; returns the record
+    (path, history, seconds).  Reuses a finished checkpoint with the same key."""
+    import open_clip
+    path = clip_checkpoint(params)
+    record_path = path.with_suffix(".json")
+    if path.is_file() and record_path.is_file():
+        return json.loads(record_path.read_text())
+    if params.clip.pretrained:
+        raise ValueError("clip.pretrained is set: nothing to train")
+    cp = params.clip
+    torch.manual_seed(params.seed)
+    _register_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(cp.model, output_dict=True)
+    tokenizer = open_clip.get_tokenizer(cp.model)
+    data = CaptionDataset(manifest, "train", preprocess, tokenizer)
+    val = CaptionDataset(manifest, "val", preprocess, tokenizer) if "val" in manifest.split_names else None
+    g = torch.Generator().manual_seed(params.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=cp.batch_size, shuffle=True, drop_last=True, generator=g)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cp.weight_decay}, {"params": rest, "weight_decay": 0}],
+                            lr=cp.lr, betas=(0.9, 0.98), eps=1e-6)
+    total, warm = cp.epochs * len(loader), int(cp.warmup_epochs * len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / max(warm, 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    loss_fn = open_clip.ClipLoss()
+    history, t0 = [], time.time()
+    for epoch in range(cp.epochs):
+        model.train()
+        losses = []
+        for images, texts in tqdm(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
+                                  disable=not progress):
+            out = model(images, texts)
+            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.item())
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "logit_scale": float(model.logit_scale.exp().detach())}
+        if val is not None:
+            rec["val_loss"] = _caption_loss(model, val, loss_fn, cp.batch_size)
+        history.append(rec)
+        if progress:
+            print(f"[toy CLIP] epoch {epoch + 1}/{cp.epochs} loss {rec['train_loss']:.3f}"
+                  + (f" val {rec['val_loss']:.3f}" if "val_loss" in rec else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
+              "key": clip_key(params)}
+    atomic_write_text(record_path, json.dumps(record, indent=1))
+    return record
+
+
+@torch.no_grad()
+def _caption_loss(model, dataset, loss_fn, batch_size) -> float:
+    model.eval()
+    losses = []
+    for images, texts in torch.utils.data.DataLoader(dataset, batch_size=batch_size, drop_last=True):
+        out = model(images, texts)
+        losses.append(loss_fn(out["image_features"], out["text_features"], out["logit_scale"]).item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+@torch.no_grad()
+def encode_images(model, preprocess, manifest, split: str, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """L2-normalised image embeddings [N, E] of a split."""
+    from .data.dataset import MultiLabelDataset
+    ds = MultiLabelDataset(manifest, split, preprocess)
+    out = []
+    for batch in tqdm(torch.utils.data.DataLoader(ds, batch_size=batch_size), desc=f"encode {split}", leave=False,
+                      disable=not progress):
+        out.append(model.encode_image(batch["image"], normalize=True))
+    return torch.cat(out).numpy()
+
+
+@torch.no_grad()
+def encode_prompts(model, tokenizer, names: list[str], templates: list[str], normalize_each: bool = True,
+                   normalize_mean: bool = True) -> np.ndarray:
+    """[C, E]: per label the mean over templates of its text embedding.  CLIP's zero-shot recipe normalises
+    each prompt and the mean; QKS averages the raw outputs (both flags False)."""
+    out = []
+    for name in names:
+        emb = model.encode_text(tokenizer([t.format(name) for t in templates]))
+        if normalize_each:
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+        emb = emb.mean(0)
+        if normalize_mean:
+            emb = emb / emb.norm()
+        out.append(emb)
+    return torch.stack(out).numpy()
+
+
+def zero_shot_scores(model, preprocess, tokenizer, manifest, split: str, template: str, progress: bool = True
+                     ) -> np.ndarray:
+    """Cosine similarity of every image of a split to every label's prompt: [N, C] (all labels)."""
+    images = encode_images(model, preprocess, manifest, split, progress=progress)
+    texts = encode_prompts(model, tokenizer, manifest.label_names, [template])
+    return images @ texts.T
