@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import nbformat
+import numpy as np
 
 from conftest import ROOT
 
@@ -31,10 +32,16 @@ def test_run_all_executes_every_notebook(tmp_path):
     assert -1 <= scenes["ARI"] <= 1 and 0 <= scenes["NMI"] <= 1 and scenes["n_images"] == 48
     for fig in ("data_samples", "data_cooccurrence_by_scene", "q2l_learning_curves", "eval_q2l_pr_curves",
                 "salgl_scene_contingency", "salgl_learned_cooccurrence", "salgl_true_cooccurrence",
-                "sgre_loss_terms", "eval_sgre_per_class_ap"):
+                "sgre_loss_terms", "eval_sgre_per_class_ap", "data_cooccurrence", "data_labels_per_image",
+                "clip_pretraining", "clip_zero_shot_per_class_ap", "label_embeddings_clip_qks"):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 0
         assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
     assert (run_dir / "params.yaml").is_file() and (run_dir / "environment.json").is_file()
+    zero_shot = json.loads((run_dir / "clip_zero_shot.json").read_text())
+    assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30
+    manifest_dir = next((tmp_path / "outputs" / "datasets").glob("toy-*"))
+    for enc in ("words", "clip_qks", "clip_mkt"):
+        assert np.load(manifest_dir / "embeddings" / f"{enc}.npy").shape[0] == 30
 
 
 def test_notebooks_are_committed_clean_with_parameters_cell():

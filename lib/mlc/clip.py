@@ -74,14 +74,27 @@ def clip_checkpoint(params) -> Path:
 
 
 class CaptionDataset(torch.utils.data.Dataset):
-    """(image, caption tokens) pairs; the small toy images are decoded once and kept in memory."""
+    """(image, caption tokens) pairs; the small toy images are decoded once and kept in memory.
 
-    def __init__(self, manifest, split, preprocess, tokenizer):
+    With ``variants`` each draw rewrites the caption from what it names (the image's objects and, half
+    of the time, its scene), with a random subset of the objects in random order: "a blue star and a red
+    circle", "a red circle at the beach".  Web captions vary like this; one fixed sentence per image
+    teaches a small model little about single objects.  It uses no more than the caption already says.
+    """
+
+    def __init__(self, manifest, split, preprocess, tokenizer, variants: bool = False, seed: int = 0):
         from PIL import Image
         df = manifest.split(split)
         if "caption" not in df:
             raise ValueError(f"{manifest.root}: split {split!r} has no captions to pretrain a CLIP on")
-        self.tokens = tokenizer(df["caption"].tolist())
+        self.tokenizer, self.variants = tokenizer, variants
+        self.captions = df["caption"].tolist()
+        self.tokens = tokenizer(self.captions)
+        names = manifest.label_names
+        self.objects = [[names[i] for i in pos] for pos in df["pos"]]
+        scenes = manifest.meta.get("scenes")
+        self.scenes = [scenes[s] for s in df["scene"]] if scenes and "scene" in df else [None] * len(df)
+        self.rng = np.random.default_rng(seed)
         images = []
         for rel in df["image"]:
             with Image.open(manifest.image_root / rel) as img:
@@ -91,7 +104,21 @@ class CaptionDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.tokens)
 
+    def variant(self, i: int) -> str:
+        objs = list(self.objects[i])
+        if not objs:
+            return self.captions[i]
+        k = self.rng.integers(1, len(objs) + 1)
+        picked = [objs[j] for j in self.rng.permutation(len(objs))[:k]]
+        text = " and ".join(("an " if o[0] in "aeiou" else "a ") + o for o in picked)
+        if self.scenes[i] and self.rng.random() < 0.5:
+            from .data.toyworld import SCENE_PHRASES
+            text += " " + SCENE_PHRASES.get(self.scenes[i], f"at the {self.scenes[i]}")
+        return text
+
     def __getitem__(self, i):
+        if self.variants:
+            return self.images[i], self.tokenizer([self.variant(i)])[0]
         return self.images[i], self.tokens[i]
 
 
@@ -110,7 +137,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     _register_configs()
     model, _, preprocess = open_clip.create_model_and_transforms(cp.model, output_dict=True)
     tokenizer = open_clip.get_tokenizer(cp.model)
-    data = CaptionDataset(manifest, "train", preprocess, tokenizer)
+    data = CaptionDataset(manifest, "train", preprocess, tokenizer, variants=cp.caption_variants, seed=params.seed)
     val = CaptionDataset(manifest, "val", preprocess, tokenizer) if "val" in manifest.split_names else None
     g = torch.Generator().manual_seed(params.seed)
     loader = torch.utils.data.DataLoader(data, batch_size=cp.batch_size, shuffle=True, drop_last=True, generator=g)

@@ -122,7 +122,17 @@ class ClipParams:
     lr: float = 2.0e-3
     weight_decay: float = 0.1
     warmup_epochs: float = 1.0
+    caption_variants: bool = True           # resample each caption's wording every epoch (see mlc.clip)
     zero_shot_template: str = "a photo of a {}."
+
+
+@dataclass
+class TextParams:
+    """Label-embedding tables the label-embeddings notebook builds into ``<manifest>/embeddings/<encoder>.npy``."""
+    encoders: list[Literal["words", "bert", "bert_plain", "glove", "clip_qks", "clip_mkt"]] = field(default_factory=list)
+    bert_model: str = "bert-base-uncased"   # a Hugging Face name (local cache) or a local directory
+    glove_path: str | None = None           # glove.840B.300d.txt
+    words_dim: int = 64
 
 
 @dataclass
@@ -133,7 +143,8 @@ class RunParams:
     output_root: str = "outputs"
     data: DataParams = field(default_factory=DataParams)
     eval: EvalParams = field(default_factory=EvalParams)
-    clip: ClipParams = field(default_factory=ClipParams)
+    clip: ClipParams | None = None          # the run's CLIP (toy CLIP or OpenAI ViT-B/16); none by default
+    text: TextParams = field(default_factory=TextParams)
     methods: dict[str, MethodParams] = field(default_factory=dict)
     source: str = ""                        # the file it was read from (filled in by load_params)
 

@@ -4,8 +4,9 @@ its checkpoints, logs and metrics, plus the executed notebooks.
 A run directory belongs to one set of params: reusing a name with different params is an error
 that lists the differences (a finished run is never overwritten silently).  Rerunning with the same
 params resumes or reuses what is there.  Methods may be added to a run later (the kit grows one
-method at a time): a method the stored params do not have yet joins them, but the shared settings
-(data, evaluation, seed) and every method already stored must stay the same.
+method at a time): a method the stored params do not have yet joins them, and so does a settings
+section they predate (e.g. ``clip``); the shared settings they hold (data, evaluation, seed) and every
+method already stored must stay the same.
 """
 from __future__ import annotations
 
@@ -38,10 +39,13 @@ def _flatten(d, prefix=""):
     return out
 
 
-def diff_params(old: dict, new: dict) -> list[str]:
+def diff_params(old: dict, new: dict, allow_new_keys: bool = False) -> list[str]:
+    """Differences between two resolved params, one line per dotted key.  With ``allow_new_keys`` a key
+    the old params lack (a setting a newer kit added) is not a difference."""
     a, b = _flatten(old), _flatten(new)
+    keys = sorted(set(a) | set(b)) if not allow_new_keys else sorted(a)
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in sorted(set(a) | set(b)) if a.get(k, "<absent>") != b.get(k, "<absent>")]
+            for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
 
 
 def environment_info(repo_root: Path | None = None) -> dict:
@@ -77,16 +81,19 @@ def prepare_run_dir(params: RunParams) -> Path:
         old = yaml.safe_load(stored.read_text())
         old_methods, new_methods = old.get("methods") or {}, resolved.get("methods") or {}
         common = set(old_methods) & set(new_methods)
+        new_sections = [k for k in resolved if k not in old]          # settings a newer kit added
         changes = diff_params({**old, "methods": {m: old_methods[m] for m in common}},
-                              {**resolved, "methods": {m: new_methods[m] for m in common}})
+                              {**{k: v for k, v in resolved.items() if k not in new_sections},
+                               "methods": {m: new_methods[m] for m in common}}, allow_new_keys=True)
         if changes:
             raise RunConflictError(
                 f"{run_dir} already holds run {params.name!r} made with other params "
                 f"({len(changes)} differences):\n  " + "\n  ".join(changes[:20]) +
                 f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
         added = [m for m in new_methods if m not in old_methods]
-        if added:
-            merged = {**old, "methods": {**old_methods, **{m: new_methods[m] for m in added}}}
+        if added or new_sections:
+            merged = {**old, **{k: resolved[k] for k in new_sections},
+                      "methods": {**old_methods, **{m: new_methods[m] for m in added}}}
             atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(merged, sort_keys=False))
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
