@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from mlc.losses import AsymmetricLoss, MaskedBCE
@@ -54,3 +55,21 @@ def test_unknown_targets_are_masked():
     bce = MaskedBCE()(x, y)
     ref = torch.nn.functional.binary_cross_entropy_with_logits(x[keep], yc[keep])
     torch.testing.assert_close(bce, ref)
+
+
+def test_ranking_loss_matches_the_pairwise_definition():
+    from mlc.losses import RankingLoss
+    s = torch.tensor([[0.9, 0.2, 0.5, 0.0], [0.1, 0.3, 0.2, 0.4]])
+    t = torch.tensor([[1, 0, 0, -1], [0, 1, -1, -1]])
+    # image 0: pos {0}, neg {1, 2}: hinges 1 + 0.2 - 0.9 = 0.3, 1 + 0.5 - 0.9 = 0.6 -> 0.9 / 2
+    # image 1: pos {1}, neg {0}: 1 + 0.1 - 0.3 = 0.8 -> 0.8 / 1; column 3 (all unknown) dropped
+    assert float(RankingLoss()(s, t)) == pytest.approx((0.45 + 0.8) / 2)
+
+
+def test_bce_unknowns_masked_or_negative():
+    from mlc.losses import MaskedBCE
+    logits, t = torch.tensor([[2.0, -1.0]]), torch.tensor([[1, -1]])
+    masked = float(MaskedBCE(True)(logits, t))
+    as_negative = float(MaskedBCE(False)(logits, t))
+    assert masked == pytest.approx(float(torch.nn.functional.softplus(torch.tensor(-2.0))))
+    assert as_negative == pytest.approx((masked + float(torch.nn.functional.softplus(torch.tensor(-1.0)))) / 2)

@@ -224,3 +224,18 @@ def zero_shot_scores(model, preprocess, tokenizer, manifest, split: str, templat
     images = encode_images(model, preprocess, manifest, split, progress=progress)
     texts = encode_prompts(model, tokenizer, manifest.label_names, [template])
     return images @ texts.T
+
+
+def visual_tokens(visual, images: torch.Tensor) -> torch.Tensor:
+    """All tokens of an open_clip ViT after ``ln_post``, CLS first, without the projection: [B, 1 + N, W].
+
+    (open_clip's forward pools to the CLS token; MKT and QKS modify CLIP to keep every token.)
+    """
+    x = visual._embeds(images)                 # conv1 -> + CLS -> + positions -> ln_pre, [B, 1 + N, W]
+    x = visual.transformer(x)
+    return visual.ln_post(x)
+
+
+def grid_size(visual) -> tuple[int, int]:
+    g = visual.grid_size
+    return (g, g) if isinstance(g, int) else tuple(g)

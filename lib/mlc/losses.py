@@ -55,13 +55,40 @@ class AsymmetricLoss(nn.Module):
 
 
 class MaskedBCE(nn.Module):
-    """Plain binary cross-entropy on logits, unknown targets (-1) masked out, mean over known cells."""
+    """Binary cross-entropy on logits, mean over known cells; unknown targets (-1) are masked out, or with
+    ``mask_unknown=False`` count as negatives (QKS's ``bce``; ``mbce`` masks them)."""
+
+    def __init__(self, mask_unknown: bool = True):
+        super().__init__()
+        self.mask_unknown = mask_unknown
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        known = (targets >= 0).float()
+        known = (targets >= 0).float() if self.mask_unknown else torch.ones_like(logits, dtype=torch.float)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float().clamp(min=0),
                                                               reduction="none")
         return (loss * known).sum() / known.sum().clamp(min=1)
+
+
+class RankingLoss(nn.Module):
+    """The BiAM/LESA pairwise hinge ranking loss of MKT and QKS (``ranking_lossT``), margin 1.
+
+    Columns without any known cell in the batch are dropped; per image, every (negative i, positive j)
+    pair gives max(0, 1 + s_i - s_j); an image's loss is their sum divided by the number of violating
+    pairs (+1e-8), and the batch loss the mean over images.  Unknown cells (-1) take part in no pair.
+    """
+
+    def __init__(self, margin: float = 1.0):
+        super().__init__()
+        self.margin = margin
+
+    def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        cols = (targets != -1).any(0)
+        s, t = scores[:, cols].float(), targets[:, cols]
+        pos, neg = (t == 1).float(), (t == 0).float()
+        hinge = torch.relu(self.margin + s[:, :, None] - s[:, None, :])    # [B, i, j] = 1 + s_i - s_j
+        hinge = hinge * neg[:, :, None] * pos[:, None, :]
+        violations = (hinge > 0).float().sum((1, 2))
+        return (hinge.sum((1, 2)) / (violations + 1e-8)).mean()
 
 
 def build_loss(cfg) -> nn.Module:
@@ -70,5 +97,7 @@ def build_loss(cfg) -> nn.Module:
         return AsymmetricLoss(gamma_neg=cfg.gamma_neg, gamma_pos=cfg.gamma_pos, clip=cfg.clip, eps=cfg.eps,
                               detach_focal=cfg.detach_focal, reduction=cfg.reduction, mask_unknown=cfg.mask_unknown)
     if cfg.name == "bce":
-        return MaskedBCE()
-    raise ValueError(f"unknown loss {cfg.name!r} (choose 'asl' or 'bce')")
+        return MaskedBCE(cfg.mask_unknown)
+    if cfg.name == "rank":
+        return RankingLoss()
+    raise ValueError(f"unknown loss {cfg.name!r} (choose 'asl', 'bce' or 'rank')")

@@ -52,7 +52,7 @@ class InputParams:
 
 @dataclass
 class LossParams:
-    name: Literal["asl", "bce"] = "asl"
+    name: Literal["asl", "bce", "rank"] = "asl"   # QKS's masl / mbce: asl / bce with mask_unknown (see docs)
     gamma_neg: float = 2.0
     gamma_pos: float = 0.0
     clip: float = 0.0

@@ -1,0 +1,46 @@
+"""QKS and MKT: official outputs from the official state dicts (oracles), and the open-vocabulary pieces."""
+import json
+
+import pytest
+import torch
+
+
+def register_oracle_clip(tmp_path, name, ctor):
+    """An open_clip config equivalent to the official OpenAI-CLIP constructor (QuickGELU)."""
+    import open_clip
+    heads = ctor["vision_width"] // 64
+    cfg = {"embed_dim": ctor["embed_dim"], "quick_gelu": True,
+           "vision_cfg": {"image_size": ctor["image_resolution"], "layers": ctor["vision_layers"],
+                          "width": ctor["vision_width"], "patch_size": ctor["vision_patch_size"],
+                          "head_width": ctor["vision_width"] // heads},
+           "text_cfg": {"context_length": ctor["context_length"], "vocab_size": ctor["vocab_size"],
+                        "width": ctor["transformer_width"], "heads": ctor["transformer_heads"],
+                        "layers": ctor["transformer_layers"]}}
+    d = tmp_path / "clip_cfg"
+    d.mkdir(exist_ok=True)
+    (d / f"{name}.json").write_text(json.dumps(cfg))
+    open_clip.add_model_config(d)
+
+
+def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
+    from regen import official_state_dict
+    from mlc.models.qks import QKS, QKSConfig, convert_official_state_dict
+    sd, rec = official_state_dict(oracles / "qks-small")
+    c = rec["config"]
+    register_oracle_clip(tmp_path, "qks-oracle-clip", c["clip_ctor"])
+    cfg = QKSConfig(clip_model="qks-oracle-clip", clip_pretrained=None, num_query_tokens=c["num_query_tokens"],
+                    num_layers=c["num_hidden_layers"], heads=12, rm_cls=c["rmcls"])
+    model = QKS(cfg, c["num_seen"])
+    missing, unexpected = model.load_state_dict(convert_official_state_dict(sd), strict=False)
+    assert not unexpected and not missing
+    model.set_label_embeddings(rec["extra"]["test_text_features"])
+    model.eval()
+    with torch.no_grad():
+        out = model(rec["input"])
+    o = rec["outputs"]
+    torch.testing.assert_close(out["logits"], o["logits"], atol=1e-4, rtol=1e-4)
+    assert torch.equal(out["indices"], o["indices"])
+    torch.testing.assert_close(out["cos_similarity"], o["cos_similarity"], atol=1e-4, rtol=1e-4)
+    for i in range(2):
+        torch.testing.assert_close(out["att_weights"][i], o[f"att_weights.{i}"], atol=1e-5, rtol=1e-4)
+    assert out["attention"].shape == (2, 30, 14, 14)
