@@ -44,3 +44,27 @@ def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
     for i in range(2):
         torch.testing.assert_close(out["att_weights"][i], o[f"att_weights.{i}"], atol=1e-5, rtol=1e-4)
     assert out["attention"].shape == (2, 30, 14, 14)
+
+
+def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
+    from regen import official_state_dict
+    from mlc.models.mkt import MKT, MKTConfig, convert_official_state_dict
+    sd, rec = official_state_dict(oracles / "mkt-small")
+    c = rec["config"]
+    register_oracle_clip(tmp_path, "mkt-oracle-clip", c["clip_ctor"])
+    model = MKT(MKTConfig(clip_model="mkt-oracle-clip", clip_pretrained=None, topk=c["topk"]), 30)
+    model.load_state_dict(convert_official_state_dict({f"module.{k}": v for k, v in sd.items()}), strict=True)
+    model.eval()
+    emb = rec["extra"]["label_embeddings"]
+    o = rec["outputs"]
+    with torch.no_grad():
+        model.set_label_embeddings(emb)
+        out = model(rec["input"])
+        torch.testing.assert_close(out["logits"], o["logits"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out["pred_feat"], o["pred_feat"], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(out["dist_feat"], o["dist_feat"], atol=1e-4, rtol=1e-4)
+        model.set_label_embeddings(emb[:20])
+        torch.testing.assert_close(model(rec["input"])["logits"], o["logits_seen"], atol=1e-4, rtol=1e-4)
+        model.set_label_embeddings(emb[20:])
+        torch.testing.assert_close(model(rec["input"])["logits"], o["logits_unseen"], atol=1e-4, rtol=1e-4)
+    assert out["attention"].shape == (2, 30, 14, 14)

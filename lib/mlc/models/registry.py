@@ -47,7 +47,7 @@ def method_builder(name: str) -> Callable | None:
 
 
 def model_entry(name: str) -> ModelEntry:
-    from . import q2l, qks, salgl, sgre  # noqa: F401  (registers the built-in models)
+    from . import mkt, q2l, qks, salgl, sgre  # noqa: F401  (registers the built-in models)
     if name not in _MODELS:
         close = difflib.get_close_matches(name, _MODELS, n=3)
         hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
@@ -56,7 +56,7 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def list_models() -> list[str]:
-    from . import q2l, qks, salgl, sgre  # noqa: F401
+    from . import mkt, q2l, qks, salgl, sgre  # noqa: F401
     return sorted(_MODELS)
 
 
