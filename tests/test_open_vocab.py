@@ -68,3 +68,44 @@ def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp
         model.set_label_embeddings(emb[20:])
         torch.testing.assert_close(model(rec["input"])["logits"], o["logits_unseen"], atol=1e-4, rtol=1e-4)
     assert out["attention"].shape == (2, 30, 14, 14)
+
+
+def test_prompt_learner_context_equals_training_the_whole_token_table():
+    """Official stage 2 trains all 49408 rows with label positions overwritten by a frozen snapshot; the
+    kit trains only the template rows.  After AdamW steps (with weight decay) the embeddings agree."""
+    import open_clip
+    from mlc.clip import _register_configs
+    from mlc.models.mkt import PromptLearner
+    _register_configs()
+    torch.manual_seed(0)
+    clip_model = open_clip.create_model("mlc-toy-clip")
+    tok = open_clip.get_tokenizer("mlc-toy-clip")
+    names = ["red circle", "blue star", "the scene"]
+    kit = PromptLearner(clip_model, tok, names)
+    # the official formulation
+    table = torch.nn.Parameter(clip_model.token_embedding.weight.detach().clone())
+    snapshot = table.detach().clone()
+    tokens = tok(["There is a {} in the scene".format(n) for n in names])
+    label_pos = torch.zeros_like(tokens, dtype=torch.bool)
+    for r, n in enumerate(names):
+        k = len(tok([n])[0].nonzero()) - 2                   # word pieces of the label
+        label_pos[r, 4:4 + k] = True
+
+    def official():
+        x = torch.where(label_pos[..., None], snapshot[tokens], table[tokens])
+        x = clip_model.transformer(x + clip_model.positional_embedding, attn_mask=clip_model.attn_mask)
+        x = clip_model.ln_final(x)
+        return x[torch.arange(len(names)), tokens.argmax(-1)] @ clip_model.text_projection
+
+    torch.testing.assert_close(kit(), official(), atol=1e-5, rtol=1e-5)
+    opt_a = torch.optim.AdamW([kit.context], lr=1e-2, weight_decay=0.05)
+    opt_b = torch.optim.AdamW([table], lr=1e-2, weight_decay=0.05)
+    target = torch.randn(len(names), kit().shape[1])
+    for _ in range(3):
+        for opt, fn in ((opt_a, kit), (opt_b, official)):
+            opt.zero_grad()
+            ((fn() - target) ** 2).mean().backward()
+            opt.step()
+    with torch.no_grad():
+        torch.testing.assert_close(kit(), official(), atol=1e-5, rtol=1e-4)
+        assert not torch.allclose(kit(), PromptLearner(clip_model, tok, names)(), atol=1e-4)   # it did learn
