@@ -61,7 +61,8 @@ def clip_key(params) -> str:
     """A key of everything that determines a trained toy CLIP (its config, recipe and the toy world)."""
     import open_clip
     _register_configs()
-    blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": asdict(params.clip),
+    recipe = {k: v for k, v in asdict(params.clip).items() if k not in ("zero_shot_template", "pretrained")}
+    blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": recipe,
                        "world": params.data.toy.key(), "seed": params.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -8,7 +8,7 @@ from .engine import make_loader, pick_device, predict
 from .io import atomic_write_text
 from .metrics import evaluate_scores, label_frequency_baseline, mean_average_precision
 from .params import RunParams
-from .train import build_method, load_trained, method_data
+from .train import build_method, load_trained, method_data, method_params
 
 
 def evaluate_method(params: RunParams, name: str, device: str = "auto", progress: bool = True) -> dict:
@@ -18,7 +18,7 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
     definitions, the threshold metrics and top-k variants, and the label-frequency baseline.  It is
     also written to ``outputs/<run>/<method>/metrics_test.json``.
     """
-    mp = params.methods[name]
+    mp = method_params(params, name)
     data = method_data(params, name)
     dev = pick_device(device if device != "auto" else mp.train.device)
     model = load_trained(params, name, device=str(dev))

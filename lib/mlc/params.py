@@ -100,6 +100,7 @@ class EvalParams:
     empty_class: Literal["skip", "zero", "nan"] = "skip"
     threshold: float = 0.5
     top_k: int = 3
+    zsl_top_k: list[int] = field(default_factory=lambda: [3, 5])   # open vocabulary: P/R/F1@k (Open Images: 10, 20)
 
 
 @dataclass

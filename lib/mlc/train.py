@@ -53,6 +53,26 @@ def prepare_data(params: RunParams, progress: bool = True, source: str | None = 
     return convert_dataset(source, raw_root, out, **options)
 
 
+def method_params(params: RunParams, name: str) -> MethodParams:
+    """The method's params with run-relative references resolved: ``clip_pretrained: run`` (the run's CLIP,
+    see notebook 02) and ``image_checkpoint: run:<method>`` (another method's best checkpoint)."""
+    import dataclasses
+    if name not in params.methods:
+        raise KeyError(f"{params.source}: no method {name!r} under 'methods' (has {list(params.methods)})")
+    mp = params.methods[name]
+    cfg, updates = mp.model, {}
+    if getattr(cfg, "clip_pretrained", None) == "run":
+        if params.clip is None:
+            raise ValueError(f"{params.source}: methods.{name}.model.clip_pretrained is 'run' but the params have "
+                             f"no 'clip' section")
+        from .clip import clip_checkpoint
+        updates.update(clip_pretrained=str(clip_checkpoint(params)), clip_model=params.clip.model)
+    ref = getattr(cfg, "image_checkpoint", None)
+    if isinstance(ref, str) and ref.startswith("run:"):
+        updates["image_checkpoint"] = str(params.run_dir / ref[4:] / "checkpoints" / "best.pt")
+    return dataclasses.replace(mp, model=dataclasses.replace(cfg, **updates)) if updates else mp
+
+
 def build_method(mp: MethodParams, num_classes: int, model: torch.nn.Module | None = None,
                  label_names: list[str] | None = None) -> Method:
     """Model (a new one unless given) and how it trains: the model's registered method, or by default
@@ -82,6 +102,7 @@ def method_data(params: RunParams, name: str, manifest: Manifest | None = None) 
     manifest = manifest or prepare_data(params)
     labels = manifest.label_subset(mp.label_subset)
     train_tf, eval_tf = build_transform(mp.input, train=True), build_transform(mp.input, train=False)
+    mp = method_params(params, name)
     splits = ["train", "val", "test"]
     if "val" not in manifest.split_names:
         if mp.train.select_on != "test":
@@ -97,10 +118,8 @@ def method_data(params: RunParams, name: str, manifest: Manifest | None = None) 
 
 
 def train_method(params: RunParams, name: str, progress: bool = True) -> FitResult:
-    if name not in params.methods:
-        raise KeyError(f"{params.source}: no method {name!r} under 'methods' (has {list(params.methods)})")
+    mp = method_params(params, name)
     run_dir = prepare_run_dir(params)
-    mp = params.methods[name]
     data = method_data(params, name)
     tp = mp.train
     workers = params.data.num_workers
@@ -119,7 +138,7 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
 
 def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.Module:
     """The best model of a finished method run, in eval mode."""
-    mp = params.methods[name]
+    mp = method_params(params, name)
     manifest = prepare_data(params, progress=False)
     labels = manifest.label_subset(mp.label_subset)
     model = create_model(mp.model_name, mp.model, len(labels), label_names=[manifest.label_names[i] for i in labels])

@@ -112,11 +112,28 @@ class MKT(nn.Module):
                              persistent=False)
         self.prompt = None
         if cfg.stage == "prompt":
+            if cfg.image_checkpoint:
+                self._load_image_encoder(cfg.image_checkpoint)
             for p in self.visual.parameters():
                 p.requires_grad_(False)
             self.prompt = PromptLearner(clip_model, tokenizer, list(label_names or ["x"] * num_classes), cfg.template)
         elif label_names is not None:
             self.set_label_names(label_names)
+
+    label_set_dependent = True     # scores are normalised across the label set: ZSL needs its own forward
+
+    def _load_image_encoder(self, path: str) -> None:
+        from pathlib import Path
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no stage-1 image encoder; train MKT's first stage (method with "
+                                    f"stage: image) before the prompt stage")
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("model", state)
+        visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
+        try:
+            self.visual.load_state_dict(visual)
+        except RuntimeError as e:
+            raise RuntimeError(f"{path}: the stage-1 checkpoint does not fit {self.cfg.clip_model}: {e}") from None
 
     def set_label_embeddings(self, table: torch.Tensor) -> None:
         self.label_embeddings = torch.as_tensor(table, dtype=torch.float32, device=self.visual.proj.device)

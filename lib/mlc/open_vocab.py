@@ -1,0 +1,77 @@
+"""Open-vocabulary evaluation of a run: a trained MKT or QKS, the CLIP zero-shot baseline and a random
+ranking, all through the same SEEN / ZSL / GZSL report (:mod:`mlc.zsl`)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from .engine import Method, make_loader, pick_device, predict
+from .io import atomic_write_text
+from .zsl import random_ranking_scores, zsl_report
+
+
+def label_order(manifest) -> tuple[list[int], int]:
+    """Label indices with the seen ones first (the protocol's column order) and the number seen."""
+    seen, unseen = list(manifest.seen_indices), list(manifest.unseen_indices)
+    return seen + unseen, len(seen)
+
+
+def _reports(scores, targets, n_seen, ks, zsl_scores=None) -> dict:
+    return {"faithful": zsl_report(scores, targets, n_seen, ks, "zero", zsl_scores),
+            "corrected": zsl_report(scores, targets, n_seen, ks, "skip", zsl_scores)}
+
+
+def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
+    """Score the test split against seen + unseen labels with a trained method; writes
+    ``outputs/<run>/<method>/metrics_zsl.json``.  ``faithful``: a label without test positives counts
+    as AP 0 (MKT, QKS); ``corrected``: it is left out."""
+    from .data.dataset import MultiLabelDataset
+    from .data.transforms import build_transform
+    from .train import build_method, load_trained, method_params, prepare_data
+    mp = method_params(params, name)
+    manifest = prepare_data(params, progress=False)
+    order, n_seen = label_order(manifest)
+    names = [manifest.label_names[i] for i in order]
+    device = pick_device(mp.train.device)
+    model = load_trained(params, name, device=str(device))
+    dataset = MultiLabelDataset(manifest, "test", build_transform(mp.input, train=False), order)
+    loader = make_loader(dataset, mp.train.eval_batch_size, shuffle=False, num_workers=params.data.num_workers)
+    method = build_method(mp, len(names), model=model)
+    plain = Method(model=model, loss_fn=lambda out, t: {"loss": torch.zeros((), device=device)},
+                   scores_fn=method.scores_fn)
+    model.set_label_names(names)
+    pred = predict(model, plain, loader, device, mp.train.amp, desc=f"test {name} (all labels)", progress=progress)
+    zsl_scores = None
+    if getattr(model, "label_set_dependent", False):
+        model.set_label_names(names[n_seen:])
+        zsl_scores = predict(model, plain, loader, device, mp.train.amp, desc=f"test {name} (unseen labels)",
+                             progress=progress)["scores"]
+    ks = params.eval.zsl_top_k
+    report = {"method": name, "labels": names, "n_seen": n_seen,
+              **_reports(pred["scores"], pred["targets"], n_seen, ks, zsl_scores)}
+    atomic_write_text(params.run_dir / name / "metrics_zsl.json", json.dumps(report, indent=1))
+    return {"scores": pred["scores"], "targets": pred["targets"], "report": report}
+
+
+def baseline_reports(params, progress: bool = True) -> dict:
+    """The CLIP zero-shot baseline (cosine similarity to one prompt per label, ``clip.zero_shot_template``)
+    and a random ranking, on the test split; written to ``outputs/<run>/baselines_zsl.json``."""
+    from . import clip
+    from .train import prepare_data
+    manifest = prepare_data(params, progress=False)
+    order, n_seen = label_order(manifest)
+    targets = manifest.dense_targets("test", order)
+    ks = params.eval.zsl_top_k
+    out = {"random ranking": _reports(random_ranking_scores(*targets.shape, seed=params.seed), targets, n_seen, ks)}
+    if params.clip is not None:
+        path = params.clip.pretrained or str(clip.clip_checkpoint(params))
+        model, preprocess, tokenizer = clip.load_clip(params.clip.model, path)
+        images = clip.encode_images(model, preprocess, manifest, "test", progress=progress)
+        texts = clip.encode_prompts(model, tokenizer, [manifest.label_names[i] for i in order],
+                                    [params.clip.zero_shot_template])
+        out["CLIP zero-shot"] = _reports(images @ texts.T, targets, n_seen, ks)
+    params.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(params.run_dir / "baselines_zsl.json", json.dumps(out, indent=1))
+    return out
