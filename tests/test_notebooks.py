@@ -37,6 +37,12 @@ def test_run_all_executes_every_notebook(tmp_path):
         assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 0
         assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
     assert (run_dir / "params.yaml").is_file() and (run_dir / "environment.json").is_file()
+    for method in ("mkt", "mkt_prompt", "qks"):
+        zsl = json.loads((run_dir / method / "metrics_zsl.json").read_text())
+        assert zsl["n_seen"] == 22 and set(zsl["faithful"]) == {"SEEN", "ZSL", "GZSL"}
+        assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1 and "F1@3" in zsl["corrected"]["GZSL"]
+    for fig in ("mkt_loss_terms", "mkt_prompt_example_heatmaps", "qks_query_usage", "qks_example_heatmaps"):
+        assert (run_dir / "figures" / f"{fig}.pdf").is_file(), fig
     zero_shot = json.loads((run_dir / "clip_zero_shot.json").read_text())
     assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30
     manifest_dir = next((tmp_path / "outputs" / "datasets").glob("toy-*"))

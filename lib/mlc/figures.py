@@ -240,3 +240,38 @@ def transition_matrices(prob: np.ndarray, names: list[str], labels: list[int] | 
     fig.colorbar(plt.cm.ScalarMappable(cmap="rocket_r", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
                  label="P(column | row)")
     return fig
+
+
+def label_heatmaps(image, maps: np.ndarray, names: list[str], scores: list[float] | None = None,
+                   title: str = ""):
+    """The image, then one overlay per label of a [K, h, w] map (upsampled to the image), titled with the
+    label and its score."""
+    from PIL import Image
+    img = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
+    k = len(maps)
+    fig, axes = plt.subplots(1, k + 1, figsize=(min(TWO_COLUMN, 1.5 * (k + 1)), 1.75), squeeze=False)
+    axes = axes[0]
+    axes[0].imshow(img)
+    axes[0].set_title("image", fontsize=7)
+    for ax, m, name, j in zip(axes[1:], maps, names, range(k)):
+        m = np.asarray(m, dtype=np.float32)
+        m = (m - m.min()) / (m.max() - m.min() + 1e-12)
+        up = np.asarray(Image.fromarray((255 * m).astype(np.uint8)).resize(img.shape[1::-1], Image.BILINEAR)) / 255
+        ax.imshow(img)
+        ax.imshow(up, cmap="magma", alpha=0.55)
+        ax.set_title(name + (f"\n{scores[j]:.2f}" if scores is not None else ""), fontsize=7)
+    for ax in axes:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def query_usage(counts: np.ndarray, title: str = "which query wins the positive labels"):
+    """Bar chart of how often each query token is the arg-max for a positive label (QKS)."""
+    fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.0))
+    ax.bar(np.arange(len(counts)), counts, color=sns.color_palette("colorblind")[2])
+    ax.set(xlabel="query token", ylabel="positive labels won", title=title)
+    ax.set_xticks(np.arange(len(counts)))
+    fig.tight_layout()
+    return fig

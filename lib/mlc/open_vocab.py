@@ -75,3 +75,30 @@ def baseline_reports(params, progress: bool = True) -> dict:
     params.run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(params.run_dir / "baselines_zsl.json", json.dumps(out, indent=1))
     return out
+
+
+@torch.no_grad()
+def top_labels(model, image_tensor: torch.Tensor, names: list[str], k: int = 5) -> dict:
+    """Single-image inference over a label set: the k best labels, their scores and their maps [k, h, w]
+    (MKT: the local-stream patch similarity; QKS: the winning query's cross-attention)."""
+    model.eval()
+    model.set_label_names(names)
+    out = model(image_tensor[None].to(next(model.parameters()).device))
+    scores = out["logits"][0].float().cpu()
+    best = scores.argsort(descending=True)[:k]
+    return {"labels": [names[i] for i in best], "scores": scores[best].tolist(),
+            "maps": out["attention"][0, best].float().cpu().numpy()}
+
+
+@torch.no_grad()
+def query_usage_counts(model, loader, device) -> np.ndarray:
+    """QKS: for every positive (image, label) cell, which query token gave the label's score; counts per query."""
+    counts = None
+    model.eval()
+    for batch in loader:
+        out = model(batch["image"].to(device))
+        idx = out["indices"].cpu()
+        pos = batch["target"] == 1
+        c = torch.bincount(idx[pos], minlength=out["query_features"].shape[1]).numpy()
+        counts = c if counts is None else counts + c
+    return counts
