@@ -109,3 +109,19 @@ def test_prompt_learner_context_equals_training_the_whole_token_table():
     with torch.no_grad():
         torch.testing.assert_close(kit(), official(), atol=1e-5, rtol=1e-4)
         assert not torch.allclose(kit(), PromptLearner(clip_model, tok, names)(), atol=1e-4)   # it did learn
+
+
+def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
+    import dataclasses
+    from conftest import ROOT
+    from mlc.engine import build_param_groups
+    from mlc.models.registry import create_model
+    from mlc.params import load_params
+    mp = load_params(ROOT / "params/mkt/nuswide_vitb16.yaml").methods["mkt"]
+    model = create_model("mkt", dataclasses.replace(mp.model, clip_pretrained=None), 925)
+    groups = {g["name"]: g for g in build_param_groups(model, mp.train)}
+    trained = sum(p.numel() for g in groups.values() for p in g["params"])
+    assert sum(p.numel() for p in model.parameters()) == 86_192_640
+    assert trained == 14_570_496                                    # the spec's ~14.6 M
+    assert {n: round(g["lr"] / mp.train.lr, 4) for n, g in groups.items()} == {
+        r"resblocks\.10\.": 0.4225, r"resblocks\.11\.": 0.65, "default": 1.0}
