@@ -125,3 +125,25 @@ def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
     assert trained == 14_570_496                                    # the spec's ~14.6 M
     assert {n: round(g["lr"] / mp.train.lr, 4) for n, g in groups.items()} == {
         r"resblocks\.10\.": 0.4225, r"resblocks\.11\.": 0.65, "default": 1.0}
+
+
+def test_mkt_stage2_converter_takes_the_tuned_template_rows():
+    import open_clip
+    from mlc.clip import _register_configs
+    from mlc.models.mkt import MKT, MKTConfig, convert_official_prompt_state_dict
+    _register_configs()
+    torch.manual_seed(0)
+    model = MKT(MKTConfig(clip_model="mlc-toy-clip", clip_pretrained=None, stage="prompt"), 2,
+                label_names=["red circle", "blue star"])
+    p = model.prompt
+    table = p.token_table.clone()
+    table[p.context_ids] += 1.0                                   # what stage 2 learnt
+    official = {"module.token_embedding.weight": table, "module.positional_embedding": p.positional_embedding.detach(),
+                "module.text_projection": p.text_projection.detach()}
+    before = p().detach()
+    model.load_state_dict(convert_official_prompt_state_dict(official, model), strict=False)
+    torch.testing.assert_close(p.context.detach(), table[p.context_ids])
+    assert not torch.allclose(p().detach(), before)
+    official["module.text_projection"] = official["module.text_projection"] + 1
+    with pytest.raises(ValueError, match="differs from the CLIP"):
+        convert_official_prompt_state_dict(official, model)

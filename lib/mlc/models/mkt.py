@@ -198,6 +198,27 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     return rename_state_dict(sd, _STAGE1_RULES, method="official MKT stage-1")
 
 
+def convert_official_prompt_state_dict(official: dict[str, torch.Tensor], model: "MKT") -> dict[str, torch.Tensor]:
+    """Map an official stage-2 ``PromptLearner`` checkpoint (``model_{epoch}.pth``, ``module.`` prefixed) onto
+    the prompt of a stage-2 :class:`MKT` built on the same CLIP.
+
+    Only the template rows of the tuned ``token_embedding.weight`` carry what stage 2 learnt: they become
+    ``prompt.context``.  The other text weights must equal the CLIP the model was built from (they are
+    frozen officially too); a mismatch means another CLIP and is an error.
+    """
+    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in official.items()}
+    if "token_embedding.weight" not in sd:
+        raise KeyError("official MKT stage-2 checkpoint has no 'token_embedding.weight'")
+    prompt = model.prompt
+    if prompt is None:
+        raise ValueError("the model is a stage-1 MKT (stage: image); build it with stage: prompt")
+    for key, mine in (("positional_embedding", prompt.positional_embedding), ("text_projection", prompt.text_projection)):
+        if key in sd and not torch.allclose(sd[key].float(), mine.detach().float().cpu(), atol=1e-5):
+            raise ValueError(f"official MKT stage-2 checkpoint: {key!r} differs from the CLIP this model was built "
+                             f"from ({model.cfg.clip_model}); load the same CLIP weights")
+    return {"prompt.context": sd["token_embedding.weight"][prompt.context_ids.cpu()].clone()}
+
+
 @register_method("mkt")
 def mkt_method(model: MKT, loss_params):
     """Stage 1: ranking loss + distill_weight x L1(student CLS feature, frozen CLIP teacher's), images
