@@ -5,6 +5,8 @@
 The notebooks run in name order; a training notebook ``1x_train_<method>`` runs only when the
 params file configures that method.  Executed copies go to ``outputs/<run name>/notebooks/``.  The
 first failing notebook stops the run with exit code 1 and a message naming it and its executed copy.
+At the end every executed notebook is exported to HTML (``outputs/<run name>/html/``, with an
+``index.html``), so a whole run can be browsed without Jupyter.
 """
 from __future__ import annotations
 
@@ -57,7 +59,28 @@ def run_all(params_file: str | Path, only: list[str] | None = None) -> int:
             return 1
         print(f"   done in {time.time() - t0:.0f} s -> {target}", flush=True)
     print(f"all {len(notebooks)} notebooks done in {time.time() - t_all:.0f} s; outputs in {params.run_dir}")
+    index = export_html(out_dir, root / params.run_dir / "html")
+    print(f"HTML: {index}")
     return 0
+
+
+def export_html(notebook_dir: Path, html_dir: Path) -> Path:
+    """Every executed notebook as a standalone HTML page (figures embedded), plus an index page."""
+    import html
+    from nbconvert import HTMLExporter
+    from .io import atomic_write_text
+    html_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter()
+    pages = []
+    for nb in sorted(notebook_dir.glob("*.ipynb")):
+        body, _ = exporter.from_filename(str(nb))
+        atomic_write_text(html_dir / f"{nb.stem}.html", body)
+        pages.append(nb.stem)
+    links = "".join(f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in pages)
+    index = html_dir / "index.html"
+    atomic_write_text(index, f"<!doctype html><meta charset='utf-8'><title>{html.escape(str(notebook_dir.parent.name))}"
+                             f"</title><h1>Run {html.escape(notebook_dir.parent.name)}</h1><ul>{links}</ul>")
+    return index
 
 
 def main(argv=None) -> None:
