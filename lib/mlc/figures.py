@@ -275,3 +275,33 @@ def query_usage(counts: np.ndarray, title: str = "which query wins the positive 
     ax.set_xticks(np.arange(len(counts)))
     fig.tight_layout()
     return fig
+
+
+def heatmap_grid(images: list, maps: list[np.ndarray], titles: list[list[str]], row_titles: list[str] | None = None,
+                 title: str = "", width: float = TWO_COLUMN):
+    """Rows of (image, one overlay per label).  ``maps[i]`` is [k, h, w] for image i; ``titles[i]`` its k
+    label titles.  Each map is min-max scaled and upsampled (bilinear) to the image."""
+    from PIL import Image
+    k = max(len(m) for m in maps)
+    rows = len(images)
+    cell = width / (k + 1)
+    fig, axes = plt.subplots(rows, k + 1, figsize=(width, cell * rows * 1.18 + 0.3), squeeze=False)
+    for i, (image, m, ts) in enumerate(zip(images, maps, titles)):
+        img = np.asarray(image.convert("RGB"))
+        axes[i, 0].imshow(img)
+        axes[i, 0].set_title(row_titles[i] if row_titles else "image", fontsize=6.5)
+        for j in range(k):
+            ax = axes[i, j + 1]
+            if j < len(m):
+                a = np.asarray(m[j], dtype=np.float32)
+                a = (a - a.min()) / (a.max() - a.min() + 1e-12)
+                up = np.asarray(Image.fromarray((255 * a).astype(np.uint8)).resize(img.shape[1::-1],
+                                                                                   Image.BILINEAR)) / 255
+                ax.imshow(img)
+                ax.imshow(up, cmap="magma", alpha=0.55)
+                ax.set_title(ts[j], fontsize=6.5)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout(pad=0.3)
+    return fig
