@@ -303,5 +303,50 @@ def heatmap_grid(images: list, maps: list[np.ndarray], titles: list[list[str]], 
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
-    fig.tight_layout(pad=0.3)
+    fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))
     return fig
+
+
+def scene_label_weights(comatrix: np.ndarray) -> np.ndarray:
+    """SALGL's label-cloud weights [S, C]: int(200 * n_s(c) / sum_s' n_s'(c)), n_s(c) the diagonal of scene
+    s's co-occurrence memory (the official labelcloud script)."""
+    diag = np.stack([np.diag(m) for m in np.asarray(comatrix, dtype=np.float64)])     # [S, C]
+    share = diag / np.maximum(diag.sum(0, keepdims=True), 1e-12)
+    return np.floor(200 * share).astype(int)
+
+
+def word_clouds(weights: np.ndarray, names: list[str], titles: list[str], cols: int = 3, max_words: int = 80,
+                seed: int = 0):
+    """One word cloud per row of ``weights`` [K, C] (labels with weight 0 left out); returns (figure, clouds)."""
+    from wordcloud import WordCloud
+    k = len(weights)
+    cols = min(cols, k)
+    rows = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * 0.62 * rows + 0.2),
+                             squeeze=False)
+    clouds = []
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i >= k:
+            continue
+        freqs = {n: float(w) for n, w in zip(names, weights[i]) if w > 0}
+        if not freqs:
+            ax.set_title(f"{titles[i]} (empty)", fontsize=8)
+            clouds.append(None)
+            continue
+        wc = WordCloud(width=400, height=200, background_color="white", colormap="viridis", max_words=max_words,
+                       random_state=seed, prefer_horizontal=0.95).generate_from_frequencies(freqs)
+        clouds.append(wc)
+        ax.imshow(wc.to_array(), interpolation="bilinear")
+        ax.set_title(titles[i], fontsize=8)
+    fig.tight_layout(pad=0.4)
+    return fig, clouds
+
+
+def cluster_order(matrix: np.ndarray) -> list[int]:
+    """Row order from average-linkage hierarchical clustering of a (co-occurrence) matrix's rows."""
+    from scipy.cluster.hierarchy import leaves_list, linkage
+    if len(matrix) < 3:
+        return list(range(len(matrix)))
+    profile = np.asarray(matrix, dtype=np.float64)
+    return list(leaves_list(linkage(profile + profile.T, method="average", metric="euclidean")))
