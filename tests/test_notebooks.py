@@ -43,6 +43,15 @@ def test_run_all_executes_every_notebook(tmp_path):
         assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1 and "F1@3" in zsl["corrected"]["GZSL"]
     for fig in ("mkt_loss_terms", "mkt_prompt_example_heatmaps", "qks_query_usage", "qks_example_heatmaps"):
         assert (run_dir / "figures" / f"{fig}.pdf").is_file(), fig
+    for method in ("q2l", "salgl", "sgre", "mkt", "mkt_prompt", "qks"):
+        pg = json.loads((run_dir / method / "metrics_pointing.json").read_text())
+        assert pg["pairs"] > 0 and 0 <= pg["score"] <= 1 and 0 < pg["chance"] < 1
+        assert (run_dir / "figures" / f"heatmaps_{method}.pdf").is_file()
+    for fig in ("salgl_scene_clouds", "true_scene_clouds", "label_frequency_cloud", "cooccurrence_dataset",
+                "cooccurrence_salgl_scenes"):
+        assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF", fig
+    html = sorted(p.name for p in (run_dir / "html").glob("*.html"))
+    assert html == sorted([n.replace(".ipynb", ".html") for n in sources] + ["index.html"])
     zero_shot = json.loads((run_dir / "clip_zero_shot.json").read_text())
     assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30
     manifest_dir = next((tmp_path / "outputs" / "datasets").glob("toy-*"))

@@ -1,0 +1,39 @@
+"""Reproduction report: runs are matched with the paper rows of their params file; label-cloud weights."""
+import json
+
+import numpy as np
+
+from conftest import ROOT
+from mlc.figures import scene_label_weights
+from mlc.report import PAPER_NUMBERS, finished_runs, paper_comparison
+
+
+def test_paper_numbers_file_is_complete_and_tagged():
+    import pandas as pd
+    papers = pd.read_csv(PAPER_NUMBERS, keep_default_na=False)
+    assert {"Q2L", "SALGL", "SGRE", "MKT", "QKS"} <= set(papers["paper"])
+    given = papers[papers["value"] != ""]
+    assert set(given["source_tag"]) <= {"P", "S", "R"} and (given["source"] != "").all()
+    for f in papers["params_file"]:
+        assert not f or (ROOT / f).is_file(), f
+
+
+def test_runs_are_matched_to_paper_rows_by_params_file(tmp_path):
+    run = tmp_path / "q2l_coco_r101_448"
+    (run / "q2l").mkdir(parents=True)
+    (run / "params.yaml").write_text(f"# resolved from {ROOT / 'params/q2l/coco_r101_448.yaml'}\n"
+                                     "name: q2l_coco_r101_448\nmethods:\n  q2l: {}\n")
+    (run / "q2l" / "metrics_test.json").write_text(json.dumps({"mAP": 0.8512, "CF1": 0.79, "OF1": 0.81}))
+    runs = finished_runs(tmp_path)
+    assert runs["params"].tolist() == ["params/q2l/coco_r101_448.yaml"]
+    table = paper_comparison(runs)
+    row = table[(table["params_file"] == "params/q2l/coco_r101_448.yaml") & (table["metric"] == "mAP")]
+    assert row["kit"].tolist() == ["85.1"] and row["paper value"].tolist() == ["84.9"]
+    assert set(table[table["params_file"] == "params/q2l/coco_r101_576.yaml"]["kit"]) == {"not run"}
+
+
+def test_scene_cloud_weights_are_each_labels_share_per_scene():
+    m = np.zeros((2, 3, 3))
+    m[0, 0, 0], m[1, 0, 0] = 3, 1          # label 0: 3/4 in scene 0
+    m[1, 2, 2] = 5                         # label 2: only scene 1; label 1: never seen
+    assert scene_label_weights(m).tolist() == [[150, 0, 0], [50, 0, 200]]
