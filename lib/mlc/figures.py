@@ -315,6 +315,14 @@ def scene_label_weights(comatrix: np.ndarray) -> np.ndarray:
     return np.floor(200 * share).astype(int)
 
 
+def _cloud_colour(word, font_size=20, **kwargs) -> str:
+    """Dark shades of one sequential map, darker for bigger words: readable in print and for every
+    colour vision (word hues would also clash with label names such as "yellow star")."""
+    t = 0.55 - 0.4 * min(font_size, 80) / 80
+    r, g, b, _ = plt.get_cmap("mako")(t)
+    return f"rgb({int(255 * r)}, {int(255 * g)}, {int(255 * b)})"
+
+
 def word_clouds(weights: np.ndarray, names: list[str], titles: list[str], cols: int = 3, max_words: int = 80,
                 seed: int = 0):
     """One word cloud per row of ``weights`` [K, C] (labels with weight 0 left out); returns (figure, clouds)."""
@@ -334,8 +342,8 @@ def word_clouds(weights: np.ndarray, names: list[str], titles: list[str], cols: 
             ax.set_title(f"{titles[i]} (empty)", fontsize=8)
             clouds.append(None)
             continue
-        wc = WordCloud(width=400, height=200, background_color="white", colormap="viridis", max_words=max_words,
-                       random_state=seed, prefer_horizontal=0.95).generate_from_frequencies(freqs)
+        wc = WordCloud(width=400, height=200, background_color="white", max_words=max_words, random_state=seed,
+                       prefer_horizontal=0.95, color_func=_cloud_colour).generate_from_frequencies(freqs)
         clouds.append(wc)
         ax.imshow(wc.to_array(), interpolation="bilinear")
         ax.set_title(titles[i], fontsize=8)
