@@ -128,7 +128,6 @@ def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
 
 
 def test_mkt_stage2_converter_takes_the_tuned_template_rows():
-    import open_clip
     from mlc.clip import _register_configs
     from mlc.models.mkt import MKT, MKTConfig, convert_official_prompt_state_dict
     _register_configs()

@@ -15,12 +15,6 @@ import torch
 from tqdm.auto import tqdm
 
 
-def run_columns(params, name: str, manifest) -> list[int]:
-    """Manifest label indices of the model's output columns: all labels (open-vocabulary methods are
-    switched to the whole label set)."""
-    return list(range(manifest.num_labels))
-
-
 def load_for_maps(params, name: str, manifest, device: str = "cpu"):
     """The trained model, scoring every label of the manifest in manifest order."""
     from .train import load_trained

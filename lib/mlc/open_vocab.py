@@ -29,7 +29,7 @@ def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
     as AP 0 (MKT, QKS); ``corrected``: it is left out."""
     from .data.dataset import MultiLabelDataset
     from .data.transforms import build_transform
-    from .train import build_method, load_trained, method_params, prepare_data
+    from .train import load_trained, method_params, prepare_data
     mp = method_params(params, name)
     manifest = prepare_data(params, progress=False)
     order, n_seen = label_order(manifest)
@@ -38,9 +38,7 @@ def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
     model = load_trained(params, name, device=str(device))
     dataset = MultiLabelDataset(manifest, "test", build_transform(mp.input, train=False), order)
     loader = make_loader(dataset, mp.train.eval_batch_size, shuffle=False, num_workers=params.data.num_workers)
-    method = build_method(mp, len(names), model=model)
-    plain = Method(model=model, loss_fn=lambda out, t: {"loss": torch.zeros((), device=device)},
-                   scores_fn=method.scores_fn)
+    plain = Method(model=model, loss_fn=lambda out, t: {"loss": torch.zeros((), device=device)})
     model.set_label_names(names)
     pred = predict(model, plain, loader, device, mp.train.amp, desc=f"test {name} (all labels)", progress=progress)
     zsl_scores = None

@@ -14,6 +14,7 @@ open-vocabulary evaluation :meth:`QKS.set_label_embeddings` switches to seen + u
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -173,13 +174,10 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
         (r"^net\.encoder\.layer\.(\d+)\.output_query\.dense\.", r"layers.\1.ffn.2."),
         (r"^net\.encoder\.layer\.(\d+)\.output_query\.LayerNorm\.", r"layers.\1.norm_ffn."),
     ]
-    unused = ("clip_model.", "net.embeddings.word_embeddings", "net.embeddings.position_embeddings",
-              "net.embeddings.position_ids")
-    text_ffn = (".intermediate.dense.", ".output.dense.", ".output.LayerNorm.")
-    rest = {k: v for k, v in sd.items()
-            if not (k.startswith(unused) and not k.startswith("clip_model.visual."))
-            and not (k.startswith("net.encoder.layer.") and any(t in k for t in text_ffn)
-                     and "_query" not in k and "attention" not in k)}
+    # never used by the forward: the CLIP text tower, BERT's word/position embeddings, the text FFN
+    unused = re.compile(r"^clip_model\.(?!visual\.)|^net\.embeddings\.(word_embeddings|position_embeddings|"
+                        r"position_ids)|^net\.encoder\.layer\.\d+\.(intermediate|output)\.")
+    rest = {k: v for k, v in sd.items() if not unused.match(k)}
     out.update(rename_state_dict(rest, rules, method="official QKS"))
     return out
 
