@@ -51,6 +51,31 @@ def maps_for(model, batch_images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]
     return out["attention"].float().cpu().numpy(), torch.sigmoid(out["logits"].float()).cpu().numpy()
 
 
+def selected_maps(params, name: str, manifest, rows: list[int], labels="gt", max_labels: int = 3,
+                  split: str = "test") -> dict:
+    """Maps of chosen labels on chosen images: ``labels`` is "gt" (ground truth), "top" (best scores) or
+    a list of label names.  Returns images (PIL), maps [k, h, w] per image, titles "label score", grid."""
+    from .data.dataset import MultiLabelDataset
+    from .data.transforms import build_transform
+    from .train import method_params
+    model = load_for_maps(params, name, manifest)
+    ds = MultiLabelDataset(manifest, split, build_transform(method_params(params, name).input, train=False))
+    maps, scores = maps_for(model, torch.stack([ds[i]["image"] for i in rows]))
+    pos = manifest.split(split)["pos"]
+    out = {"images": [], "maps": [], "titles": [], "grid": tuple(maps.shape[2:])}
+    for r, m, s in zip(rows, maps, scores):
+        if labels == "gt":
+            cols = list(pos.iloc[r])[:max_labels]
+        elif labels == "top":
+            cols = list(np.argsort(-s)[:max_labels])
+        else:
+            cols = [manifest.label_names.index(l) for l in labels][:max_labels]
+        out["images"].append(ds.load_image(r))
+        out["maps"].append(m[cols])
+        out["titles"].append([f"{manifest.label_names[c]} {s[c]:.2f}" for c in cols])
+    return out
+
+
 def peak_inside(amap: np.ndarray, boxes: list) -> tuple[bool, float]:
     """(peak cell centre inside one of the boxes, share of cell centres inside them) on a [h, w] map;
     boxes are normalised (x0, y0, x1, y1)."""

@@ -307,12 +307,16 @@ def heatmap_grid(images: list, maps: list[np.ndarray], titles: list[list[str]], 
     return fig
 
 
+def scene_share_weights(counts: np.ndarray) -> np.ndarray:
+    """Label-cloud weights [S, C] from per-scene label counts: int(200 * n_s(c) / sum_s' n_s'(c)), the share
+    of a label's occurrences that fall in each scene (the official labelcloud script's formula)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    return np.floor(200 * counts / np.maximum(counts.sum(0, keepdims=True), 1e-12)).astype(int)
+
+
 def scene_label_weights(comatrix: np.ndarray) -> np.ndarray:
-    """SALGL's label-cloud weights [S, C]: int(200 * n_s(c) / sum_s' n_s'(c)), n_s(c) the diagonal of scene
-    s's co-occurrence memory (the official labelcloud script)."""
-    diag = np.stack([np.diag(m) for m in np.asarray(comatrix, dtype=np.float64)])     # [S, C]
-    share = diag / np.maximum(diag.sum(0, keepdims=True), 1e-12)
-    return np.floor(200 * share).astype(int)
+    """SALGL's label-cloud weights [S, C]; n_s(c) is the diagonal of scene s's co-occurrence memory."""
+    return scene_share_weights(np.stack([np.diag(m) for m in np.asarray(comatrix, dtype=np.float64)]))
 
 
 def _cloud_colour(word, font_size=20, **kwargs) -> str:

@@ -18,6 +18,15 @@ def label_order(manifest) -> tuple[list[int], int]:
     return seen + unseen, len(seen)
 
 
+def all_labels_dataset(params, name: str, manifest, split: str = "test"):
+    """A split with every label as target, seen columns first (the protocol's order), eval transform."""
+    from .data.dataset import MultiLabelDataset
+    from .data.transforms import build_transform
+    from .train import method_params
+    return MultiLabelDataset(manifest, split, build_transform(method_params(params, name).input, train=False),
+                             label_order(manifest)[0])
+
+
 def _reports(scores, targets, n_seen, ks, zsl_scores=None) -> dict:
     return {"faithful": zsl_report(scores, targets, n_seen, ks, "zero", zsl_scores),
             "corrected": zsl_report(scores, targets, n_seen, ks, "skip", zsl_scores)}
@@ -27,8 +36,6 @@ def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
     """Score the test split against seen + unseen labels with a trained method; writes
     ``outputs/<run>/<method>/metrics_zsl.json``.  ``faithful``: a label without test positives counts
     as AP 0 (MKT, QKS); ``corrected``: it is left out."""
-    from .data.dataset import MultiLabelDataset
-    from .data.transforms import build_transform
     from .train import load_trained, method_params, prepare_data
     mp = method_params(params, name)
     manifest = prepare_data(params, progress=False)
@@ -36,7 +43,7 @@ def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
     names = [manifest.label_names[i] for i in order]
     device = pick_device(mp.train.device)
     model = load_trained(params, name, device=str(device))
-    dataset = MultiLabelDataset(manifest, "test", build_transform(mp.input, train=False), order)
+    dataset = all_labels_dataset(params, name, manifest)
     loader = make_loader(dataset, mp.train.eval_batch_size, shuffle=False, num_workers=params.data.num_workers)
     plain = Method(model=model, loss_fn=lambda out, t: {"loss": torch.zeros((), device=device)})
     model.set_label_names(names)

@@ -81,19 +81,16 @@ def prepare_run_dir(params: RunParams) -> Path:
         old = yaml.safe_load(stored.read_text())
         old_methods, new_methods = old.get("methods") or {}, resolved.get("methods") or {}
         common = set(old_methods) & set(new_methods)
-        new_sections = [k for k in resolved if k not in old]          # settings a newer kit added
+        # keys the stored params lack (new methods, settings a newer kit added) are additions, not changes
         changes = diff_params({**old, "methods": {m: old_methods[m] for m in common}},
-                              {**{k: v for k, v in resolved.items() if k not in new_sections},
-                               "methods": {m: new_methods[m] for m in common}}, allow_new_keys=True)
+                              {**resolved, "methods": {m: new_methods[m] for m in common}}, allow_new_keys=True)
         if changes:
             raise RunConflictError(
                 f"{run_dir} already holds run {params.name!r} made with other params "
                 f"({len(changes)} differences):\n  " + "\n  ".join(changes[:20]) +
                 f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
-        added = [m for m in new_methods if m not in old_methods]
-        if added or new_sections:
-            merged = {**old, **{k: resolved[k] for k in new_sections},
-                      "methods": {**old_methods, **{m: new_methods[m] for m in added}}}
+        merged = {**resolved, "methods": {**old_methods, **new_methods}}
+        if merged != old:
             atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(merged, sort_keys=False))
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

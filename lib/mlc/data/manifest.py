@@ -187,9 +187,12 @@ class Manifest:
         df = self.split(split)
         return dense_targets(df, self.num_labels, self.meta["absent"], labels)
 
-    def label_counts(self, split: str, column: str = "pos") -> np.ndarray:
-        """Images per label in ``column`` (pos / neg / ignore), from the sparse lists: [C] int64."""
+    def label_counts(self, split: str, column: str = "pos", rows: np.ndarray | None = None) -> np.ndarray:
+        """Images per label in ``column`` (pos / neg / ignore), from the sparse lists: [C] int64.
+        ``rows``: a boolean mask selecting the images counted (e.g. one scene)."""
         df = self.split(split)
+        if rows is not None:
+            df = df[np.asarray(rows, dtype=bool)]
         if column not in df:
             return np.zeros(self.num_labels, np.int64)
         return np.bincount(_flat(df[column].to_numpy())[1], minlength=self.num_labels)

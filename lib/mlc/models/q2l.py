@@ -11,13 +11,13 @@ released checkpoint onto this module (see its docstring for the key mapping).
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .backbones import create_backbone
+from .convert import rename_state_dict
 from .layers import DecoderLayer, EncoderLayer, GroupWiseLinear, sine_position_encoding
 from .registry import register_model
 
@@ -126,25 +126,10 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     ``fc.W`` [1, K, d], ``fc.b`` [1, K]               ``head.weight`` [K, d], ``head.bias`` [K]
     ================================================  ==========================================
     """
-    out = {}
-    for key, value in official.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        if key == "backbone.1.pe":
-            continue
-        if key == "fc.W":
-            out["head.weight"] = value.reshape(value.shape[-2], value.shape[-1])
-            continue
-        if key == "fc.b":
-            out["head.bias"] = value.reshape(-1)
-            continue
-        for pattern, repl in _KEY_RULES:
-            new, n = re.subn(pattern, repl, key)
-            if n:
-                key = new
-                break
-        else:
-            raise KeyError(f"official Query2Label key {key!r} has no kit equivalent")
-        if key == "input_proj.weight" and value.ndim == 4:
-            value = value.flatten(1)
-        out[key] = value
+    out = rename_state_dict(official, _KEY_RULES + [(r"^fc\.W$", "head.weight"), (r"^fc\.b$", "head.bias")],
+                            drop=("backbone.1.pe",), method="official Query2Label")
+    out["head.weight"] = out["head.weight"].reshape(out["head.weight"].shape[-2:])     # [1, K, d] -> [K, d]
+    out["head.bias"] = out["head.bias"].reshape(-1)
+    if "input_proj.weight" in out and out["input_proj.weight"].ndim == 4:               # 1x1 conv -> Linear
+        out["input_proj.weight"] = out["input_proj.weight"].flatten(1)
     return out
