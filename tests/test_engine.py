@@ -112,5 +112,8 @@ def test_a_method_can_join_an_existing_run_but_shared_settings_cannot_change(tmp
     assert set(stored["methods"]) == set(full.methods) and len(full.methods) > 1
     prepare_run_dir(only_q2l)                                 # a subset of the stored methods is fine
     changed = load_params(base, overrides={"seed": 5})
-    with pytest.raises(RunConflictError, match="seed: 0 -> 5"):
-        prepare_run_dir(changed)
+    prepare_run_dir(changed)                # nothing trained yet: the stored params are only a record
+    (tmp_path / "grow" / "q2l" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "grow" / "q2l" / "checkpoints" / "last.pt").write_bytes(b"")       # q2l's training has started
+    with pytest.raises(RunConflictError, match="seed: 5 -> 0"):
+        prepare_run_dir(full)

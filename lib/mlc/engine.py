@@ -9,13 +9,16 @@ EMA of the weights, validation each epoch (live and EMA model), the best checkpo
 tqdm progress and a per-epoch JSON-lines log.
 
 Every epoch ends with an atomic checkpoint (``checkpoints/last.pt``: model, optimizer, scheduler,
-EMA, AMP scaler, best score, history).  Rerunning the same stage after an interruption resumes from
-it; the random state of every epoch is derived from (seed, stage, epoch), so a resumed run ends
-with the same numbers as an uninterrupted one.  A finished stage (``result.json``) is never trained
-again.  Multi-process ready: scores are gathered before metrics, only the main process writes.
+EMA, AMP scaler, best score, history, and whether early stopping has fired).  Rerunning the same
+stage after an interruption resumes from it; the random state of every epoch is derived from
+(seed, stage, epoch), so a resumed run ends with the same numbers as an uninterrupted one.  A
+finished stage (``result.json``) is never trained again.  A run whose loss or live scores become
+non-finite stops at once and is marked failed, never reported (see :mod:`mlc.stage`).
+Multi-process ready: scores are gathered before metrics, only the main process writes.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -33,6 +36,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from . import distributed as dist
+from . import stage
 from .io import atomic_write, atomic_write_text
 from .metrics import evaluate_scores, mean_average_precision
 
@@ -81,10 +85,6 @@ def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, d
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
                       num_workers=num_workers, drop_last=drop_last, generator=g, worker_init_fn=_worker_init,
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def build_param_groups(model: nn.Module, tp) -> list[dict]:
@@ -147,7 +147,8 @@ class _Autocast:
 @torch.no_grad()
 def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.device, amp: str = "none",
             desc: str = "eval", progress: bool = True) -> dict:
-    """Scores, targets and mean loss over a loader, gathered over processes."""
+    """Scores, targets and mean loss over a loader, gathered over processes; ``nonfinite`` counts NaN/inf
+    scores (a diverged model), which no metric may rank."""
     model.eval()
     autocast = _Autocast(device, amp)
     scores, targets, indices, loss_sum, n = [], [], [], 0.0, 0
@@ -168,8 +169,13 @@ def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.
     # a distributed sampler pads with duplicates: keep the first copy of every index
     order = np.unique(idx.cpu().numpy(), return_index=True)[1]
     loss = dist.all_reduce_sum(torch.tensor([loss_sum, n], dtype=torch.float64, device=device))
-    return {"scores": s.cpu().numpy()[order], "targets": t.cpu().numpy().astype(np.int8)[order],
-            "loss": float(loss[0] / max(loss[1], 1))}
+    scores_np = s.cpu().numpy()[order]
+    return {"scores": scores_np, "targets": t.cpu().numpy().astype(np.int8)[order],
+            "loss": float(loss[0] / max(loss[1], 1)), "nonfinite": int((~np.isfinite(scores_np)).sum())}
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss (or the live model's scores) became non-finite; the stage is marked failed."""
 
 
 @dataclass
@@ -187,31 +193,57 @@ class FitResult:
 
 
 def _load_result(stage_dir: Path) -> FitResult:
-    d = json.loads((stage_dir / "result.json").read_text())
+    d = json.loads((stage_dir / stage.RESULT).read_text())
     return FitResult(stage_dir, d["best_epoch"], d["best_source"], d["best_score"], d["history"], d["test"])
 
 
+@dataclass
+class _State:
+    """What ``last.pt`` carries besides the weights: enough to continue exactly where a run stopped."""
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"score": -math.inf, "epoch": -1, "source": "live"})
+    next_epoch: int = 0
+    stopped: str | None = None            # why training ended early (early stopping); honoured on resume
+
+
 def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_dir: str | Path, seed: int = 0,
-        stage: str = "main", progress: bool = True, make_train_loader: Callable[[int], DataLoader] | None = None
+        stage_name: str = "main", progress: bool = True, make_train_loader: Callable[[int], DataLoader] | None = None
         ) -> FitResult:
     """Train one stage into ``stage_dir`` (checkpoints/, history.jsonl, result.json) and return its result.
 
     ``loaders`` holds "val" and "test" loaders; ``make_train_loader(epoch)`` builds the training loader
     of an epoch (so that its shuffling is seeded per epoch), or ``loaders["train"]`` is used as is.
+
+    A finished stage is reused.  Otherwise the stage is locked for this process (a second one gets
+    :class:`mlc.stage.StageLockedError`), temporary files of killed writers are removed, and training
+    resumes from ``last.pt`` if there is one.  A non-finite loss stops training at once with
+    :class:`TrainingDivergedError` and marks the stage failed (``failed.json``); it is never reported.
     """
     stage_dir = Path(stage_dir)
+    if stage.is_finished(stage_dir):
+        return _reuse_finished(method, stage_dir)
+    with stage.lock(stage_dir) if dist.is_main_process() else contextlib.nullcontext():
+        if dist.is_main_process():
+            stage.remove_orphans(stage_dir)
+            stage.clear_failed(stage_dir)
+        return _fit(method, loaders, tp, eval_params, stage_dir, seed, stage_name, progress, make_train_loader)
+
+
+def _reuse_finished(method: Method, stage_dir: Path) -> FitResult:
+    result = _load_result(stage_dir)
+    best, _ = stage.load_checkpoint(stage_dir / "checkpoints" / "best.pt")
+    method.model.load_state_dict(best["model"])
+    return result
+
+
+def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, progress, make_train_loader):
     ckpt_dir = stage_dir / "checkpoints"
-    if (stage_dir / "result.json").is_file():
-        result = _load_result(stage_dir)
-        best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
-        method.model.load_state_dict(best["model"])
-        return result
     if dist.is_main_process():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+    show = progress and dist.is_main_process()
     device = pick_device(tp.device)
     model = method.model.to(device)
-    groups = build_param_groups(model, tp)
-    optimizer = torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay)
+    optimizer = torch.optim.AdamW(build_param_groups(model, tp), lr=tp.lr, weight_decay=tp.weight_decay)
     get_train_loader = make_train_loader or (lambda epoch: loaders["train"])
     steps_per_epoch = len(get_train_loader(0))
     if steps_per_epoch == 0:
@@ -223,119 +255,185 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
         ema = ModelEmaV3(model, decay=tp.ema_decay)
     autocast = _Autocast(device, tp.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast.enabled and autocast.dtype == torch.float16)
-    stage_key = int.from_bytes(stage.encode()[:8].ljust(8, b"\0"), "little") % 2**31
-
-    history: list[dict] = []
-    best = {"score": -math.inf, "epoch": -1, "source": "live"}
-    start_epoch = 0
+    stage_key = int.from_bytes(stage_name.encode()[:8].ljust(8, b"\0"), "little") % 2**31
     last_path = ckpt_dir / "last.pt"
-    if last_path.is_file():
-        ck = torch.load(last_path, map_location=device, weights_only=False)
+
+    state = _State()
+    if any((ckpt_dir / n).is_file() for n in ("last.pt", "last.prev.pt")):
+        ck, used = stage.load_checkpoint(last_path, map_location=device, fallback=True)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         scheduler.load_state_dict(ck["scheduler"])
         scaler.load_state_dict(ck["scaler"])
         if ema is not None:
             ema.module.load_state_dict(ck["ema"])
-        history, best, start_epoch = ck["history"], ck["best"], ck["epoch"] + 1
-        if progress and dist.is_main_process():
-            print(f"resuming {stage_dir} from epoch {start_epoch} (checkpoint {last_path})")
+        state = _State(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("stopped"))
+        if show:
+            print(f"resuming {stage_dir} from epoch {state.next_epoch} (checkpoint {used})"
+                  + (f"; training had ended ({state.stopped})" if state.stopped else ""))
 
-    bad_epochs = max(0, start_epoch - best["epoch"] - 1)
-    for epoch in range(start_epoch, tp.epochs):
+    bad_epochs = max(0, state.next_epoch - state.best["epoch"] - 1)
+    for epoch in range(state.next_epoch, tp.epochs if state.stopped is None else state.next_epoch):
         seed_everything(seed, stage_key, epoch)
-        loader = get_train_loader(epoch)
-        model.train()
-        t0, loss_sums, n_seen = time.time(), {}, 0
-        bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{tp.epochs}", leave=False,
-                   disable=not progress or not dist.is_main_process())
-        for step, batch in enumerate(bar):
-            images = batch["image"].to(device, non_blocking=True)
-            target = batch["target"].to(device, non_blocking=True)
-            with autocast():
-                out = method.forward_fn(model, images, target)
-                losses = method.loss_fn(out, target)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(losses["loss"]).backward()
-            if tp.grad_clip_norm:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            if per_iteration:
-                scheduler.step()
-            if ema is not None:
-                ema.update(model)
-            if method.on_step_end is not None:
-                method.on_step_end(model, ema.module if ema is not None else None)
-            for key, value in losses.items():
-                loss_sums[key] = loss_sums.get(key, 0.0) + float(value.detach()) * len(images)
-            n_seen += len(images)
-            if step % max(1, tp.log_every) == 0:
-                bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
-            _maybe_die_for_test(epoch * steps_per_epoch + step)
-
-        record = {"epoch": epoch, **{f"train_{k}": v / max(n_seen, 1) for k, v in loss_sums.items()},
-                  "lr": optimizer.param_groups[-1]["lr"], "train_seconds": round(time.time() - t0, 2)}
+        record = _train_one_epoch(method, model, ema, optimizer, scheduler if per_iteration else None, scaler,
+                                  autocast, get_train_loader(epoch), device, tp, epoch, steps_per_epoch,
+                                  stage_dir, stage_name, show)
         candidates = {"live": model} if ema is None else {"live": model, "ema": ema.module}
-        scores = {}
-        for source, net in candidates.items():
-            for split in ("val", "test") if tp.select_on == "test" else ("val",):
-                pred = predict(net, method, loaders[split], device, tp.amp, desc=f"{split} ({source})",
-                               progress=progress)
-                m, _ = mean_average_precision(pred["scores"], pred["targets"], eval_params.ap_mode,
-                                              eval_params.empty_class)
-                record[f"{split}_mAP_{source}"] = m
-                record[f"{split}_loss_{source}"] = pred["loss"]
-            scores[source] = record[f"{tp.select_on}_mAP_{source}"]
-        source = max(scores, key=lambda k: (np.nan_to_num(scores[k], nan=-1.0), k == "live"))
+        scores = _validate(method, candidates, loaders, device, tp, eval_params, record, progress)
+        if "live" not in scores:
+            _diverged(stage_dir, model, epoch, None, "the live model's validation scores are not finite")
+        source = max(scores, key=lambda k: (scores[k], k == "live"))
         record["selected"] = source
         if not per_iteration:
-            scheduler.step(np.nan_to_num(record["val_mAP_live"] if ema is None else max(
-                record["val_mAP_live"], record["val_mAP_ema"]), nan=0.0))
-        improved = scores[source] > best["score"]
+            scheduler.step(max(record[f"val_mAP_{s}"] for s in scores))
+        improved = scores[source] > state.best["score"]
         if improved:
-            best = {"score": float(scores[source]), "epoch": epoch, "source": source}
+            state.best = {"score": float(scores[source]), "epoch": epoch, "source": source}
             bad_epochs = 0
             if dist.is_main_process():
-                _atomic_torch_save({"model": candidates[source].state_dict(), "epoch": epoch, "source": source,
-                                    "score": best["score"]}, ckpt_dir / "best.pt")
+                stage.save_checkpoint({"model": candidates[source].state_dict(), "epoch": epoch, "source": source,
+                                       "score": state.best["score"]}, ckpt_dir / "best.pt")
         else:
             bad_epochs += 1
-        record["best_epoch"] = best["epoch"]
-        history.append(record)
+        record["best_epoch"] = state.best["epoch"]
+        state.history.append(record)
+        if tp.early_stop_patience is not None and bad_epochs >= tp.early_stop_patience and epoch + 1 < tp.epochs:
+            state.stopped = f"early stop after epoch {epoch + 1}: no better {tp.select_on} mAP for {bad_epochs} epochs"
         if dist.is_main_process():
-            _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                "ema": ema.module.state_dict() if ema is not None else None,
-                                "epoch": epoch, "history": history, "best": best}, last_path)
-            atomic_write_text(stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        if progress and dist.is_main_process():
-            print(f"[{stage}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
+            # the stop decision is saved with the epoch, so a rerun after a kill never trains on
+            stage.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                                   "ema": ema.module.state_dict() if ema is not None else None,
+                                   "epoch": epoch, "history": state.history, "best": state.best,
+                                   "stopped": state.stopped}, last_path, keep_previous=True)
+            atomic_write_text(stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        if show:
+            print(f"[{stage_name}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
                   f"val mAP live {100 * record['val_mAP_live']:.2f}"
                   + (f" ema {100 * record['val_mAP_ema']:.2f}" if ema is not None else "")
                   + (" *" if improved else ""))
-        if tp.early_stop_patience is not None and bad_epochs >= tp.early_stop_patience:
-            if progress and dist.is_main_process():
-                print(f"early stop: no better {tp.select_on} mAP for {bad_epochs} epochs")
+        if state.stopped is not None:
+            if show:
+                print(state.stopped)
             break
 
-    best_ck = torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=False)
+    _maybe_die_for_test("final_test")
+    best_ck, _ = stage.load_checkpoint(ckpt_dir / "best.pt", map_location=device)
     model.load_state_dict(best_ck["model"])
     pred = predict(model, method, loaders["test"], device, tp.amp, desc="test", progress=progress)
+    if pred["nonfinite"]:
+        _diverged(stage_dir, model, state.best["epoch"], None, f"{pred['nonfinite']} non-finite test scores "
+                  f"from the best checkpoint {ckpt_dir / 'best.pt'}")
     test = evaluate_scores(pred["scores"], pred["targets"], eval_params.ap_mode, eval_params.empty_class,
                            eval_params.threshold, eval_params.top_k)
     test["loss"] = pred["loss"]
-    result = FitResult(stage_dir, best["epoch"], best["source"], best["score"], history, test)
+    result = FitResult(stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
+                       test)
     if dist.is_main_process():
-        np.savez_compressed(stage_dir / "test_scores.npz", scores=pred["scores"], targets=pred["targets"])
-        atomic_write_text(stage_dir / "result.json", json.dumps(result.to_dict(), indent=1))
+        _save_npz(stage_dir / "test_scores.npz", scores=pred["scores"], targets=pred["targets"])
+        atomic_write_text(stage_dir / stage.RESULT, json.dumps(result.to_dict(), indent=1))
     return result
 
 
-def _maybe_die_for_test(global_step: int) -> None:
-    """Tests of resumption set MLC_KILL_AT_STEP: the process SIGKILLs itself at that step (kill -9)."""
-    at = os.environ.get("MLC_KILL_AT_STEP")
-    if at is not None and global_step == int(at):
+def _train_one_epoch(method, model, ema, optimizer, step_scheduler, scaler, autocast, loader, device, tp,
+                     epoch: int, steps_per_epoch: int, stage_dir: Path, stage_name: str, show: bool) -> dict:
+    """One pass over the training loader; returns the epoch's record (mean losses, lr, time)."""
+    model.train()
+    t0, loss_sums, n_seen, amp_skipped = time.time(), {}, 0, 0
+    bar = tqdm(loader, desc=f"{stage_name} epoch {epoch + 1}/{tp.epochs}", leave=False, disable=not show)
+    for step, batch in enumerate(bar):
+        images = batch["image"].to(device, non_blocking=True)
+        target = batch["target"].to(device, non_blocking=True)
+        with autocast():
+            out = method.forward_fn(model, images, target)
+            losses = method.loss_fn(out, target)
+        if not torch.isfinite(losses["loss"].detach()).all():
+            # a NaN/inf loss is divergence in every precision (fp16 overflow shows in the gradients, below)
+            _diverged(stage_dir, model, epoch, step, f"the training loss is {float(losses['loss'])}",
+                      {k: float(v) for k, v in losses.items()})
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(losses["loss"]).backward()
+        if tp.grad_clip_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip_norm)
+        scale_before = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(optimizer)
+        scaler.update()
+        if scale_before is not None and scaler.get_scale() < scale_before:
+            amp_skipped += 1          # fp16 gradients overflowed: GradScaler skipped this step (normal, counted)
+        if step_scheduler is not None:
+            step_scheduler.step()
+        if ema is not None:
+            ema.update(model)
+        if method.on_step_end is not None:
+            method.on_step_end(model, ema.module if ema is not None else None)
+        for key, value in losses.items():
+            loss_sums[key] = loss_sums.get(key, 0.0) + float(value.detach()) * len(images)
+        n_seen += len(images)
+        if step % max(1, tp.log_every) == 0:
+            bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+        _maybe_die_for_test(epoch * steps_per_epoch + step)
+    record = {"epoch": epoch, **{f"train_{k}": v / max(n_seen, 1) for k, v in loss_sums.items()},
+              "lr": optimizer.param_groups[-1]["lr"], "train_seconds": round(time.time() - t0, 2)}
+    if scaler.is_enabled():
+        record["amp_skipped_steps"] = amp_skipped
+    return record
+
+
+def _validate(method, candidates: dict, loaders, device, tp, eval_params, record: dict, progress: bool) -> dict:
+    """Selection score of every candidate (live, EMA) whose scores are all finite; fills ``record``."""
+    scores = {}
+    for source, net in candidates.items():
+        finite = True
+        for split in ("val", "test") if tp.select_on == "test" else ("val",):
+            pred = predict(net, method, loaders[split], device, tp.amp, desc=f"{split} ({source})",
+                           progress=progress)
+            m = math.nan
+            if pred["nonfinite"]:
+                finite = False
+                record[f"{split}_nonfinite_{source}"] = pred["nonfinite"]
+            else:
+                m, _ = mean_average_precision(pred["scores"], pred["targets"], eval_params.ap_mode,
+                                              eval_params.empty_class)
+            record[f"{split}_mAP_{source}"] = m
+            record[f"{split}_loss_{source}"] = pred["loss"]
+        if finite and np.isfinite(record[f"{tp.select_on}_mAP_{source}"]):
+            scores[source] = float(record[f"{tp.select_on}_mAP_{source}"])
+    return scores
+
+
+def _diverged(stage_dir: Path, model: nn.Module, epoch: int, step: int | None, what: str,
+              losses: dict | None = None):
+    """Keep the diverged weights for inspection, mark the stage failed and stop (as the official Q2L
+    code does with its ``checkpoint_nan``)."""
+    ckpt_dir = stage_dir / "checkpoints"
+    last_good = next((p for p in (ckpt_dir / "last.pt", ckpt_dir / "best.pt") if p.is_file()), None)
+    where = f"epoch {epoch + 1}" + (f", step {step + 1}" if step is not None else "")
+    info = {"reason": "diverged", "what": what, "epoch": epoch + 1, "step": None if step is None else step + 1,
+            "losses": losses, "last_good_checkpoint": str(last_good) if last_good else None}
+    if dist.is_main_process():
+        stage.save_checkpoint({"model": model.state_dict(), **info}, ckpt_dir / "diverged.pt")
+        stage.mark_failed(stage_dir, info)
+    good = (f"the last good checkpoint is {last_good}" if last_good else "no epoch finished before it, so there is "
+            "no good checkpoint")
+    raise TrainingDivergedError(
+        f"{stage_dir}: training diverged at {where}: {what}. Stopped; {good}; the diverged weights are in "
+        f"{ckpt_dir / 'diverged.pt'}. The run is marked failed ({stage_dir / stage.FAILED}) and is not reported. "
+        f"Lower the learning rate (or add train.grad_clip_norm) and train again under another run name, or "
+        f"delete {stage_dir} to retrain this method.")
+
+
+def _save_npz(path: Path, **arrays) -> None:
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    atomic_write(path, write)
+
+
+def _maybe_die_for_test(point: int | str) -> None:
+    """Tests of resumption SIGKILL the process (kill -9) at a step (``MLC_KILL_AT_STEP=6``) or at the start
+    of the final test pass (``MLC_KILL_AT=final_test``)."""
+    at = os.environ.get("MLC_KILL_AT_STEP") if isinstance(point, int) else os.environ.get("MLC_KILL_AT")
+    if at is not None and str(point) == at:
         import signal
         os.kill(os.getpid(), signal.SIGKILL)

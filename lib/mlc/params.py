@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -39,6 +40,7 @@ class DataParams:
     root: str | None = None                # where the toy world is generated (default outputs/datasets/toy-<key>)
     toy: ToyWorldConfig = field(default_factory=ToyWorldConfig)
     num_workers: int = 0
+    check_images: bool = True              # stat every listed image before training (off for huge sets)
 
 
 @dataclass
@@ -160,6 +162,52 @@ class RunParams:
         return Path(self.data.manifest)
 
 
+# Ranges checked when a file is loaded, before anything is written: (test, what the value must be).
+def _at_least(lo):
+    return (lambda v: v >= lo, f">= {lo}")
+
+
+def _positive():
+    return (lambda v: v > 0, "> 0")
+
+
+def _open_unit():
+    return (lambda v: 0 < v < 1, "between 0 and 1 (exclusive)")
+
+
+def _unit():
+    return (lambda v: 0 <= v <= 1, "between 0 and 1")
+
+
+_LIMITS: dict[type, dict[str, tuple]] = {
+    TrainParams: {"epochs": _at_least(1), "batch_size": _at_least(1), "eval_batch_size": _at_least(1),
+                  "lr": _positive(), "weight_decay": _at_least(0), "pct_start": _open_unit(),
+                  "warmup_epochs": _at_least(0), "min_lr": _at_least(0), "plateau_factor": _open_unit(),
+                  "plateau_patience": _at_least(0), "ema_decay": _open_unit(), "early_stop_patience": _at_least(1),
+                  "grad_clip_norm": _positive(), "log_every": _at_least(1)},
+    DataParams: {"num_workers": _at_least(0)},
+    InputParams: {"image_size": _at_least(1), "cutout_factor": _unit()},
+    LossParams: {"gamma_neg": _at_least(0), "gamma_pos": _at_least(0), "clip": _unit(), "eps": _at_least(0)},
+    ParamGroup: {"lr_scale": _at_least(0)},
+    EvalParams: {"threshold": _unit(), "top_k": _at_least(1)},
+    ClipParams: {"epochs": _at_least(0), "batch_size": _at_least(1), "lr": _positive(), "weight_decay": _at_least(0),
+                 "warmup_epochs": _at_least(0)},
+    TextParams: {"words_dim": _at_least(1)},
+}
+
+
+def check_run_name(name: str) -> str | None:
+    """Why ``name`` cannot name a run folder under the output root (None when it can)."""
+    if not name or not name.strip():
+        return "must not be empty"
+    p = Path(name)
+    if p.is_absolute() or name.startswith(("/", "\\")) or ":" in p.parts[0]:
+        return "must be a relative name (the run folder is <output_root>/<name>)"
+    if any(part in ("..", ".") for part in Path(name.replace("\\", "/")).parts) or name.startswith("."):
+        return "must not contain '..' or '.' parts nor start with '.' (the run would land outside the output root)"
+    return None
+
+
 # ------------------------------------------------------------------------------------------------
 # YAML with line numbers
 # ------------------------------------------------------------------------------------------------
@@ -174,8 +222,13 @@ def _compose_with_lines(text: str, file: str) -> tuple[Any, dict[str, tuple[str,
 
     def walk(n, path):
         if isinstance(n, yaml.MappingNode):
+            first_line: dict = {}
             for k, v in n.value:
                 p = f"{path}.{k.value}" if path else str(k.value)
+                if k.value in first_line:       # YAML would silently keep the last one
+                    raise ParamsError(f"{file}:{k.start_mark.line + 1}: duplicate key {p!r} (first set on line "
+                                      f"{first_line[k.value]}); keep one")
+                first_line[k.value] = k.start_mark.line + 1
                 lines[p] = (file, k.start_mark.line + 1)
                 walk(v, p)
         elif isinstance(n, yaml.SequenceNode):
@@ -185,7 +238,12 @@ def _compose_with_lines(text: str, file: str) -> tuple[Any, dict[str, tuple[str,
 
     if node is not None:
         walk(node, "")
-    return yaml.safe_load(text), lines
+    try:
+        return yaml.safe_load(text), lines
+    except yaml.YAMLError as e:              # e.g. a !!python/object tag, which safe_load refuses
+        mark = getattr(e, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise ParamsError(f"{file}{where}: not allowed in a params file ({getattr(e, 'problem', None) or e})") from None
 
 
 def _deep_merge(base: dict, over: dict) -> dict:
@@ -195,9 +253,10 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read(path: Path, seen: tuple = ()) -> tuple[dict, dict]:
+def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tuple[dict, dict]:
     if not path.is_file():
-        raise ParamsError(f"{path}: params file not found")
+        raise ParamsError(f"{extended_from}: extends {path}, which is not found" if extended_from
+                          else f"{path}: params file not found")
     if path.resolve() in seen:
         raise ParamsError(f"{path}: 'extends' forms a cycle")
     data, lines = _compose_with_lines(path.read_text(), str(path))
@@ -210,7 +269,8 @@ def _read(path: Path, seen: tuple = ()) -> tuple[dict, dict]:
         return data, lines
     if not isinstance(base_name, str):
         raise ParamsError(f"{path}:{lines['extends'][1]}: 'extends' must be a file name")
-    base, base_lines = _read(path.parent / base_name, seen + (path.resolve(),))
+    base, base_lines = _read(path.parent / base_name, seen + (path.resolve(),),
+                             extended_from=f"{path}:{lines['extends'][1]}")
     return _deep_merge(base, data), {**base_lines, **lines}
 
 
@@ -288,10 +348,13 @@ class _Converter:
                 # YAML reads 1e-4 (no dot) as a string; accept numeric strings
                 if isinstance(value, str):
                     try:
-                        return float(value)
+                        value = float(value)
                     except ValueError:
-                        pass
-                self.fail(path, f"expected a number, got {value!r}")
+                        self.fail(path, f"expected a number, got {value!r}")
+                else:
+                    self.fail(path, f"expected a number, got {value!r}")
+            if not math.isfinite(float(value)):
+                self.fail(path, f"must be a finite number, got {value!r}")
             return float(value)
         if tp is str:
             if not isinstance(value, str):
@@ -323,6 +386,10 @@ class _Converter:
                 kwargs[f.name] = self.convert(value[f.name], hints[f.name], sub)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.fail(sub, "required key is missing")
+        for key, (ok, what) in _LIMITS.get(cls, {}).items():
+            v = kwargs.get(key)
+            if v is not None and not ok(v):
+                self.fail(f"{path}.{key}" if path else key, f"must be {what}, got {v!r}")
         return cls(**kwargs)
 
     def method(self, value, path: str) -> MethodParams:
@@ -341,6 +408,13 @@ class _Converter:
         rest = {k: v for k, v in value.items() if k != "model"}
         mp = self.dataclass({**rest, "model": None, "model_name": name}, MethodParams, path)
         mp.model = self.dataclass(model, entry.config_class, f"{path}.model")
+        backbone = getattr(mp.model, "backbone", None)
+        if isinstance(backbone, str):
+            from .models.backbones import backbone_spec
+            try:
+                backbone_spec(backbone)
+            except KeyError as e:
+                self.fail(f"{path}.model.backbone", e.args[0])
         return mp
 
 
@@ -358,6 +432,9 @@ def load_params(path: str | Path, overrides: dict | None = None) -> RunParams:
     params = conv.dataclass(data, RunParams, "")
     params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
     params.source = str(path)
+    bad_name = check_run_name(params.name)
+    if bad_name:
+        conv.fail("name", f"{params.name!r} {bad_name}")
     if params.data.dataset == "manifest" and not params.data.manifest:
         conv.fail("data.manifest", "required when data.dataset is 'manifest'")
     return params

@@ -54,14 +54,22 @@ def run_all(params_file: str | Path, only: list[str] | None = None) -> int:
                                 cwd=str(root), kernel_name="python3", progress_bar=False)
         except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
             print(f"\nFAILED: notebook {nb.relative_to(root)}\n  executed copy (with the error): {target}\n"
-                  f"  {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}",
-                  file=sys.stderr)
+                  f"  {_error_text(e)}", file=sys.stderr)
             return 1
         print(f"   done in {time.time() - t0:.0f} s -> {target}", flush=True)
     print(f"all {len(notebooks)} notebooks done in {time.time() - t_all:.0f} s; outputs in {params.run_dir}")
     index = export_html(out_dir, root / params.run_dir / "html")
     print(f"HTML: {index}")
     return 0
+
+
+def _error_text(e: Exception) -> str:
+    """The whole error of a failed cell (a run conflict lists its differences on several lines)."""
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    if ename is not None and evalue is not None:
+        return f"{ename}: {evalue}".replace("\n", "\n  ")
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
 def export_html(notebook_dir: Path, html_dir: Path) -> Path:

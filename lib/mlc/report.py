@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from . import stage
 from .notebook import repo_root
 
 PAPER_NUMBERS = Path(__file__).resolve().parents[2] / "data" / "paper_numbers.csv"
@@ -35,7 +36,7 @@ def finished_runs(output_root: str | Path = "outputs") -> pd.DataFrame:
         stored = yaml.safe_load(params_yaml.read_text()) or {}
         for method in (stored.get("methods") or {}):
             test = run_dir / method / "metrics_test.json"
-            if not test.is_file():
+            if not test.is_file() or not stage.is_finished(run_dir / method):   # failed or unfinished: no result
                 continue
             m = json.loads(test.read_text())
             row = {"run": run_dir.name, "params": _source_of(params_yaml), "method": method,

@@ -20,12 +20,25 @@ from pathlib import Path
 
 import yaml
 
+from . import stage
 from .io import atomic_write_text
 from .params import RunParams, params_to_dict
 
 
 class RunConflictError(RuntimeError):
     pass
+
+
+# Settings that change speed, placement or logging, never a result: they may differ between the runs that
+# build one run directory (resume on another machine, more loader workers).  Loader workers qualify because
+# each image's augmentation is seeded from (epoch, image), not from the worker that loads it.
+NON_RESULT_KEYS = ("description", "data.num_workers", "data.check_images", "methods.*.train.device",
+                   "methods.*.train.log_every")
+
+
+def _is_non_result(key: str) -> bool:
+    import fnmatch
+    return any(fnmatch.fnmatchcase(key, pattern) for pattern in NON_RESULT_KEYS)
 
 
 def _flatten(d, prefix=""):
@@ -45,7 +58,12 @@ def diff_params(old: dict, new: dict, allow_new_keys: bool = False) -> list[str]
     a, b = _flatten(old), _flatten(new)
     keys = sorted(set(a) | set(b)) if not allow_new_keys else sorted(a)
     return [f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}"
-            for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>")]
+            for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>") and not _is_non_result(k)]
+
+
+def finished_methods(params: RunParams) -> list[str]:
+    """The params' methods whose training finished successfully (failed or unfinished runs are left out)."""
+    return [m for m in params.methods if stage.is_finished(params.run_dir / m)]
 
 
 def environment_info(repo_root: Path | None = None) -> dict:
@@ -72,14 +90,39 @@ def environment_info(repo_root: Path | None = None) -> dict:
             "cpu_threads": torch.get_num_threads(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
+def _trained_anything(run_dir: Path, methods) -> list[str]:
+    """The stored methods whose training has started (a checkpoint, a result or a failure)."""
+    return [m for m in methods if stage.status(run_dir / m) != "new"]
+
+
+def _write_environment(run_dir: Path) -> None:
+    path = run_dir / "environment.json"
+    try:
+        json.loads(path.read_text())
+        return
+    except (OSError, ValueError):           # missing, empty (a full disk) or corrupt: write it again
+        atomic_write_text(path, json.dumps(environment_info(), indent=1))
+
+
 def prepare_run_dir(params: RunParams) -> Path:
-    """Create or reopen ``outputs/<name>/`` for these params; refuse one that holds other params."""
+    """Create or reopen ``outputs/<name>/`` for these params; refuse one that holds other params.
+
+    Only results are protected: stored settings may change while nothing has been trained yet (a typo
+    fixed after a failed start), a stored method may change while its own training has not started, and
+    the settings in :data:`NON_RESULT_KEYS` may always change.
+    """
     run_dir = params.run_dir
     resolved = params_to_dict(params)
     stored = run_dir / "params.yaml"
     if stored.is_file():
-        old = yaml.safe_load(stored.read_text())
+        old = yaml.safe_load(stored.read_text()) or {}
+        stored_methods = old.get("methods") or {}
         old_methods, new_methods = old.get("methods") or {}, resolved.get("methods") or {}
+        started = _trained_anything(run_dir, old_methods)
+        if not started:                      # nothing trained: the stored params are only a record
+            old, old_methods = {**resolved, "methods": {}}, {}
+        else:                                # a method that never started training may be redefined
+            old_methods = {m: v for m, v in old_methods.items() if m in started}
         common = set(old_methods) & set(new_methods)
         # keys the stored params lack (new methods, settings a newer kit added) are additions, not changes
         changes = diff_params({**old, "methods": {m: old_methods[m] for m in common}},
@@ -89,11 +132,12 @@ def prepare_run_dir(params: RunParams) -> Path:
                 f"{run_dir} already holds run {params.name!r} made with other params "
                 f"({len(changes)} differences):\n  " + "\n  ".join(changes[:20]) +
                 f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
-        merged = {**resolved, "methods": {**old_methods, **new_methods}}
-        if merged != old:
+        merged = {**resolved, "methods": {**stored_methods, **new_methods}}
+        if merged != yaml.safe_load(stored.read_text()):
             atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(merged, sort_keys=False))
+        _write_environment(run_dir)
         return run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(resolved, sort_keys=False))
-    (run_dir / "environment.json").write_text(json.dumps(environment_info(), indent=1))
+    _write_environment(run_dir)
     return run_dir

@@ -5,20 +5,22 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from .data.dataset import MultiLabelDataset
+from . import stage
+from .data.dataset import MultiLabelDataset, check_images
 from .data.manifest import Manifest
 from .data.toyworld import generate
 from .data.transforms import build_transform
-from .engine import FitResult, Method, fit, make_loader, seed_everything
+from .engine import FitResult, Method, TrainingDivergedError, fit, make_loader, seed_everything
 from .losses import build_loss
 from .models.registry import create_model, method_builder
 from .params import MethodParams, RunParams, load_params
-from .rundir import prepare_run_dir
+from .rundir import RunConflictError, prepare_run_dir
 
 
 def prepare_data(params: RunParams, progress: bool = True, source: str | None = None, raw_root: str | None = None,
@@ -117,16 +119,36 @@ def method_data(params: RunParams, name: str, manifest: Manifest | None = None) 
     return MethodData(manifest, list(labels), datasets)
 
 
+def check_method_data(data: MethodData, tp, check_files: bool = True, progress: bool = True) -> None:
+    """Before any training: every split has images, the training split fills a batch, and (unless
+    ``check_files`` is off) every listed image file exists inside the image root."""
+    for split, ds in data.datasets.items():
+        if len(ds) == 0:
+            raise ValueError(f"{data.manifest.root / (ds.split_name + '.parquet')}: the {split!r} split is empty "
+                             f"(0 images); nothing to {'train on' if split == 'train' else 'evaluate'}")
+    n_train = len(data.datasets["train"])
+    if tp.drop_last and n_train < tp.batch_size:
+        raise ValueError(f"{data.manifest.root / 'train.parquet'}: the train split has {n_train} images, fewer than "
+                         f"one batch (train.batch_size {tp.batch_size}) with train.drop_last: lower the batch size")
+    if check_files:
+        for ds in {id(d): d for d in data.datasets.values()}.values():
+            check_images(ds, progress=progress)
+
+
 def train_method(params: RunParams, name: str, progress: bool = True) -> FitResult:
     mp = method_params(params, name)
     run_dir = prepare_run_dir(params)
     data = method_data(params, name)
     tp = mp.train
     workers = params.data.num_workers
+    if not stage.is_finished(run_dir / name):
+        check_method_data(data, tp, params.data.check_images, progress)
 
     def train_loader(epoch: int):
+        epoch_seed = seed_everything(params.seed, 17, epoch)
+        data.datasets["train"].augment_seed = epoch_seed     # augmentations depend on (epoch, image), not workers
         return make_loader(data.datasets["train"], tp.batch_size, shuffle=True, num_workers=workers,
-                           drop_last=tp.drop_last, seed=seed_everything(params.seed, 17, epoch))
+                           drop_last=tp.drop_last, seed=epoch_seed)
 
     loaders = {split: make_loader(data.datasets[split], tp.eval_batch_size, shuffle=False, num_workers=workers)
                for split in ("val", "test")}
@@ -143,9 +165,13 @@ def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.
     labels = manifest.label_subset(mp.label_subset)
     model = create_model(mp.model_name, mp.model, len(labels), label_names=[manifest.label_names[i] for i in labels])
     best = params.run_dir / name / "checkpoints" / "best.pt"
+    failed = stage.failure(params.run_dir / name)
+    if failed is not None:
+        raise RuntimeError(f"{params.run_dir / name}: this run failed ({failed.get('what', failed.get('reason'))}, "
+                           f"see {params.run_dir / name / stage.FAILED}); it has no result to load")
     if not best.is_file():
         raise FileNotFoundError(f"{best}: no trained checkpoint; run the training notebook for {name!r} first")
-    state = torch.load(best, map_location=device, weights_only=False)["model"]
+    state = stage.load_checkpoint(best, map_location=device)[0]["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
@@ -160,7 +186,11 @@ def main(argv=None) -> None:
     ap.add_argument("--method", required=True)
     args = ap.parse_args(argv)
     params = load_params(args.params)
-    result = train_method(params, args.method)
+    try:
+        result = train_method(params, args.method)
+    except (TrainingDivergedError, stage.StageLockedError, RunConflictError) as e:
+        print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
+        sys.exit(1)
     print(f"test mAP {100 * result.test['mAP']:.2f} (best epoch {result.best_epoch + 1}, {result.best_source})")
 
 

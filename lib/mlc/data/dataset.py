@@ -1,16 +1,43 @@
 """Torch dataset over a manifest split."""
 from __future__ import annotations
 
+import contextlib
+import os
+import random
+
 import numpy as np
+import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from .manifest import Manifest, target_row
+from .manifest import Manifest, ManifestError, target_row
 
 
 class ImageError(OSError):
     """An image listed in a manifest is missing or cannot be decoded; the message names both."""
+
+
+def escaping_paths(images: pd.Series) -> np.ndarray:
+    """Rows whose image path is absolute or climbs out of the image root with ``..`` (vectorised)."""
+    s = images.astype(str).str.replace("\\", "/", regex=False)
+    return (s.str.startswith("/") | s.str.match(r"^[A-Za-z]:/") | s.str.contains(r"(?:^|/)\.\.(?:/|$)")).to_numpy()
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Run the block with torch / random / numpy seeded from ``seed``; the global streams are restored after."""
+    py, npy = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        try:
+            yield
+        finally:
+            random.setstate(py)
+            np.random.set_state(npy)
 
 
 class MultiLabelDataset(Dataset):
@@ -18,6 +45,13 @@ class MultiLabelDataset(Dataset):
 
     ``labels``: label indices to keep, in order (e.g. the seen labels for open-vocabulary training);
     all labels by default.
+
+    Image paths are relative to the manifest's image root and may not leave it (no absolute path, no
+    ``..``) unless the manifest's meta says ``"absolute_paths": true``.
+
+    ``augment_seed``: when set (the engine sets it every epoch), each item's random transform is seeded
+    from (``augment_seed``, index), so an epoch's augmentations do not depend on the number of loader
+    workers or on which process loads an image.
     """
 
     def __init__(self, manifest: Manifest, split: str, transform=None, labels=None):
@@ -26,14 +60,29 @@ class MultiLabelDataset(Dataset):
         self.labels = np.arange(manifest.num_labels) if labels is None else np.asarray(labels, dtype=np.int64)
         self._absent = manifest.meta["absent"]
         self._records = self.rows.to_dict("records")
+        self.augment_seed: int | None = None
+        if not manifest.meta.get("absolute_paths", False) and len(self.rows):
+            bad = escaping_paths(self.rows["image"])
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise ManifestError(f"{self.parquet_path}: row {i} image {self.rows['image'].iloc[i]!r} is outside "
+                                    f"the image root {manifest.image_root} ({int(bad.sum())} such rows); image paths "
+                                    f"must be relative to it, or set \"absolute_paths\": true in "
+                                    f"{manifest.root / 'meta.json'}")
+
+    @property
+    def parquet_path(self):
+        return self.manifest.root / f"{self.split_name}.parquet"
 
     def __len__(self) -> int:
         return len(self._records)
 
+    def image_path(self, i: int):
+        return self.manifest.image_root / self._records[i]["image"]
+
     def load_image(self, i: int) -> Image.Image:
-        rel = self._records[i]["image"]
-        path = self.manifest.image_root / rel
-        where = f"(listed in {self.manifest.root / (self.split_name + '.parquet')}, row {i})"
+        path = self.image_path(i)
+        where = f"(listed in {self.parquet_path}, row {i})"
         try:
             with Image.open(path) as img:
                 return img.convert("RGB")
@@ -49,6 +98,27 @@ class MultiLabelDataset(Dataset):
     def __getitem__(self, i: int) -> dict:
         img = self.load_image(i)
         if self.transform is not None:
-            img = self.transform(img)
+            if self.augment_seed is None:
+                img = self.transform(img)
+            else:
+                with _seeded((self.augment_seed * 1_000_003 + i) % 2**63):
+                    img = self.transform(img)
         target = target_row(self._records[i], self.manifest.num_labels, self._absent)[self.labels]
         return {"image": img, "target": torch.from_numpy(target.astype(np.float32)), "index": i}
+
+
+def check_images(ds: MultiLabelDataset, progress: bool = True, show_at: int = 20_000) -> None:
+    """A fast stat pass over every image of a split before training: a missing file is an error that
+    names how many are missing, the first few, and the manifest file (a progress bar on large splits)."""
+    missing = []
+    it = range(len(ds))
+    if progress and len(ds) >= show_at:
+        it = tqdm(it, desc=f"checking {ds.split_name} images", leave=False)
+    for i in it:
+        if not os.path.isfile(ds.image_path(i)):
+            missing.append(i)
+    if missing:
+        first = ", ".join(f"row {i}: {ds.image_path(i)}" for i in missing[:3])
+        raise ImageError(f"{ds.parquet_path}: {len(missing)} of {len(ds)} images of the {ds.split_name!r} split are "
+                         f"missing ({first}{', ...' if len(missing) > 3 else ''}). Restore them, or convert the "
+                         f"dataset again to drop them; data.check_images: false skips this check")

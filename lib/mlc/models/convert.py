@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from ..safe_load import load_torch
+
 
 def strip_module_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Drop the ``module.`` prefix that DDP and the official ModelEma wrappers add."""
@@ -33,15 +35,16 @@ def rename_state_dict(state: dict[str, torch.Tensor], rules: list[tuple[str, str
     return out
 
 
-def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
-    """The state dict inside an official checkpoint file (bare, or under 'state_dict' / 'model')."""
+def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, torch.Tensor]:
+    """The state dict inside an official checkpoint file (bare, or under 'state_dict' / 'model').
+
+    Read without running code from the file (:func:`mlc.safe_load.load_torch`); ``trusted=True`` (or the
+    file listed in ``$MLC_TRUSTED_FILES``) allows full unpickling.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable torch checkpoint ({e})") from None
+    obj = load_torch(path, trusted=trusted)
     for key in ("state_dict", "model", "module"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

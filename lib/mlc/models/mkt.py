@@ -127,7 +127,8 @@ class MKT(nn.Module):
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no stage-1 image encoder; train MKT's first stage (method with "
                                     f"stage: image) before the prompt stage")
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        from ..safe_load import load_torch
+        state = load_torch(path)
         state = state.get("model", state)
         visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
         try:

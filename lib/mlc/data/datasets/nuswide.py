@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...safe_load import load_pickle
 from ..manifest import Label, write_manifest
 from . import register_converter
 from .common import (DatasetFormatError, dense_to_lists, read_binary_column, read_binary_matrix, read_lines,
@@ -154,8 +155,7 @@ def _read_h5_labels(path: Path, names: list[str], width: int) -> np.ndarray:
 def _read_names(path: Path) -> list[str]:
     require(path)
     try:
-        with open(path, "rb") as f:
-            obj = pickle.load(f)
+        obj = load_pickle(path)
         names = obj["img_names"] if isinstance(obj, dict) else obj
         return [n.decode() if isinstance(n, bytes) else str(n) for n in names]
     except (pickle.UnpicklingError, EOFError, KeyError, TypeError) as e:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...safe_load import load_pickle
 from ..manifest import Label, write_manifest
 from . import register_converter
 from .common import DatasetFormatError, group_lists, read_lines, report_missing, require
@@ -56,8 +57,7 @@ def read_label_split(meta_dir: Path) -> tuple[list[tuple[str, str]], list[tuple[
     seen = _named(read_lines(trainable), names, trainable)
     pkl = require(meta_dir / "unseen_labels.pkl")
     try:
-        with open(pkl, "rb") as f:
-            pool = [m.decode() if isinstance(m, bytes) else str(m) for m in pickle.load(f)]
+        pool = [m.decode() if isinstance(m, bytes) else str(m) for m in load_pickle(pkl)]
     except (pickle.UnpicklingError, EOFError, TypeError) as e:
         raise DatasetFormatError(f"{pkl}: expected a pickled list of MIDs ({e!r})") from None
     top = meta_dir / "top_400_unseen.csv"

@@ -1,0 +1,149 @@
+"""One training stage's folder (``outputs/<run>/<method>/``): its state, its lock, its checkpoints.
+
+A stage is
+
+* **new**      nothing trained yet (no checkpoint, no result);
+* **started**  ``checkpoints/last.pt`` exists: rerunning resumes it;
+* **failed**   ``failed.json`` says why (a diverged loss, non-finite scores); it is never reported;
+* **finished** ``result.json`` exists (written last, only by a successful run) and no ``failed.json``.
+
+Only one process trains a stage at a time: :func:`lock` takes an exclusive ``flock`` on
+``<stage>/.lock`` and writes the holder's pid and host into it, so a second process is told who
+holds it.  The kernel drops the lock when its holder dies, even by ``kill -9``.
+
+Checkpoints are written atomically, and the previous ``last.pt`` is kept as ``last.prev.pt`` until
+the new one is complete, so a truncated or corrupt ``last.pt`` falls back to the one before.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import socket
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from .io import atomic_write, atomic_write_text
+from .safe_load import CheckpointError, load_torch
+
+RESULT, FAILED, LOCK = "result.json", "failed.json", ".lock"
+
+
+def status(stage_dir: str | os.PathLike) -> str:
+    """'finished', 'failed', 'started' or 'new' (see the module docstring)."""
+    d = Path(stage_dir)
+    if (d / FAILED).is_file():
+        return "failed"
+    if (d / RESULT).is_file():
+        return "finished"
+    if any((d / "checkpoints" / n).is_file() for n in ("last.pt", "last.prev.pt")):
+        return "started"
+    return "new"
+
+
+def is_finished(stage_dir: str | os.PathLike) -> bool:
+    return status(stage_dir) == "finished"
+
+
+def mark_failed(stage_dir: str | os.PathLike, info: dict) -> Path:
+    return atomic_write_text(Path(stage_dir) / FAILED, json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                                  **info}, indent=1))
+
+
+def failure(stage_dir: str | os.PathLike) -> dict | None:
+    path = Path(stage_dir) / FAILED
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"reason": f"{path} is unreadable"}
+
+
+def clear_failed(stage_dir: str | os.PathLike) -> None:
+    (Path(stage_dir) / FAILED).unlink(missing_ok=True)
+
+
+class StageLockedError(RuntimeError):
+    """Another process is training the same stage."""
+
+
+@contextlib.contextmanager
+def lock(stage_dir: str | os.PathLike):
+    """Hold ``<stage>/.lock`` exclusively while the block runs; :class:`StageLockedError` names the holder."""
+    import fcntl
+    d = Path(stage_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
+            raise StageLockedError(f"{d} is being trained by {holder} (lock file {path}); wait for it to finish, "
+                                   f"or stop that process, then run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+_ORPHAN = re.compile(r"^\..+\.tmp\d+$")
+
+
+def remove_orphans(stage_dir: str | os.PathLike) -> list[Path]:
+    """Delete temporary files that killed writers left behind (``.<name>.tmp<pid>``); call under the lock."""
+    removed = []
+    for folder in (Path(stage_dir), Path(stage_dir) / "checkpoints"):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if _ORPHAN.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
+
+
+def save_checkpoint(obj, path: str | os.PathLike, keep_previous: bool = False) -> Path:
+    """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as ``<stem>.prev.pt``."""
+    path = Path(path)
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        if keep_previous and path.is_file():
+            os.replace(path, path.with_name(f"{path.stem}.prev{path.suffix}"))
+    return atomic_write(path, write)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu", fallback: bool = False):
+    """(checkpoint, the file it came from).  With ``fallback`` an unreadable file gives way to the
+    ``<stem>.prev.pt`` beside it, with a warning naming both; otherwise the error names the file."""
+    path = Path(path)
+    try:
+        return load_torch(path, map_location=map_location), path
+    except CheckpointError as e:
+        prev = path.with_name(f"{path.stem}.prev{path.suffix}")
+        if not fallback or not prev.is_file():
+            raise
+        try:
+            ck = load_torch(prev, map_location=map_location)
+        except CheckpointError as e2:
+            raise CheckpointError(f"{e}; the previous checkpoint is unreadable too: {e2}") from None
+        warnings.warn(f"{e}; using the previous checkpoint {prev}", stacklevel=2)
+        return ck, prev
