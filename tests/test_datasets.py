@@ -393,3 +393,90 @@ def test_data_preparation_notebook_converts_a_real_format(tmp_path):
                                   "options": {"difficult": "sgre"}}
     for fig in ("data_samples", "data_label_frequencies", "data_labels_per_image", "data_cooccurrence"):
         assert (tmp_path / "out" / "vocnb" / "figures" / f"{fig}.pdf").is_file()
+
+
+# ---------------------------------------------------------------- malformed files that used to pass or crash raw
+def _coco_edit(root, split, edit):
+    path = root / "annotations" / f"instances_{split}2014.json"
+    data = json.loads(path.read_text())
+    data = edit(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: {**d, "images": [{k: v for k, v in d["images"][0].items() if k != "file_name"}] + d["images"][1:]},
+     r"instances_train2014.json: images\[0\] needs 'file_name' \(str\), got missing"),
+    (lambda d: {**d, "annotations": None}, r"instances_train2014.json: 'annotations' must be a list, got NoneType"),
+    (lambda d: {**d, "categories": [{"id": 1}] + d["categories"][1:]},
+     r"instances_train2014.json: categories\[0\] needs 'name' \(str\), got missing"),
+    (lambda d: [d], r"instances_train2014.json: the top level must be an object"),
+    (lambda d: {**d, "images": d["images"] + [d["images"][0]]},
+     r"instances_train2014.json: images\[3\] repeats image id 10"),
+])
+def test_coco_malformed_records_are_named(tmp_path, edit, message):
+    _coco(tmp_path / "coco")
+    _coco_edit(tmp_path / "coco", "train", edit)
+    with pytest.raises(DatasetFormatError, match=message):
+        convert_dataset("coco", tmp_path / "coco", tmp_path / "m")
+    assert not (tmp_path / "m" / "meta.json").exists()
+
+
+def test_coco_non_utf8_file_is_named(tmp_path):
+    _coco(tmp_path / "coco")
+    path = tmp_path / "coco" / "annotations" / "instances_val2014.json"
+    path.write_bytes(path.read_bytes().replace(b'"images"', b'\n"images\xff"'))
+    with pytest.raises(DatasetFormatError, match=r"instances_val2014.json:2: not UTF-8 text"):
+        convert_dataset("coco", tmp_path / "coco", tmp_path / "m")
+
+
+def test_vg500_names_must_be_a_list_of_strings(tmp_path):
+    _vg(tmp_path / "vg")
+    objects_path = tmp_path / "vg" / "objects.json"
+    objects = json.loads(objects_path.read_text())
+    objects[1]["objects"][0]["names"] = "window"            # a string: used to match per character, silently
+    objects_path.write_text(json.dumps(objects))
+    with pytest.raises(DatasetFormatError, match=r"objects.json: entry 1 \(image 2\) object 0: 'names' must be a list"):
+        convert_dataset("vg500", tmp_path / "vg", tmp_path / "m")
+    objects_path.write_text(json.dumps({"images": objects}))
+    with pytest.raises(DatasetFormatError, match=r"objects.json: the top level must be a list"):
+        convert_dataset("vg500", tmp_path / "vg", tmp_path / "m")
+
+
+def test_openimages_header_only_csv_is_named(tmp_path):
+    _openimages(tmp_path / "oi")
+    csv = tmp_path / "oi" / "2018_04" / "train" / "train-annotations-human-imagelabels.csv"
+    csv.write_text("ImageID,Source,LabelName,Confidence\n")
+    with pytest.raises(DatasetFormatError, match=r"train-annotations-human-imagelabels.csv: no label rows"):
+        convert_dataset("openimages", tmp_path / "oi", tmp_path / "m")
+
+
+class _RunsCode:
+    """A pickle that would create a marker file when unpickled with full pickle."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_crafted_pickles_in_dataset_layouts_run_nothing(tmp_path, monkeypatch):
+    from mlc.safe_load import UnsafeFileError
+    marker = tmp_path / "ran"
+    _openimages(tmp_path / "oi")
+    with open(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl", "wb") as f:
+        pickle.dump(["/m/u1", _RunsCode(marker)], f)
+    with pytest.raises(UnsafeFileError, match=r"unseen_labels.pkl: the pickle holds objects outside the safe list"):
+        convert_dataset("openimages", tmp_path / "oi", tmp_path / "m")
+    _nus_mkt(tmp_path / "nus")
+    with open(tmp_path / "nus" / "img_names.pkl", "wb") as f:
+        pickle.dump({"img_names": [_RunsCode(marker)]}, f)
+    with pytest.raises(UnsafeFileError, match=r"img_names.pkl"):
+        convert_dataset("nuswide_zsl", tmp_path / "nus", tmp_path / "m2", layout="mkt")
+    assert not marker.exists()
+    # the opt-in names the file: with it, full unpickling runs (and so would the code)
+    monkeypatch.setenv("MLC_TRUSTED_FILES", str(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl"))
+    from mlc.safe_load import load_pickle
+    load_pickle(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl")
+    assert marker.exists()

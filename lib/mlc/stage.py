@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from .io import atomic_write, atomic_write_text
-from .safe_load import CheckpointError, load_torch
+from .safe_load import CheckpointError, UnsafeFileError, load_torch
 
 RESULT, FAILED, LOCK = "result.json", "failed.json", ".lock"
 
@@ -137,6 +137,8 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", fallback: bool 
     path = Path(path)
     try:
         return load_torch(path, map_location=map_location), path
+    except UnsafeFileError:
+        raise                                  # a crafted file is never silently skipped
     except CheckpointError as e:
         prev = path.with_name(f"{path.stem}.prev{path.suffix}")
         if not fallback or not prev.is_file():

@@ -16,15 +16,35 @@ from . import register_converter
 from .common import DatasetFormatError, group_lists, read_json
 
 
+def _check_records(path: Path, key: str, records: list, fields: dict[str, type]) -> None:
+    """Every record of ``data[key]`` is an object with each field present and of its type."""
+    for i, r in enumerate(records):
+        if not isinstance(r, dict):
+            raise DatasetFormatError(f"{path}: {key}[{i}] must be an object, got {type(r).__name__}")
+        for name, tp in fields.items():
+            v = r.get(name)
+            if v is None or not isinstance(v, tp) or isinstance(v, bool):
+                got = "missing" if name not in r else f"{v!r}"
+                raise DatasetFormatError(f"{path}: {key}[{i}] needs {name!r} ({tp.__name__}), got {got}")
+
+
 def _split(raw: Path, json_name: str, image_dir: str, cat_index: dict[int, int], keep_empty: bool) -> pd.DataFrame:
     path = raw / "annotations" / json_name
-    data = read_json(path)
+    data = read_json(path, dict, "(a COCO instances file)")
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise DatasetFormatError(f"{path}: missing key {key!r} (is this a COCO instances file?)")
+        if not isinstance(data[key], list):
+            raise DatasetFormatError(f"{path}: {key!r} must be a list, got {type(data[key]).__name__}")
+    _check_records(path, "images", data["images"], {"id": int, "file_name": str})
+    _check_records(path, "annotations", data["annotations"], {"image_id": int, "category_id": int})
     images = pd.DataFrame(data["images"])
-    if images.empty or not {"id", "file_name"} <= set(images):
-        raise DatasetFormatError(f"{path}: 'images' entries need 'id' and 'file_name'")
+    if images.empty:
+        raise DatasetFormatError(f"{path}: 'images' is empty")
+    dup = images["id"].duplicated()
+    if dup.any():
+        raise DatasetFormatError(f"{path}: images[{int(np.argmax(dup.to_numpy()))}] repeats image id "
+                                 f"{int(images['id'][dup].iloc[0])}")
     images = images.sort_values("id").reset_index(drop=True)
     anns = pd.DataFrame(data["annotations"], columns=["image_id", "category_id"])
     unknown = set(anns["category_id"].unique()) - set(cat_index)
@@ -50,9 +70,14 @@ def convert_coco(raw_root, out_dir, keep_empty: bool = False, year: int = 2014):
     """``raw_root`` holds ``annotations/``, ``train2014/`` and ``val2014/``."""
     raw = Path(raw_root)
     train_json = f"instances_train{year}.json"
-    cats = read_json(raw / "annotations" / train_json).get("categories")
-    if not cats:
-        raise DatasetFormatError(f"{raw / 'annotations' / train_json}: no 'categories'")
+    cats_path = raw / "annotations" / train_json
+    cats = read_json(cats_path, dict, "(a COCO instances file)").get("categories")
+    if not cats or not isinstance(cats, list):
+        raise DatasetFormatError(f"{cats_path}: no 'categories' list")
+    _check_records(cats_path, "categories", cats, {"id": int, "name": str})
+    ids = [c["id"] for c in cats]
+    if len(set(ids)) != len(ids):
+        raise DatasetFormatError(f"{cats_path}: category ids repeat ({sorted(i for i in set(ids) if ids.count(i) > 1)})")
     cats = sorted(cats, key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     labels = [Label(i, str(c["id"]), c["name"]) for i, c in enumerate(cats)]

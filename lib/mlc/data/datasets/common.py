@@ -31,13 +31,22 @@ def read_lines(path: Path, skip_empty: bool = True) -> list[str]:
     return [l for l in lines if l] if skip_empty else lines
 
 
-def read_json(path: Path):
+def read_json(path: Path, expect: type | None = None, what: str = ""):
+    """A JSON file; ``expect`` (dict or list) is the type its top level must have."""
     path = require(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f)
     except json.JSONDecodeError as e:
         raise DatasetFormatError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise DatasetFormatError(f"{path}:{line}: not UTF-8 text ({e.reason})") from None
+    if expect is not None and not isinstance(data, expect):
+        kind = {dict: "an object ({...})", list: "a list ([...])"}.get(expect, expect.__name__)
+        raise DatasetFormatError(f"{path}: the top level must be {kind}{' ' + what if what else ''}, "
+                                 f"not {type(data).__name__}")
+    return data
 
 
 def read_binary_column(path: Path, n_expected: int | None = None) -> np.ndarray:

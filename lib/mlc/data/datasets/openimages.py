@@ -93,6 +93,9 @@ def read_human_labels(path: Path) -> pd.DataFrame:
         raise DatasetFormatError(f"{path}: expected columns ImageID, Source, LabelName, Confidence ({e})") from None
     except Exception as e:                     # pyarrow.lib.ArrowInvalid for malformed rows
         raise DatasetFormatError(f"{path}: malformed CSV ({str(e).splitlines()[0]})") from None
+    if len(df) == 0:
+        raise DatasetFormatError(f"{path}: no label rows (only a header); expected ImageID,Source,LabelName,Confidence "
+                                 f"lines")
     conf = pd.to_numeric(df["Confidence"], errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
     bad = np.isnan(conf)
     if bad.any():

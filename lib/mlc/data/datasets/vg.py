@@ -32,23 +32,31 @@ def convert_vg500(raw_root, out_dir, strict: bool = False):
     raw, out_dir = Path(raw_root), Path(out_dir)
     part = raw / "ssgrl_partition"
     index_path = part / "vg_category_500_labels_index.json"
-    index = read_json(index_path)
+    index = read_json(index_path, dict, "(category name -> index)")
     if not isinstance(index, dict) or not all(isinstance(v, int) for v in index.values()):
         raise DatasetFormatError(f"{index_path}: expected a mapping of category name to integer index")
     if sorted(index.values()) != list(range(len(index))):
         raise DatasetFormatError(f"{index_path}: indices must be 0..{len(index) - 1}, each once")
     by_name = {name.strip().lower(): i for name, i in index.items()}
     objects_path = raw / "objects.json"
-    objects = read_json(objects_path)
-    if not isinstance(objects, list):
-        raise DatasetFormatError(f"{objects_path}: expected a list of images")
+    objects = read_json(objects_path, list, "of images")
     per_image = {}
     for k, entry in enumerate(objects):
-        if "image_id" not in entry or "objects" not in entry:
+        if not isinstance(entry, dict) or "image_id" not in entry or "objects" not in entry:
             raise DatasetFormatError(f"{objects_path}: entry {k} lacks 'image_id' or 'objects'")
-        cats = {by_name[n.strip().lower()] for o in entry["objects"] for n in o.get("names", [])
-                if n.strip().lower() in by_name}
-        per_image[str(entry["image_id"])] = sorted(cats)
+        if not isinstance(entry["objects"], list):
+            raise DatasetFormatError(f"{objects_path}: entry {k} (image {entry['image_id']}): 'objects' must be a list")
+        cats = set()
+        for j, o in enumerate(entry["objects"]):
+            names = o.get("names", []) if isinstance(o, dict) else None
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise DatasetFormatError(f"{objects_path}: entry {k} (image {entry['image_id']}) object {j}: 'names' "
+                                         f"must be a list of strings, got {names!r}")
+            cats.update(by_name[n.strip().lower()] for n in names if n.strip().lower() in by_name)
+        image_id = str(entry["image_id"])
+        if image_id in per_image:
+            raise DatasetFormatError(f"{objects_path}: entry {k} repeats image {image_id}")
+        per_image[image_id] = sorted(cats)
     frames, dropped, missing = {}, {}, []
     for split, name in (("train", "train_list_500.txt"), ("test", "test_list_500.txt")):
         rows = []

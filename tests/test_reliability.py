@@ -1,0 +1,337 @@
+"""Faults and bad input: each case of docs/reliability.md that the kit once got wrong, reproduced."""
+import json
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT
+from mlc import stage
+from mlc.data.dataset import ImageError, MultiLabelDataset
+from mlc.data.manifest import Label, ManifestError, write_manifest
+from mlc.params import ParamsError, load_params
+from mlc.rundir import RunConflictError, finished_methods, prepare_run_dir
+from mlc.safe_load import CheckpointError, UnsafeFileError
+
+
+def _params_file(tmp_path, out="out", train="epochs: 2, batch_size: 16", extra="", name="rel"):
+    p = tmp_path / f"p_{out}_{abs(hash(train + extra)) % 10**8}.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: {name}\noutput_root: {tmp_path / out}\n"
+                 f"data:\n  root: {tmp_path / 'world'}\n  toy: {{n_train: 64, n_val: 16, n_test: 24}}\n"
+                 f"methods:\n  q2l:\n    train: {{{train}}}\n{extra}")
+    return p
+
+
+def _train(params_file, method="q2l", **env_extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **env_extra}
+    return subprocess.run([sys.executable, "-m", "mlc.train", str(params_file), "--method", method],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+class _RunsCode:
+    """Unpickled with full pickle, this creates a marker file: a stand-in for arbitrary code."""
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+# ------------------------------------------------------------------------------------ 1. divergence
+def test_diverged_run_stops_at_once_is_marked_failed_and_never_reported(tmp_path):
+    pf = _params_file(tmp_path, train="epochs: 2, batch_size: 16, lr: 1.0e+6")
+    run = _train(pf)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "TrainingDivergedError" in run.stderr and "training diverged at epoch" in run.stderr
+    assert "step" in run.stderr and "Traceback" not in run.stderr
+    stage_dir = tmp_path / "out" / "rel" / "q2l"
+    failed = json.loads((stage_dir / "failed.json").read_text())
+    assert failed["reason"] == "diverged" and failed["epoch"] >= 1
+    assert not (stage_dir / "result.json").exists() and not (stage_dir / "metrics_test.json").exists()
+    assert (stage_dir / "checkpoints" / "diverged.pt").is_file()
+    assert stage.status(stage_dir) == "failed"
+    params = load_params(pf)
+    assert finished_methods(params) == []
+    from mlc.report import finished_runs
+    (stage_dir / "metrics_test.json").write_text(json.dumps({"mAP": 0.17, "CF1": 0.1, "OF1": 0.1}))
+    assert len(finished_runs(tmp_path / "out")) == 0          # a stray metrics file does not make it a result
+    from mlc.train import load_trained
+    with pytest.raises(RuntimeError, match="this run failed"):
+        load_trained(params, "q2l")
+
+
+def test_non_finite_scores_are_never_selected():
+    from mlc.engine import Method, _validate
+    from mlc.params import EvalParams, TrainParams
+
+    class Net(torch.nn.Module):
+        def __init__(self, value):
+            super().__init__()
+            self.value = value
+
+        def forward(self, x):
+            logits = torch.linspace(-1, 1, 3).repeat(len(x), 1) * (1 + torch.arange(len(x)))[:, None]
+            return {"logits": logits * self.value}
+
+    batch = {"image": torch.zeros(4, 3, 2, 2), "target": torch.tensor([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]]
+                                                                         ).float(), "index": torch.arange(4)}
+    method = Method(model=Net(1.0), loss_fn=lambda out, t: {"loss": out["logits"].sum()})
+    record = {}
+    scores = _validate(method, {"live": Net(1.0), "ema": Net(float("nan"))}, {"val": [batch]}, torch.device("cpu"),
+                       TrainParams(), EvalParams(), record, progress=False)
+    assert set(scores) == {"live"} and record["val_nonfinite_ema"] == 12 and np.isnan(record["val_mAP_ema"])
+
+
+# ------------------------------------------------------------------------------------ 2. early stop + kill
+def test_resume_after_kill_in_final_test_of_an_early_stopped_run_trains_no_more(tmp_path):
+    train = "epochs: 8, batch_size: 16, lr: 0.02, early_stop_patience: 1, ema_decay: null"
+    straight = _train(_params_file(tmp_path, "straight", train))
+    assert straight.returncode == 0, straight.stderr[-2000:]
+    a = json.loads((tmp_path / "straight" / "rel" / "q2l" / "result.json").read_text())
+    assert len(a["history"]) < 8, "this recipe no longer triggers early stopping: pick another"
+    pf = _params_file(tmp_path, "killed", train)
+    killed = _train(pf, MLC_KILL_AT="final_test")
+    assert killed.returncode == -9
+    stage_dir = tmp_path / "killed" / "rel" / "q2l"
+    assert stage.load_checkpoint(stage_dir / "checkpoints" / "last.pt")[0]["stopped"].startswith("early stop")
+    again = _train(pf)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "training had ended (early stop" in again.stdout and "epoch 1/8" not in again.stdout
+    b = json.loads((stage_dir / "result.json").read_text())
+    assert b["history"] == a["history"] or [r["train_loss"] for r in b["history"]] == \
+        [r["train_loss"] for r in a["history"]]
+    assert b["test"] == a["test"] and b["best_epoch"] == a["best_epoch"]
+
+
+# ------------------------------------------------------------------------------------ 3, 6, 12. data checks
+def _manifest(tmp_path, rows: dict, meta_extra=None):
+    labels = [Label(i, n, n) for i, n in enumerate(["a", "b"])]
+    splits = {s: pd.DataFrame({"image": imgs, "pos": [[0]] * len(imgs)}, columns=["image", "pos"])
+              for s, imgs in rows.items()}
+    from PIL import Image
+    (tmp_path / "m" / "img").mkdir(parents=True, exist_ok=True)
+    for imgs in rows.values():
+        for rel in imgs:
+            if not rel.startswith(("/", "..")) and "missing" not in rel:
+                Image.new("RGB", (8, 8)).save(tmp_path / "m" / "img" / rel)
+    return write_manifest(tmp_path / "m", name="t", labels=labels, splits=splits, image_root="img",
+                          extra=meta_extra)
+
+
+def _manifest_params(tmp_path, manifest):
+    p = tmp_path / "mp.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: man\noutput_root: {tmp_path / 'out'}\n"
+                 f"data: {{dataset: manifest, manifest: {manifest.root}}}\n"
+                 f"methods:\n  q2l:\n    train: {{epochs: 1, batch_size: 2, eval_batch_size: 2}}\n")
+    return load_params(p)
+
+
+@pytest.mark.parametrize("empty", ["train", "val", "test"])
+def test_an_empty_split_is_an_error_before_training(tmp_path, empty):
+    rows = {s: [] if s == empty else [f"{s}{i}.png" for i in range(3)] for s in ("train", "val", "test")}
+    params = _manifest_params(tmp_path, _manifest(tmp_path, rows))
+    from mlc.train import train_method
+    with pytest.raises(ValueError, match=rf"m/{empty}.parquet: the '{empty}' split is empty"):
+        train_method(params, "q2l", progress=False)
+    assert stage.status(params.run_dir / "q2l") == "new"
+
+
+def test_a_missing_image_of_any_split_is_an_error_before_training(tmp_path):
+    rows = {"train": ["t0.png", "t1.png"], "val": ["v0.png"], "test": ["e0.png", "missing1.png", "missing2.png"]}
+    params = _manifest_params(tmp_path, _manifest(tmp_path, rows))
+    from mlc.train import train_method
+    with pytest.raises(ImageError, match=r"test.parquet: 2 of 3 images of the 'test' split are missing \(row 1: "):
+        train_method(params, "q2l", progress=False)
+    assert stage.status(params.run_dir / "q2l") == "new"
+
+
+def test_image_paths_cannot_leave_the_image_root(tmp_path):
+    m = _manifest(tmp_path, {"train": ["ok.png", "../../etc/passwd"], "test": ["/etc/hostname"]})
+    with pytest.raises(ManifestError, match=r"train.parquet: row 1 image '../../etc/passwd' is outside the image root"):
+        MultiLabelDataset(m, "train")
+    with pytest.raises(ManifestError, match=r"test.parquet: row 0 image '/etc/hostname' is outside"):
+        MultiLabelDataset(m, "test")
+    m2 = _manifest(tmp_path / "abs", {"test": ["/etc/hostname"]}, meta_extra={"absolute_paths": True})
+    assert len(MultiLabelDataset(m2, "test")) == 1               # explicitly allowed by the manifest
+
+
+# ------------------------------------------------------------------------------------ 5. crafted files
+def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
+    marker = tmp_path / "ran"
+    evil = tmp_path / "evil.pth"
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": _RunsCode(marker)}, evil)
+    from mlc.models.convert import read_checkpoint
+    with pytest.raises(UnsafeFileError, match=r"evil.pth: the file holds Python objects outside the safe list"):
+        read_checkpoint(evil)
+    from mlc.models.mkt import MKT
+    with pytest.raises(UnsafeFileError, match="evil.pth"):
+        MKT._load_image_encoder(None, str(evil))
+    params = load_params(_params_file(tmp_path))
+    best = params.run_dir / "q2l" / "checkpoints" / "best.pt"
+    best.parent.mkdir(parents=True)
+    os.link(evil, best)
+    from mlc.train import load_trained
+    with pytest.raises(UnsafeFileError, match="best.pt"):
+        load_trained(params, "q2l")
+    assert not marker.exists()
+    # official checkpoints' harmless extras load without trust: argparse arguments, numpy scalars
+    import argparse
+    ok = tmp_path / "official.pth"
+    torch.save({"state_dict": {"w": torch.ones(1)}, "args": argparse.Namespace(lr=1e-4), "best_mAP": np.float64(0.8)},
+               ok)
+    assert read_checkpoint(ok)["w"].item() == 1
+    # the explicit opt-in names the file
+    assert read_checkpoint(evil, trusted=True)["w"].shape == (1,) and marker.exists()
+
+
+def test_crafted_last_checkpoint_fails_the_run_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    pf = _params_file(tmp_path)
+    ckpt = tmp_path / "out" / "rel" / "q2l" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    torch.save({"model": {}, "x": _RunsCode(marker)}, ckpt / "last.pt")
+    run = _train(pf)
+    assert run.returncode != 0 and "last.pt: the file holds Python objects outside the safe list" in run.stderr
+    assert "MLC_TRUSTED_FILES" in run.stderr and not marker.exists()
+
+
+# ------------------------------------------------------------------------------------ 7, 8. run directories
+def test_a_typo_is_caught_before_anything_is_written(tmp_path):
+    pf = _params_file(tmp_path, extra="    model: {name: q2l, backbone: toy_cnnn}\n")
+    with pytest.raises(ParamsError, match=r"methods.q2l.model.backbone: unknown backbone 'toy_cnnn'.*did you mean"):
+        load_params(pf)
+    for bad, msg in (("lr: -1.0e-3", "lr: must be > 0"), ("epochs: 0", "epochs: must be >= 1"),
+                     ("batch_size: 0", "batch_size: must be >= 1"), ("lr: .nan", "lr: must be a finite number")):
+        with pytest.raises(ParamsError, match=rf":\d+: methods.q2l.train.{msg}"):
+            load_params(_params_file(tmp_path, train=bad))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_run_that_never_started_training_is_not_a_conflict(tmp_path):
+    prepare_run_dir(load_params(_params_file(tmp_path, train="lr: 1.0e-3")))
+    prepare_run_dir(load_params(_params_file(tmp_path, train="lr: 2.0e-3")))      # fixed before training: fine
+    stage_dir = tmp_path / "out" / "rel" / "q2l" / "checkpoints"
+    stage_dir.mkdir(parents=True)
+    (stage_dir / "last.pt").write_bytes(b"x")
+    with pytest.raises(RunConflictError, match=r"methods.q2l.train.lr: 0.002 -> 0.003"):
+        prepare_run_dir(load_params(_params_file(tmp_path, train="lr: 3.0e-3")))
+
+
+def test_speed_and_logging_settings_are_not_conflicts(tmp_path):
+    prepare_run_dir(load_params(_params_file(tmp_path)))
+    (tmp_path / "out" / "rel" / "q2l" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "out" / "rel" / "q2l" / "checkpoints" / "last.pt").write_bytes(b"x")
+    p = load_params(_params_file(tmp_path, train="epochs: 2, batch_size: 16, device: cpu, log_every: 3"))
+    p.data.num_workers = 2
+    p.data.check_images = False
+    p.description = "other words"
+    prepare_run_dir(p)
+    with pytest.raises(RunConflictError, match="batch_size"):
+        prepare_run_dir(load_params(_params_file(tmp_path, train="epochs: 2, batch_size: 8")))
+
+
+def test_augmentations_do_not_depend_on_loader_workers(tiny_world):
+    from mlc.data.transforms import build_transform
+    from mlc.engine import make_loader
+    from mlc.params import InputParams
+    tf = build_transform(InputParams(hflip=True, randaugment="official", cutout_factor=0.5), train=True)
+    ds = MultiLabelDataset(tiny_world, "train", tf)
+    ds.augment_seed = 1234
+
+    def epoch(workers):
+        return torch.cat([b["image"] for b in make_loader(ds, 16, shuffle=True, num_workers=workers, seed=7)])
+    a, b = epoch(0), epoch(2)
+    assert torch.equal(a, b)
+    ds.augment_seed = 99
+    assert not torch.equal(a, epoch(0))
+
+
+def test_pipeline_prints_every_line_of_a_notebook_error():
+    from mlc.pipeline import _error_text
+    from papermill.exceptions import PapermillExecutionError
+    e = PapermillExecutionError(3, 1, "src", "RunConflictError", "outputs/x holds other params (2 differences):\n"
+                                "  a: 1 -> 2\n  b: 3 -> 4", [])
+    text = _error_text(e)
+    assert "a: 1 -> 2" in text and "b: 3 -> 4" in text and text.startswith("RunConflictError")
+
+
+# ------------------------------------------------------------------------------------ 9. one process per stage
+def test_second_process_on_a_stage_is_told_who_holds_it(tmp_path):
+    pf = _params_file(tmp_path)
+    with stage.lock(tmp_path / "out" / "rel" / "q2l"):
+        run = _train(pf)
+    assert run.returncode == 1
+    assert f"is being trained by pid {os.getpid()} on host" in run.stderr and "StageLockedError" in run.stderr
+    assert stage.status(tmp_path / "out" / "rel" / "q2l") == "new"
+
+
+# ------------------------------------------------------------------------------------ 10. writes
+def test_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
+    path = tmp_path / "last.pt"
+    stage.save_checkpoint({"w": torch.zeros(2)}, path)
+    os.symlink("/dev/full", tmp_path / f".last.pt.tmp{os.getpid()}")     # the next write hits a full device
+    with pytest.raises(OSError, match=r"no space left on device while writing .*last.pt"):
+        stage.save_checkpoint({"w": torch.zeros(1000)}, path, keep_previous=True)
+    assert stage.load_checkpoint(path)[0]["w"].shape == (2,)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_truncated_checkpoints_are_named_and_last_falls_back_to_the_previous(tmp_path):
+    path = tmp_path / "last.pt"
+    stage.save_checkpoint({"epoch": 0}, path, keep_previous=True)
+    stage.save_checkpoint({"epoch": 1}, path, keep_previous=True)
+    assert stage.load_checkpoint(tmp_path / "last.prev.pt")[0]["epoch"] == 0
+    path.write_bytes(path.read_bytes()[:100])                           # truncated
+    with pytest.raises(CheckpointError, match=r"last.pt: not a readable torch checkpoint; truncated or corrupt"):
+        stage.load_checkpoint(path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ck, used = stage.load_checkpoint(path, fallback=True)
+    assert ck["epoch"] == 0 and used.name == "last.prev.pt" and "using the previous checkpoint" in str(caught[0].message)
+    (tmp_path / "best.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"best.pt: empty file \(0 bytes"):
+        stage.load_checkpoint(tmp_path / "best.pt", fallback=True)
+
+
+def test_orphaned_temporary_files_and_an_empty_environment_file_are_repaired(tmp_path):
+    d = tmp_path / "stage"
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "checkpoints" / ".last.pt.tmp4242").write_bytes(b"half")
+    (d / ".history.jsonl.tmp17").write_text("half")
+    (d / "checkpoints" / "best.pt").write_bytes(b"keep")
+    assert {p.name for p in stage.remove_orphans(d)} == {".last.pt.tmp4242", ".history.jsonl.tmp17"}
+    assert [p.name for p in (d / "checkpoints").iterdir()] == ["best.pt"]
+    params = load_params(_params_file(tmp_path))
+    run_dir = prepare_run_dir(params)
+    (run_dir / "environment.json").write_text("")                      # what a full disk left
+    prepare_run_dir(params)
+    assert json.loads((run_dir / "environment.json").read_text())["python"]
+
+
+# ------------------------------------------------------------------------------------ 11. params files
+def test_params_file_details(tmp_path):
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: x\nmethods:\n  q2l:\n    model: {name: q2l}\n    train:\n      lr: 1.0e-3\n      lr: 2.0e-3\n")
+    with pytest.raises(ParamsError, match=r"dup.yaml:7: duplicate key 'methods.q2l.train.lr' \(first set on line 6\)"):
+        load_params(dup)
+    dup.write_text("name: x\ntrain: {}\nseed: 1\ntrain: {}\n")
+    with pytest.raises(ParamsError, match=r"dup.yaml:4: duplicate key 'train' \(first set on line 2\)"):
+        load_params(dup)
+    child = tmp_path / "child.yaml"
+    child.write_text("name: x\nextends: nowhere.yaml\n")
+    with pytest.raises(ParamsError, match=r"child.yaml:2: extends .*nowhere.yaml, which is not found"):
+        load_params(child)
+    tag = tmp_path / "tag.yaml"
+    tag.write_text("name: x\nseed: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(ParamsError, match=r"tag.yaml:2: not allowed in a params file"):
+        load_params(tag)
+    for name in ("../../x", "/tmp/abs", ".hidden"):
+        with pytest.raises(ParamsError, match=r":\d+: name: .* (must|outside)"):
+            load_params(_params_file(tmp_path, name=name))
