@@ -24,6 +24,8 @@ def test_runs_are_matched_to_paper_rows_by_params_file(tmp_path):
     (run / "params.yaml").write_text(f"# resolved from {ROOT / 'params/q2l/coco_r101_448.yaml'}\n"
                                      "name: q2l_coco_r101_448\nmethods:\n  q2l: {}\n")
     (run / "q2l" / "metrics_test.json").write_text(json.dumps({"mAP": 0.8512, "CF1": 0.79, "OF1": 0.81}))
+    assert len(finished_runs(tmp_path)) == 0               # metrics without a finished training: not a result
+    (run / "q2l" / "result.json").write_text("{}")
     runs = finished_runs(tmp_path)
     assert runs["params"].tolist() == ["params/q2l/coco_r101_448.yaml"]
     table = paper_comparison(runs)
