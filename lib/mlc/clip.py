@@ -146,9 +146,11 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cp.weight_decay}, {"params": rest, "weight_decay": 0}],
                             lr=cp.lr, betas=(0.9, 0.98), eps=1e-6)
-    total, warm = cp.epochs * len(loader), int(cp.warmup_epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / max(warm, 1) if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, total - warm))))
+    # the engine's per-step cosine schedule with linear warm-up (to zero; CLIP pretraining has no floor)
+    from types import SimpleNamespace
+    from .engine import build_scheduler
+    sched, _ = build_scheduler(opt, SimpleNamespace(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0,
+                                                    warmup_epochs=cp.warmup_epochs), len(loader))
     loss_fn = open_clip.ClipLoss()
     history, t0 = [], time.time()
     for epoch in range(cp.epochs):

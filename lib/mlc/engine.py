@@ -37,24 +37,9 @@ from tqdm.auto import tqdm
 
 from . import distributed as dist
 from . import stage
+from .method import Method
 from .io import atomic_write, atomic_write_text
 from .metrics import evaluate_scores, mean_average_precision
-
-
-def _forward_images(model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> dict:
-    return model(images)
-
-
-@dataclass
-class Method:
-    """What a method gives the engine."""
-    model: nn.Module
-    loss_fn: Callable[[dict, torch.Tensor], dict]          # (outputs, targets) -> {"loss": scalar, ...}
-    scores_fn: Callable[[dict], torch.Tensor] = field(default=lambda out: torch.sigmoid(out["logits"].float()))
-    # (model, images, targets) -> outputs; SALGL passes the targets on (its memory counts them in training)
-    forward_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict] = _forward_images
-    # (model, ema_model or None) after each optimizer step and EMA update
-    on_step_end: Callable[[nn.Module, nn.Module | None], None] | None = None
 
 
 def pick_device(name: str = "auto") -> torch.device:

@@ -91,13 +91,18 @@ class RankingLoss(nn.Module):
         return (hinge.sum((1, 2)) / (violations + 1e-8)).mean()
 
 
+# loss name in the params (``loss.name``) -> builder from a ``LossParams``; the params accept exactly these names
+LOSSES = {
+    "asl": lambda cfg: AsymmetricLoss(gamma_neg=cfg.gamma_neg, gamma_pos=cfg.gamma_pos, clip=cfg.clip, eps=cfg.eps,
+                                      detach_focal=cfg.detach_focal, reduction=cfg.reduction,
+                                      mask_unknown=cfg.mask_unknown),
+    "bce": lambda cfg: MaskedBCE(cfg.mask_unknown),
+    "rank": lambda cfg: RankingLoss(),
+}
+
+
 def build_loss(cfg) -> nn.Module:
     """Loss from a ``LossParams`` (see mlc.params)."""
-    if cfg.name == "asl":
-        return AsymmetricLoss(gamma_neg=cfg.gamma_neg, gamma_pos=cfg.gamma_pos, clip=cfg.clip, eps=cfg.eps,
-                              detach_focal=cfg.detach_focal, reduction=cfg.reduction, mask_unknown=cfg.mask_unknown)
-    if cfg.name == "bce":
-        return MaskedBCE(cfg.mask_unknown)
-    if cfg.name == "rank":
-        return RankingLoss()
-    raise ValueError(f"unknown loss {cfg.name!r} (choose 'asl', 'bce' or 'rank')")
+    if cfg.name not in LOSSES:
+        raise ValueError(f"unknown loss {cfg.name!r} (choose {', '.join(map(repr, LOSSES))})")
+    return LOSSES[cfg.name](cfg)

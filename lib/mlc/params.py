@@ -10,7 +10,6 @@ Every mistake is an error naming the file, the line and the dotted key: an unkno
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import types
 import typing
@@ -21,6 +20,7 @@ from typing import Any, Literal
 import yaml
 
 from .data.toyworld import ToyWorldConfig
+from .suggest import did_you_mean
 
 
 class ParamsError(ValueError):
@@ -54,7 +54,7 @@ class InputParams:
 
 @dataclass
 class LossParams:
-    name: Literal["asl", "bce", "rank"] = "asl"   # QKS's masl / mbce: asl / bce with mask_unknown (see docs)
+    name: str = "asl"                      # a key of mlc.losses.LOSSES; QKS's masl / mbce: asl / bce with mask_unknown
     gamma_neg: float = 2.0
     gamma_pos: float = 0.0
     clip: float = 0.0
@@ -196,6 +196,11 @@ _LIMITS: dict[type, dict[str, tuple]] = {
 }
 
 
+def _loss_names() -> list[str]:
+    from .losses import LOSSES
+    return list(LOSSES)
+
+
 def check_run_name(name: str) -> str | None:
     """Why ``name`` cannot name a run folder under the output root (None when it can)."""
     if not name or not name.strip():
@@ -313,8 +318,7 @@ class _Converter:
             self.fail(path, f"must not be empty (expected {self.type_name(tp)})")
         if origin is Literal:
             if value not in args:
-                close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(value, args)
                 self.fail(path, f"{value!r} is not one of {', '.join(map(repr, args))}{hint}")
             return value
         if dataclasses.is_dataclass(tp):
@@ -373,8 +377,7 @@ class _Converter:
         names = [f.name for f in dataclasses.fields(cls) if f.init]
         for key in value:
             if key not in names:
-                close = difflib.get_close_matches(str(key), names, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(key, names)
                 self.fail(f"{path}.{key}" if path else str(key), f"unknown key {key!r}{hint}; "
                           f"allowed here: {', '.join(names)}")
         kwargs = {}
@@ -386,6 +389,9 @@ class _Converter:
                 kwargs[f.name] = self.convert(value[f.name], hints[f.name], sub)
             elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 self.fail(sub, "required key is missing")
+        if cls is LossParams and kwargs.get("name", "asl") not in _loss_names():
+            self.fail(f"{path}.name", f"unknown loss {kwargs['name']!r}{did_you_mean(kwargs['name'], _loss_names())}; "
+                      f"choose one of {', '.join(map(repr, _loss_names()))}")
         for key, (ok, what) in _LIMITS.get(cls, {}).items():
             v = kwargs.get(key)
             if v is not None and not ok(v):

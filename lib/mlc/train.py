@@ -100,11 +100,10 @@ class MethodData:
 
 
 def method_data(params: RunParams, name: str, manifest: Manifest | None = None) -> MethodData:
-    mp = params.methods[name]
+    mp = method_params(params, name)
     manifest = manifest or prepare_data(params)
     labels = manifest.label_subset(mp.label_subset)
     train_tf, eval_tf = build_transform(mp.input, train=True), build_transform(mp.input, train=False)
-    mp = method_params(params, name)
     splits = ["train", "val", "test"]
     if "val" not in manifest.split_names:
         if mp.train.select_on != "test":
@@ -154,8 +153,8 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
                for split in ("val", "test")}
     seed_everything(params.seed)
     method = build_method(mp, len(data.labels), label_names=data.label_names)
-    return fit(method, loaders, tp, params.eval, run_dir / name, seed=params.seed, progress=progress,
-               make_train_loader=train_loader)
+    return fit(method, loaders, tp, params.eval, run_dir / name, seed=params.seed, stage_name=name,
+               progress=progress, make_train_loader=train_loader)
 
 
 def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.Module:

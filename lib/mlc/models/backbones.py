@@ -18,6 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..suggest import did_you_mean
+
 _REGISTRY: dict[str, "BackboneSpec"] = {}
 
 
@@ -49,10 +51,9 @@ def list_backbones() -> list[str]:
 
 
 def backbone_spec(name: str) -> BackboneSpec:
+    """The registered backbone ``name``; an unknown name is a KeyError with a suggestion."""
     if name not in _REGISTRY:
-        import difflib
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+        hint = did_you_mean(name, _REGISTRY, 3)
         raise KeyError(f"unknown backbone {name!r}{hint}; known: {', '.join(list_backbones())}")
     return _REGISTRY[name]
 

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from .convert import rename_state_dict
+from ..method import Method
+from .convert import strip_module_prefix
 from .registry import register_method, register_model
 
 MKT_TEMPLATE = "There is a {} in the scene"
@@ -207,7 +209,7 @@ def convert_official_prompt_state_dict(official: dict[str, torch.Tensor], model:
     ``prompt.context``.  The other text weights must equal the CLIP the model was built from (they are
     frozen officially too); a mismatch means another CLIP and is an error.
     """
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in official.items()}
+    sd = strip_module_prefix(official)
     if "token_embedding.weight" not in sd:
         raise KeyError("official MKT stage-2 checkpoint has no 'token_embedding.weight'")
     prompt = model.prompt
@@ -226,7 +228,6 @@ def mkt_method(model: MKT, loss_params):
     without a positive dropped from the loss.  Stage 2: ranking loss only, image side frozen."""
     import copy
 
-    from ..engine import Method
     from ..losses import build_loss
     criterion = build_loss(loss_params)
     teacher = None

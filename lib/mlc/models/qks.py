@@ -21,6 +21,8 @@ import torch
 from torch import nn
 
 from .convert import rename_state_dict
+from ..method import Method
+from .convert import strip_module_prefix
 from .registry import register_method, register_model
 
 
@@ -155,7 +157,7 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     -> ``norm_ffn``.  Dropped: the CLIP text tower, BERT word/position embeddings and the text FFN
     (never used by the forward).
     """
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in official.items()}
+    sd = strip_module_prefix(official)
     out: dict[str, torch.Tensor] = {}
     layers = sorted({int(k.split(".")[3]) for k in sd if k.startswith("net.encoder.layer.")})
     for i in layers:
@@ -186,7 +188,6 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
 def qks_method(model: QKS, loss_params):
     """Training on the seen labels with the params' loss (README: ASL with gamma_neg 4 on NUS-WIDE, BCE on
     Open Images; unknown labels count as negatives unless ``mask_unknown``)."""
-    from ..engine import Method
     from ..losses import build_loss
     criterion = build_loss(loss_params)
     return Method(model=model, loss_fn=lambda out, t: {"loss": criterion(out["logits"], t)})

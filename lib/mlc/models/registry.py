@@ -1,11 +1,16 @@
-"""Model registry (timm-style): ``@register_model(name, ConfigClass)`` and one ``create_model``."""
+"""Model registry (timm-style): ``@register_model(name, ConfigClass)`` and one ``create_model``.
+
+The registry imports no model: ``mlc/models/__init__.py`` imports every model module, which registers
+itself here, so importing anything under ``mlc.models`` fills the registry.
+"""
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
 from torch import nn
+
+from ..suggest import did_you_mean
 
 _MODELS: dict[str, "ModelEntry"] = {}
 
@@ -36,6 +41,8 @@ def register_method(name: str):
     Models without one train as plain closed-set classifiers: ``loss(outputs["logits"], targets)``.
     """
     def deco(fn):
+        if name in _METHODS:
+            raise KeyError(f"method of model {name!r} registered twice")
         _METHODS[name] = fn
         return fn
     return deco
@@ -47,16 +54,13 @@ def method_builder(name: str) -> Callable | None:
 
 
 def model_entry(name: str) -> ModelEntry:
-    from . import mkt, q2l, qks, salgl, sgre  # noqa: F401  (registers the built-in models)
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=3)
-        hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
-        raise KeyError(f"unknown model {name!r}{hint}; known: {', '.join(sorted(_MODELS))}")
+        raise KeyError(f"unknown model {name!r}{did_you_mean(name, _MODELS, 3)}; known: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]
 
 
 def list_models() -> list[str]:
-    from . import mkt, q2l, qks, salgl, sgre  # noqa: F401
+    """Names of every registered model."""
     return sorted(_MODELS)
 
 

@@ -24,6 +24,7 @@ from ..embeddings import fixed_label_embeddings
 from .backbones import create_backbone
 from .convert import rename_state_dict
 from .layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
+from ..method import Method
 from .registry import register_method, register_model
 
 
@@ -167,7 +168,6 @@ def salgl_method(model: SALGL, loss_params):
     memory counts them (training mode only); with ``comat_ema: false`` the EMA model's memory is the
     live one's after every step instead of its average.
     """
-    from ..engine import Method
     from ..losses import build_loss
     criterion, cfg = build_loss(loss_params), model.cfg
 

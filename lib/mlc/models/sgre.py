@@ -20,6 +20,7 @@ from ..embeddings import fixed_label_embeddings
 from .backbones import create_backbone
 from .convert import rename_state_dict
 from .layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
+from ..method import Method
 from .registry import register_method, register_model
 
 
@@ -116,7 +117,6 @@ def build_sgre(cfg: SGREConfig, num_classes: int, label_names: list[str] | None 
 @register_method("sgre")
 def sgre_method(model: SGRE, loss_params):
     """loss = ASL(pixel-level logits) + lambda ASL(object-level logits), as the official forward computes it."""
-    from ..engine import Method
     from ..losses import build_loss
     criterion, weight = build_loss(loss_params), model.cfg.object_loss_weight
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..manifest import Label, write_manifest
-from . import register_converter
+from .registry import register_converter
 from .common import DatasetFormatError, group_lists, read_json
 
 

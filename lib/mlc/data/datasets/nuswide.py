@@ -26,7 +26,7 @@ import pandas as pd
 
 from ...safe_load import load_pickle
 from ..manifest import Label, write_manifest
-from . import register_converter
+from .registry import register_converter
 from .common import (DatasetFormatError, dense_to_lists, read_binary_column, read_binary_matrix, read_lines,
                      report_missing, require)
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from ...safe_load import load_pickle
 from ..manifest import Label, write_manifest
-from . import register_converter
+from .registry import register_converter
 from .common import DatasetFormatError, group_lists, read_lines, report_missing, require
 
 

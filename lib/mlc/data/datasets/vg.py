@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..manifest import Label, write_manifest
-from . import register_converter
+from .registry import register_converter
 from .common import DatasetFormatError, read_json, read_lines, report_missing
 
 

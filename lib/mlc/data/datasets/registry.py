@@ -1,0 +1,38 @@
+"""Converter registry: ``@register_converter(name)``; imports no converter (the package does)."""
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from ...io import atomic_write_text
+from ...suggest import did_you_mean
+from ..manifest import Manifest
+
+_CONVERTERS: dict[str, Callable] = {}
+
+
+def register_converter(name: str):
+    """Register ``fn(raw_root, out_dir, **options) -> Manifest`` under ``name``."""
+    def deco(fn):
+        if name in _CONVERTERS:
+            raise KeyError(f"converter {name!r} registered twice")
+        _CONVERTERS[name] = fn
+        return fn
+    return deco
+
+
+def list_converters() -> list[str]:
+    """Names of every registered converter."""
+    return sorted(_CONVERTERS)
+
+
+def convert_dataset(name: str, raw_root, out_dir, **options) -> Manifest:
+    """Convert the raw dataset under ``raw_root`` into a manifest in ``out_dir``; returns the Manifest."""
+    if name not in _CONVERTERS:
+        raise KeyError(f"unknown dataset {name!r}{did_you_mean(name, _CONVERTERS, 2)}; "
+                       f"known: {', '.join(sorted(_CONVERTERS))}")
+    manifest = _CONVERTERS[name](raw_root, out_dir, **options)
+    meta = dict(manifest.meta)
+    meta["conversion"] = {"source": name, "raw_root": str(raw_root), "options": options}
+    atomic_write_text(manifest.root / "meta.json", json.dumps(meta, indent=1))
+    return Manifest(manifest.root)
