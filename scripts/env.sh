@@ -54,4 +54,11 @@ PY
     fi
     MLC_PY="$MLC_VENV/bin/python"
 fi
+# The kit's Jupyter kernel ("Python (mlc-kit)", the kernel the notebooks name), registered for this user so
+# that any JupyterLab opens the notebooks in this environment; re-registered when it points elsewhere.
+_mlc_kernel="${JUPYTER_DATA_DIR:-$HOME/.local/share/jupyter}/kernels/mlc-kit/kernel.json"
+if ! grep -qF "\"$MLC_PY\"" "$_mlc_kernel" 2>/dev/null; then
+    "$MLC_PY" -m ipykernel install --user --name mlc-kit --display-name "Python (mlc-kit)" >/dev/null 2>&1 \
+        || echo "warning: could not register the mlc-kit Jupyter kernel" >&2
+fi
 export MLC_PY MLC_ROOT

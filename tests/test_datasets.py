@@ -347,6 +347,7 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_downloader_retries_resizes_resumes_and_reports(tmp_path):
     from mlc.data.datasets.download import download_images
     web = tmp_path / "web"
@@ -375,6 +376,7 @@ def test_downloader_retries_resizes_resumes_and_reports(tmp_path):
         server.shutdown()
 
 
+@pytest.mark.slow
 def test_data_preparation_notebook_converts_a_real_format(tmp_path):
     """Notebook 01 with dataset="voc": converts the fixture and draws every figure."""
     import papermill

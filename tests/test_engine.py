@@ -28,6 +28,7 @@ def _train(params_file, kill_at=None):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_rerun_gives_the_same_result(tmp_path):
     straight = _params_file(tmp_path, "straight")
     assert _train(straight).returncode == 0

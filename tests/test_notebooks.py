@@ -5,58 +5,111 @@ import sys
 
 import nbformat
 import numpy as np
+import pytest
 
 from conftest import ROOT
 
 
-def test_run_all_executes_every_notebook(tmp_path):
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One run of every notebook through the pipeline of run_all.sh (the tests below read its outputs)."""
+    tmp_path = tmp_path_factory.mktemp("nb")
     p = tmp_path / "ci.yaml"
     p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\noutput_root: {tmp_path / 'outputs'}\n")
     run = subprocess.run([sys.executable, "-m", "mlc.pipeline", str(p)], cwd=ROOT, capture_output=True, text=True,
                          timeout=1200)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    run_dir = tmp_path / "outputs" / "toy_ci"
+    assert "[q2l] epoch 2/2" in run.stdout          # the notebooks' progress lines stream to the terminal
+    return tmp_path / "outputs" / "toy_ci"
+
+
+def _figures(run_dir, *names):
+    for fig in names:
+        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 0, fig
+        assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF", fig
+
+
+@pytest.mark.slow
+def test_every_notebook_ran_without_error_and_with_few_progress_outputs(run_dir):
     sources = sorted(n.name for n in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     executed = sorted(n.name for n in (run_dir / "notebooks").glob("*.ipynb"))
     assert executed == sources
     for name in executed:
         nb = nbformat.read(run_dir / "notebooks" / name, as_version=4)
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
-        assert not errors, name
+        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+        assert not [o for o in outputs if o.output_type == "error"], name
+        bars = [o for o in outputs if o.output_type == "stream" and "%|" in o.get("text", "")]
+        assert not bars, f"{name}: {len(bars)} progress-bar outputs"
+    html = sorted(p.name for p in (run_dir / "html").glob("*.html"))
+    assert html == sorted([n.replace(".ipynb", ".html") for n in sources] + ["index.html"])
+    assert (run_dir / "params.yaml").is_file() and (run_dir / "environment.json").is_file()
+
+
+@pytest.mark.slow
+def test_01_data_preparation(run_dir):
+    _figures(run_dir, "data_samples", "data_cooccurrence_by_scene", "data_cooccurrence", "data_labels_per_image")
+
+
+@pytest.mark.slow
+def test_02_toy_clip(run_dir):
+    _figures(run_dir, "clip_pretraining", "clip_zero_shot_per_class_ap")
+    zero_shot = json.loads((run_dir / "clip_zero_shot.json").read_text())
+    assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30
+
+
+@pytest.mark.slow
+def test_03_label_embeddings(run_dir):
+    _figures(run_dir, "label_embeddings_clip_qks")
+    manifest_dir = next((run_dir.parent / "datasets").glob("toy-*"))
+    for enc in ("words", "clip_qks", "clip_mkt"):
+        assert np.load(manifest_dir / "embeddings" / f"{enc}.npy").shape[0] == 30
+
+
+@pytest.mark.slow
+def test_10_to_12_closed_set_training(run_dir):
+    _figures(run_dir, "q2l_learning_curves", "salgl_scene_contingency", "salgl_learned_cooccurrence",
+             "salgl_true_cooccurrence", "sgre_loss_terms")
+    scenes = json.loads((run_dir / "salgl" / "metrics_scenes.json").read_text())
+    assert -1 <= scenes["ARI"] <= 1 and 0 <= scenes["NMI"] <= 1 and scenes["n_images"] == 48
+    for method in ("q2l", "salgl", "sgre"):
+        for log in ("train.log", "history.csv", "history.jsonl"):
+            assert (run_dir / method / log).stat().st_size > 0, (method, log)
+        assert list((run_dir / method / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.slow
+def test_13_14_open_vocabulary_training(run_dir):
+    for fig in ("mkt_loss_terms", "mkt_prompt_example_heatmaps", "qks_query_usage", "qks_example_heatmaps"):
+        assert (run_dir / "figures" / f"{fig}.pdf").is_file(), fig
+    for method in ("mkt", "mkt_prompt", "qks"):
+        zsl = json.loads((run_dir / method / "metrics_zsl.json").read_text())
+        assert zsl["n_seen"] == 22 and set(zsl["faithful"]) == {"SEEN", "ZSL", "GZSL"}
+        assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1 and "F1@3" in zsl["corrected"]["GZSL"]
+
+
+@pytest.mark.slow
+def test_20_evaluate(run_dir):
+    _figures(run_dir, "eval_q2l_pr_curves", "eval_sgre_per_class_ap")
     metrics = json.loads((run_dir / "q2l" / "metrics_test.json").read_text())
     assert 0 <= metrics["mAP"] <= 1 and len(metrics["per_class_AP"]) == 30
     for method in ("salgl", "sgre"):
         m = json.loads((run_dir / method / "metrics_test.json").read_text())
         assert 0 <= m["mAP"] <= 1 and len(m["per_class_AP"]) == 30
-    scenes = json.loads((run_dir / "salgl" / "metrics_scenes.json").read_text())
-    assert -1 <= scenes["ARI"] <= 1 and 0 <= scenes["NMI"] <= 1 and scenes["n_images"] == 48
-    for fig in ("data_samples", "data_cooccurrence_by_scene", "q2l_learning_curves", "eval_q2l_pr_curves",
-                "salgl_scene_contingency", "salgl_learned_cooccurrence", "salgl_true_cooccurrence",
-                "sgre_loss_terms", "eval_sgre_per_class_ap", "data_cooccurrence", "data_labels_per_image",
-                "clip_pretraining", "clip_zero_shot_per_class_ap", "label_embeddings_clip_qks"):
-        assert (run_dir / "figures" / f"{fig}.png").stat().st_size > 0
-        assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF"
-    assert (run_dir / "params.yaml").is_file() and (run_dir / "environment.json").is_file()
-    for method in ("mkt", "mkt_prompt", "qks"):
-        zsl = json.loads((run_dir / method / "metrics_zsl.json").read_text())
-        assert zsl["n_seen"] == 22 and set(zsl["faithful"]) == {"SEEN", "ZSL", "GZSL"}
-        assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1 and "F1@3" in zsl["corrected"]["GZSL"]
-    for fig in ("mkt_loss_terms", "mkt_prompt_example_heatmaps", "qks_query_usage", "qks_example_heatmaps"):
-        assert (run_dir / "figures" / f"{fig}.pdf").is_file(), fig
+
+
+@pytest.mark.slow
+def test_30_attention_heatmaps(run_dir):
     for method in ("q2l", "salgl", "sgre", "mkt", "mkt_prompt", "qks"):
         pg = json.loads((run_dir / method / "metrics_pointing.json").read_text())
         assert pg["pairs"] > 0 and 0 <= pg["score"] <= 1 and 0 < pg["chance"] < 1
         assert (run_dir / "figures" / f"heatmaps_{method}.pdf").is_file()
+
+
+@pytest.mark.slow
+def test_31_32_clouds_and_cooccurrence(run_dir):
     for fig in ("salgl_scene_clouds", "true_scene_clouds", "label_frequency_cloud", "cooccurrence_dataset",
                 "cooccurrence_salgl_scenes"):
         assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF", fig
-    html = sorted(p.name for p in (run_dir / "html").glob("*.html"))
-    assert html == sorted([n.replace(".ipynb", ".html") for n in sources] + ["index.html"])
-    zero_shot = json.loads((run_dir / "clip_zero_shot.json").read_text())
-    assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30
-    manifest_dir = next((tmp_path / "outputs" / "datasets").glob("toy-*"))
-    for enc in ("words", "clip_qks", "clip_mkt"):
-        assert np.load(manifest_dir / "embeddings" / f"{enc}.npy").shape[0] == 30
 
 
 def test_notebooks_are_committed_clean_with_parameters_cell():
@@ -66,6 +119,7 @@ def test_notebooks_are_committed_clean_with_parameters_cell():
         assert not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path} has outputs"
 
 
+@pytest.mark.slow
 def test_failing_notebook_stops_the_run_and_names_it(tmp_path):
     p = tmp_path / "broken.yaml"
     p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: broken\noutput_root: {tmp_path / 'outputs'}\n"
@@ -77,6 +131,12 @@ def test_failing_notebook_stops_the_run_and_names_it(tmp_path):
     executed = tmp_path / "outputs" / "broken" / "notebooks" / "01_data_preparation.ipynb"
     assert str(executed) in run.stderr and executed.is_file()
     assert not (tmp_path / "outputs" / "broken" / "notebooks" / "10_train_q2l.ipynb").exists()
+
+
+def test_only_pattern_that_matches_nothing_is_an_error(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "mlc.pipeline", str(ROOT / "params/toy_ci.yaml"), "--only", "2O_"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 2 and "--only 2O_ matches no notebook" in run.stderr
 
 
 def test_misspelt_params_key_fails_before_any_notebook(tmp_path):

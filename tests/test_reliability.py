@@ -45,6 +45,7 @@ class _RunsCode:
 
 
 # ------------------------------------------------------------------------------------ 1. divergence
+@pytest.mark.slow
 def test_diverged_run_stops_at_once_is_marked_failed_and_never_reported(tmp_path):
     pf = _params_file(tmp_path, train="epochs: 2, batch_size: 16, lr: 1.0e+6")
     run = _train(pf)
@@ -90,6 +91,7 @@ def test_non_finite_scores_are_never_selected():
 
 
 # ------------------------------------------------------------------------------------ 2. early stop + kill
+@pytest.mark.slow
 def test_resume_after_kill_in_final_test_of_an_early_stopped_run_trains_no_more(tmp_path):
     train = "epochs: 8, batch_size: 16, lr: 0.02, early_stop_patience: 1, ema_decay: null"
     straight = _train(_params_file(tmp_path, "straight", train))
@@ -191,6 +193,7 @@ def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
     assert read_checkpoint(evil, trusted=True)["w"].shape == (1,) and marker.exists()
 
 
+@pytest.mark.slow
 def test_crafted_last_checkpoint_fails_the_run_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     pf = _params_file(tmp_path)
@@ -263,6 +266,7 @@ def test_pipeline_prints_every_line_of_a_notebook_error():
 
 
 # ------------------------------------------------------------------------------------ 9. one process per stage
+@pytest.mark.slow
 def test_second_process_on_a_stage_is_told_who_holds_it(tmp_path):
     pf = _params_file(tmp_path)
     with stage.lock(tmp_path / "out" / "rel" / "q2l"):

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .io import atomic_write, atomic_write_text
 from .models.backbones import MissingWeightsError
+from .progress import bar as progress_bar
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"
 _registered = False
@@ -70,8 +70,9 @@ def clip_key(params) -> str:
 def clip_checkpoint(params) -> Path:
     """Where the run's CLIP weights are: ``clip.pretrained`` or the toy CLIP trained for this run."""
     if params.clip.pretrained:
-        return Path(params.clip.pretrained)
-    return Path(params.output_root) / "clip" / f"{params.clip.model}-{clip_key(params)}.pt"
+        return Path(params.clip.pretrained) if params.clip.pretrained == "openai" else \
+            params.resolve_path(params.clip.pretrained)
+    return params.resolve_path(params.output_root) / "clip" / f"{params.clip.model}-{clip_key(params)}.pt"
 
 
 class CaptionDataset(torch.utils.data.Dataset):
@@ -156,7 +157,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     for epoch in range(cp.epochs):
         model.train()
         losses = []
-        for images, texts in tqdm(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
+        for images, texts in progress_bar(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
                                   disable=not progress):
             out = model(images, texts)
             loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
@@ -198,7 +199,7 @@ def encode_images(model, preprocess, manifest, split: str, batch_size: int = 256
     from .data.dataset import MultiLabelDataset
     ds = MultiLabelDataset(manifest, split, preprocess)
     out = []
-    for batch in tqdm(torch.utils.data.DataLoader(ds, batch_size=batch_size), desc=f"encode {split}", leave=False,
+    for batch in progress_bar(torch.utils.data.DataLoader(ds, batch_size=batch_size), desc=f"encode {split}", leave=False,
                       disable=not progress):
         out.append(model.encode_image(batch["image"], normalize=True))
     return torch.cat(out).numpy()

@@ -222,3 +222,50 @@ def build_text_embeddings(kind: str, label_names: list[str], cache_dir: str | Pa
         return cached_embeddings(cache_dir, "words", "sha256-seeded", None, label_names,
                                  lambda: word_sum_embeddings(label_names, dim), dim=dim)
     raise ValueError(f"unknown text encoder {kind!r} (bert, glove, clip_qks, clip_mkt, clip, words)")
+
+
+def build_run_embeddings(params, encoders: list[str] | None = None, manifest=None, progress: bool = True
+                         ) -> dict[str, tuple[np.ndarray, Path]]:
+    """Build the label-embedding tables a run needs (``text.encoders`` by default) into
+    ``<manifest>/embeddings/<encoder>.npy``, where the paper configs point; returns {encoder: (table, file)}.
+
+    What ``mlc embeddings PARAMS`` and notebook 03 call.  Each table is cached (see :func:`cached_embeddings`).
+    """
+    from .io import atomic_write
+    from .train import prepare_data
+    manifest = manifest or prepare_data(params, progress=progress)
+    encoders = list(params.text.encoders if encoders is None else encoders)
+    names, t = manifest.label_names, params.text
+    cache = params.resolve_path(params.output_root) / "embeddings"
+    clip_path = None
+    if params.clip is not None:
+        from .clip import clip_checkpoint
+        clip_path = params.clip.pretrained or str(clip_checkpoint(params))
+
+    def build(kind: str) -> np.ndarray:
+        if kind in ("bert", "bert_plain"):
+            return build_text_embeddings("bert", names, cache, model=t.bert_model, quirks=kind == "bert")
+        if kind == "glove":
+            return build_text_embeddings("glove", names, cache, path=t.glove_path)
+        if kind in ("clip_qks", "clip_mkt"):
+            if clip_path is None:
+                raise ValueError(f"{params.source}: {kind} needs a CLIP (a 'clip' section in the params)")
+            return build_text_embeddings(kind, names, cache, model_name=params.clip.model, pretrained=clip_path)
+        if kind == "words":
+            return build_text_embeddings("words", names, cache, dim=t.words_dim)
+        raise ValueError(f"unknown encoder {kind!r} (bert, bert_plain, glove, clip_qks, clip_mkt, words)")
+
+    out_dir = manifest.root / "embeddings"
+    out_dir.mkdir(exist_ok=True)
+    built = {}
+    for kind in encoders:
+        table = build(kind)
+
+        def save(tmp, table=table):
+            with open(tmp, "wb") as f:
+                np.save(f, table)
+        path = atomic_write(out_dir / f"{kind}.npy", save)
+        built[kind] = (table, path)
+        if progress:
+            print(f"{kind}: {table.shape[0]} labels x {table.shape[1]} -> {path}")
+    return built

@@ -6,7 +6,7 @@ to a method: AdamW over parameter groups with their own learning rates and froze
 per-iteration (OneCycle, cosine, constant) or per-epoch (ReduceLROnPlateau) schedule, AMP on CUDA,
 EMA of the weights, validation each epoch (live and EMA model), the best checkpoint chosen on val
 (or on test, as the official repos do, when asked), early stopping, test evaluation at the end,
-tqdm progress and a per-epoch JSON-lines log.
+progress (tqdm bars, or lines under run_all) and logs (history.jsonl / .csv, train.log, TensorBoard).
 
 Every epoch ends with an atomic checkpoint (``checkpoints/last.pt``: model, optimizer, scheduler,
 EMA, AMP scaler, best score, history, and whether early stopping has fired).  Rerunning the same
@@ -33,13 +33,15 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from . import distributed as dist
 from . import stage
+from .logs import RunLogger
 from .method import Method
+from .progress import StepTicker, duration
 from .io import atomic_write, atomic_write_text
 from .metrics import evaluate_scores, mean_average_precision
+from .progress import bar as progress_bar
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -137,7 +139,7 @@ def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.
     model.eval()
     autocast = _Autocast(device, amp)
     scores, targets, indices, loss_sum, n = [], [], [], 0.0, 0
-    for batch in tqdm(loader, desc=desc, leave=False, disable=not progress or not dist.is_main_process()):
+    for batch in progress_bar(loader, desc=desc, leave=False, disable=not progress or not dist.is_main_process()):
         images = batch["image"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
         with autocast():
@@ -192,8 +194,8 @@ class _State:
 
 
 def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_dir: str | Path, seed: int = 0,
-        stage_name: str = "main", progress: bool = True, make_train_loader: Callable[[int], DataLoader] | None = None
-        ) -> FitResult:
+        stage_name: str = "main", progress: bool = True, make_train_loader: Callable[[int], DataLoader] | None = None,
+        log_params=None) -> FitResult:
     """Train one stage into ``stage_dir`` (checkpoints/, history.jsonl, result.json) and return its result.
 
     ``loaders`` holds "val" and "test" loaders; ``make_train_loader(epoch)`` builds the training loader
@@ -211,7 +213,15 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
         if dist.is_main_process():
             stage.remove_orphans(stage_dir)
             stage.clear_failed(stage_dir)
-        return _fit(method, loaders, tp, eval_params, stage_dir, seed, stage_name, progress, make_train_loader)
+        logger = RunLogger(stage_dir, stage_name, tensorboard=getattr(log_params, "tensorboard", False),
+                           wandb=getattr(log_params, "wandb", False),
+                           wandb_project=getattr(log_params, "wandb_project", None),
+                           enabled=dist.is_main_process(), echo=progress)
+        try:
+            return _fit(method, loaders, tp, eval_params, stage_dir, seed, stage_name, progress, make_train_loader,
+                        logger)
+        finally:
+            logger.close()
 
 
 def _reuse_finished(method: Method, stage_dir: Path) -> FitResult:
@@ -221,7 +231,8 @@ def _reuse_finished(method: Method, stage_dir: Path) -> FitResult:
     return result
 
 
-def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, progress, make_train_loader):
+def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, progress, make_train_loader,
+         logger: RunLogger):
     ckpt_dir = stage_dir / "checkpoints"
     if dist.is_main_process():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -253,18 +264,19 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
         if ema is not None:
             ema.module.load_state_dict(ck["ema"])
         state = _State(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("stopped"))
-        if show:
-            print(f"resuming {stage_dir} from epoch {state.next_epoch} (checkpoint {used})"
-                  + (f"; training had ended ({state.stopped})" if state.stopped else ""))
+        logger.info(f"resuming {stage_dir} from epoch {state.next_epoch} (checkpoint {used})"
+                    + (f"; training had ended ({state.stopped})" if state.stopped else ""))
 
     bad_epochs = max(0, state.next_epoch - state.best["epoch"] - 1)
     for epoch in range(state.next_epoch, tp.epochs if state.stopped is None else state.next_epoch):
         seed_everything(seed, stage_key, epoch)
+        epoch_start = time.time()
         record = _train_one_epoch(method, model, ema, optimizer, scheduler if per_iteration else None, scaler,
                                   autocast, get_train_loader(epoch), device, tp, epoch, steps_per_epoch,
-                                  stage_dir, stage_name, show)
+                                  stage_dir, stage_name, show, logger)
         candidates = {"live": model} if ema is None else {"live": model, "ema": ema.module}
         scores = _validate(method, candidates, loaders, device, tp, eval_params, record, progress)
+        record["epoch_seconds"] = round(time.time() - epoch_start, 2)
         if "live" not in scores:
             _diverged(stage_dir, model, epoch, None, "the live model's validation scores are not finite")
         source = max(scores, key=lambda k: (scores[k], k == "live"))
@@ -292,14 +304,17 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
                                    "epoch": epoch, "history": state.history, "best": state.best,
                                    "stopped": state.stopped}, last_path, keep_previous=True)
             atomic_write_text(stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
-        if show:
-            print(f"[{stage_name}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
-                  f"val mAP live {100 * record['val_mAP_live']:.2f}"
-                  + (f" ema {100 * record['val_mAP_ema']:.2f}" if ema is not None else "")
-                  + (" *" if improved else ""))
+            logger.history(state.history)
+        logger.epoch(record, (epoch + 1) * steps_per_epoch)
+        seconds = sum(r.get("epoch_seconds", 0) for r in state.history) / max(1, len(state.history))
+        logger.info(f"[{stage_name}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
+                    f"val mAP live {100 * record['val_mAP_live']:.2f}"
+                    + (f" ema {100 * record['val_mAP_ema']:.2f}" if ema is not None else "")
+                    + (" *" if improved else "")
+                    + (f" ({duration(record['epoch_seconds'])}, ETA {duration(seconds * (tp.epochs - epoch - 1))})"
+                       if epoch + 1 < tp.epochs else f" ({duration(record['epoch_seconds'])})"))
         if state.stopped is not None:
-            if show:
-                print(state.stopped)
+            logger.info(state.stopped)
             break
 
     _maybe_die_for_test("final_test")
@@ -312,6 +327,9 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
     test = evaluate_scores(pred["scores"], pred["targets"], eval_params.ap_mode, eval_params.empty_class,
                            eval_params.threshold, eval_params.top_k)
     test["loss"] = pred["loss"]
+    logger.test(test, len(state.history) * steps_per_epoch)
+    logger.info(f"[{stage_name}] test mAP {100 * test['mAP']:.2f} (best epoch {state.best['epoch'] + 1}, "
+                f"{state.best['source']})")
     result = FitResult(stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
                        test)
     if dist.is_main_process():
@@ -321,11 +339,14 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
 
 
 def _train_one_epoch(method, model, ema, optimizer, step_scheduler, scaler, autocast, loader, device, tp,
-                     epoch: int, steps_per_epoch: int, stage_dir: Path, stage_name: str, show: bool) -> dict:
+                     epoch: int, steps_per_epoch: int, stage_dir: Path, stage_name: str, show: bool,
+                     logger: RunLogger) -> dict:
     """One pass over the training loader; returns the epoch's record (mean losses, lr, time)."""
     model.train()
     t0, loss_sums, n_seen, amp_skipped = time.time(), {}, 0, 0
-    bar = tqdm(loader, desc=f"{stage_name} epoch {epoch + 1}/{tp.epochs}", leave=False, disable=not show)
+    ticker = StepTicker(f"[{stage_name}] epoch {epoch + 1}/{tp.epochs}", steps_per_epoch, emit=logger.info)
+    group_names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]
+    bar = progress_bar(loader, desc=f"{stage_name} epoch {epoch + 1}/{tp.epochs}", leave=False, disable=not show)
     for step, batch in enumerate(bar):
         images = batch["image"].to(device, non_blocking=True)
         target = batch["target"].to(device, non_blocking=True)
@@ -352,9 +373,14 @@ def _train_one_epoch(method, model, ema, optimizer, step_scheduler, scaler, auto
             ema.update(model)
         if method.on_step_end is not None:
             method.on_step_end(model, ema.module if ema is not None else None)
-        for key, value in losses.items():
-            loss_sums[key] = loss_sums.get(key, 0.0) + float(value.detach()) * len(images)
+        step_losses = {key: float(value.detach()) for key, value in losses.items()}
+        for key, value in step_losses.items():
+            loss_sums[key] = loss_sums.get(key, 0.0) + value * len(images)
         n_seen += len(images)
+        logger.step(epoch * steps_per_epoch + step, step_losses,
+                    {n: g["lr"] for n, g in zip(group_names, optimizer.param_groups)})
+        if show:
+            ticker(step)
         if step % max(1, tp.log_every) == 0:
             bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
         _maybe_die_for_test(epoch * steps_per_epoch + step)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -139,6 +141,14 @@ class TextParams:
 
 
 @dataclass
+class LogParams:
+    """Logs beside history.jsonl (see mlc.logs); none of them changes a result."""
+    tensorboard: bool = True                # TensorBoard scalars in <run>/<method>/tensorboard/
+    wandb: bool = False                     # Weights & Biases (needs `pip install wandb`)
+    wandb_project: str | None = None
+
+
+@dataclass
 class RunParams:
     name: str
     seed: int = 0
@@ -148,18 +158,27 @@ class RunParams:
     eval: EvalParams = field(default_factory=EvalParams)
     clip: ClipParams | None = None          # the run's CLIP (toy CLIP or OpenAI ViT-B/16); none by default
     text: TextParams = field(default_factory=TextParams)
+    log: LogParams = field(default_factory=LogParams)
     methods: dict[str, MethodParams] = field(default_factory=dict)
     source: str = ""                        # the file it was read from (filled in by load_params)
+    base_dir: str = ""                      # what relative paths resolve against (filled in by load_params)
+
+    def resolve_path(self, path: str | Path) -> Path:
+        """A path of the params as a usable path: relative ones resolve against :attr:`base_dir` (the kit
+        checkout that holds the params file, else the file's folder), never against the current folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() or not self.base_dir else Path(self.base_dir) / p
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.output_root) / self.name
+        return self.resolve_path(self.output_root) / self.name
 
     def dataset_root(self) -> Path:
+        """Where the run's manifest lives (the generated toy world, or ``data.manifest``)."""
         if self.data.dataset == "toy":
-            return Path(self.data.root) if self.data.root else \
-                Path(self.output_root) / "datasets" / f"toy-{self.data.toy.key()}"
-        return Path(self.data.manifest)
+            return self.resolve_path(self.data.root) if self.data.root else \
+                self.resolve_path(self.output_root) / "datasets" / f"toy-{self.data.toy.key()}"
+        return self.resolve_path(self.data.manifest)
 
 
 # Ranges checked when a file is loaded, before anything is written: (test, what the value must be).
@@ -291,7 +310,7 @@ class _Converter:
         while p:
             if p in self.lines:
                 f, line = self.lines[p]
-                return f"{f}:{line}"
+                return f"{f}:{line}" if isinstance(line, int) else f"{f} ({line})"
             p = p.rsplit(".", 1)[0] if "." in p else ""
         return self.default_file
 
@@ -424,20 +443,95 @@ class _Converter:
         return mp
 
 
-def load_params(path: str | Path, overrides: dict | None = None) -> RunParams:
-    """Read, merge (``extends``), override and validate a params file."""
+OUTPUT_ROOT_ENV = "MLC_OUTPUT_ROOT"
+_ENV_REF = re.compile(r"\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_set_args(args: list[str]) -> tuple[dict, dict]:
+    """``["methods.q2l.train.lr=1e-4", ...]`` -> (nested overrides, {dotted key: ("command line", arg)}).
+    Values are read as YAML (``1e-4``, ``true``, ``[1, 2]``, ``{a: 1}``)."""
+    overrides: dict = {}
+    lines: dict = {}
+    for arg in args:
+        key, sep, raw = arg.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ParamsError(f"command line (--set {arg}): expected KEY=VALUE with a dotted key, e.g. "
+                              f"methods.q2l.train.lr=1e-4")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as e:
+            raise ParamsError(f"command line (--set {arg}): the value is not valid YAML ({e})") from None
+        node = overrides
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ParamsError(f"command line (--set {arg}): {part!r} is set to a value and also has keys")
+        node[parts[-1]] = value
+        for i in range(1, len(parts) + 1):
+            lines[".".join(parts[:i])] = ("command line", f"--set {arg}")
+    return overrides, lines
+
+
+def _expand_env(value, path: str, conv: "_Converter"):
+    """Replace ``${env:NAME}`` (or ``${env:NAME:-default}``) in every string of the params."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), conv) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v, f"{path}[{i}]", conv) for i, v in enumerate(value)]
+    if isinstance(value, str) and "${env:" in value:
+        def sub(m):
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            conv.fail(path, f"environment variable {name} is not set (used as ${{env:{name}}}; "
+                            f"${{env:{name}:-default}} gives a default)")
+        return _ENV_REF.sub(sub, value)
+    return value
+
+
+def base_dir_of(params_file: Path) -> Path:
+    """The kit checkout that holds a params file (the folder with pyproject.toml and notebooks/), else the
+    file's own folder: relative paths in the params resolve against it."""
+    here = params_file.resolve().parent
+    for p in (here, *here.parents):
+        if (p / "pyproject.toml").is_file() and (p / "notebooks").is_dir():
+            return p
+    return here
+
+
+def load_params(path: str | Path, overrides: dict | None = None, set_args: list[str] | None = None,
+                output_root: str | None = None) -> RunParams:
+    """Read, merge (``extends``), override and validate a params file.
+
+    ``overrides``: a nested dict merged over the file; ``set_args``: command-line ``KEY=VALUE`` overrides
+    (errors name the command line); ``${env:NAME}`` in any string is replaced by the environment variable.
+    The output root is ``output_root``, else ``$MLC_OUTPUT_ROOT``, else the file's ``output_root``.
+    """
     path = Path(path)
     data, lines = _read(path)
     if overrides:
         data = _deep_merge(data, overrides)
+    if set_args:
+        cli, cli_lines = parse_set_args(set_args)
+        data = _deep_merge(data, cli)
+        lines = {**lines, **cli_lines}
     conv = _Converter(lines, str(path))
+    data = _expand_env(data, "", conv)
     methods_raw = data.pop("methods", {}) or {}
     if not isinstance(methods_raw, dict):
         conv.fail("methods", "expected a mapping of method name to its settings")
     data.pop("source", None)
+    data.pop("base_dir", None)
     params = conv.dataclass(data, RunParams, "")
     params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
     params.source = str(path)
+    params.base_dir = str(base_dir_of(path))
+    if output_root or os.environ.get(OUTPUT_ROOT_ENV):
+        params.output_root = output_root or os.environ[OUTPUT_ROOT_ENV]
     bad_name = check_run_name(params.name)
     if bad_name:
         conv.fail("name", f"{params.name!r} {bad_name}")
@@ -461,4 +555,5 @@ def params_to_dict(params: RunParams) -> dict:
     for name, m in out["methods"].items():
         m["model"] = {"name": m.pop("model_name"), **m["model"]}
     out.pop("source")
+    out.pop("base_dir")
     return out

@@ -11,12 +11,14 @@ At the end every executed notebook is exported to HTML (``outputs/<run name>/htm
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
 from pathlib import Path
 
 from .notebook import repo_root
+from .progress import PROGRESS_ENV, duration
 from .params import ParamsError, load_params
 
 
@@ -30,37 +32,82 @@ def notebooks_for(params, root: Path) -> list[Path]:
     return out
 
 
-def run_all(params_file: str | Path, only: list[str] | None = None) -> int:
+def _params_with_overrides(params_path: Path, params, set_args: list[str], output_root: str | None) -> Path:
+    """A params file for the notebooks that extends ``params_path`` with the command-line overrides."""
+    import yaml
+    from .params import parse_set_args
+    over, _ = parse_set_args(set_args)
+    if output_root:
+        over["output_root"] = str(Path(output_root).resolve())
+    path = params.run_dir / "params_overrides.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    from .io import atomic_write_text
+    atomic_write_text(path, f"# {params_path} with the overrides of the command line\n" +
+                      yaml.safe_dump({"extends": str(params_path), **over}, sort_keys=False))
+    return path
+
+
+def run_all(params_file: str | Path, only: list[str] | None = None, set_args: list[str] | None = None,
+            output_root: str | None = None) -> int:
+    """Execute the notebooks for one params file (see the module docstring); returns the exit code."""
     import papermill as pm
     root = repo_root()
     params_path = Path(params_file).resolve()
     try:
-        params = load_params(params_path)
+        params = load_params(params_path, set_args=set_args, output_root=output_root)
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out_dir = root / params.run_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
     notebooks = notebooks_for(params, root)
     if only:
-        notebooks = [nb for nb in notebooks if any(o in nb.name for o in only)]
+        chosen = [nb for nb in notebooks if any(o in nb.name for o in only)]
+        unmatched = [o for o in only if not any(o in nb.name for nb in notebooks)]
+        if unmatched:
+            print(f"error: --only {' '.join(unmatched)} matches no notebook of this run "
+                  f"({', '.join(nb.name for nb in notebooks)})", file=sys.stderr)
+            return 2
+        notebooks = chosen
+    if set_args or output_root:
+        params_path = _params_with_overrides(params_path, params, set_args or [], output_root)
+    out_dir = params.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # the kernels inherit this: epoch lines instead of bars, which papermill streams here as they come
+    os.environ[PROGRESS_ENV] = "lines"
+    _stream_notebook_output()
     t_all = time.time()
-    for nb in notebooks:
+    for i, nb in enumerate(notebooks, 1):
         target = out_dir / nb.name
         t0 = time.time()
-        print(f">> {nb.relative_to(root)}", flush=True)
+        print(f">> [{i}/{len(notebooks)}] {nb.relative_to(root)} ({duration(time.time() - t_all)} so far)", flush=True)
         try:
             pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
-                                cwd=str(root), kernel_name="python3", progress_bar=False)
+                                cwd=str(root), kernel_name="python3", progress_bar=False, log_output=True)
         except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
             print(f"\nFAILED: notebook {nb.relative_to(root)}\n  executed copy (with the error): {target}\n"
                   f"  {_error_text(e)}", file=sys.stderr)
             return 1
         print(f"   done in {time.time() - t0:.0f} s -> {target}", flush=True)
     print(f"all {len(notebooks)} notebooks done in {time.time() - t_all:.0f} s; outputs in {params.run_dir}")
-    index = export_html(out_dir, root / params.run_dir / "html")
+    index = export_html(out_dir, params.run_dir / "html")
     print(f"HTML: {index}")
     return 0
+
+
+def _stream_notebook_output() -> None:
+    """Show what the notebooks print (papermill's ``log_output``) on the terminal, line by line, indented."""
+    import logging
+
+    class Lines(logging.Handler):
+        def emit(self, record):
+            text = record.getMessage().rstrip()
+            if text and not text.startswith(("Executing", "Ending Cell", "Input Notebook", "Output Notebook")):
+                print("   " + text.replace("\n", "\n   "), flush=True)
+
+    log = logging.getLogger("papermill")
+    if not any(isinstance(h, Lines) for h in log.handlers):
+        log.addHandler(Lines())
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def _error_text(e: Exception) -> str:
@@ -95,8 +142,11 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("params", nargs="?", default="params/toy.yaml")
     ap.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
+    ap.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
+                    help="override a params value, e.g. --set methods.q2l.train.epochs=2")
+    ap.add_argument("--output-root", default=None, help="where runs are written")
     args = ap.parse_args(argv)
-    sys.exit(run_all(args.params, args.only))
+    sys.exit(run_all(args.params, args.only, args.set_args, args.output_root))
 
 
 if __name__ == "__main__":

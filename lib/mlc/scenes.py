@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from .engine import make_loader, pick_device
 from .io import atomic_write_text
 from .models.salgl import comatrix_to_transition
+from .progress import bar as progress_bar
 
 
 @torch.no_grad()
@@ -19,7 +19,7 @@ def predict_scene_probs(model, dataset, batch_size: int = 128, device: str = "cp
     """Scene probabilities [N, S] of every image of a dataset (model in eval mode: nothing is counted)."""
     model = model.to(device).eval()
     out = []
-    for batch in tqdm(make_loader(dataset, batch_size, shuffle=False), desc="scenes", leave=False,
+    for batch in progress_bar(make_loader(dataset, batch_size, shuffle=False), desc="scenes", leave=False,
                       disable=not progress):
         out.append(model(batch["image"].to(device))["scene_probs"].float().cpu())
     return torch.cat(out).numpy()

@@ -34,7 +34,9 @@ def prepare_data(params: RunParams, progress: bool = True, source: str | None = 
         return generate(params.dataset_root(), d.toy, progress=progress)
     source, raw_root = source or d.source, raw_root or d.raw_root
     options = d.source_options if options is None else options
-    out = Path(d.manifest) if d.manifest else Path(params.output_root) / "datasets" / str(source)
+    out = params.resolve_path(d.manifest) if d.manifest else \
+        params.resolve_path(params.output_root) / "datasets" / str(source)
+    raw_root = str(params.resolve_path(raw_root)) if raw_root else raw_root
     if (out / "meta.json").is_file():
         manifest = Manifest(out)
         done = manifest.meta.get("conversion")
@@ -154,7 +156,7 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
     seed_everything(params.seed)
     method = build_method(mp, len(data.labels), label_names=data.label_names)
     return fit(method, loaders, tp, params.eval, run_dir / name, seed=params.seed, stage_name=name,
-               progress=progress, make_train_loader=train_loader)
+               progress=progress, make_train_loader=train_loader, log_params=params.log)
 
 
 def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.Module:
@@ -179,18 +181,25 @@ def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.
     return model.to(device).eval()
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("params", type=Path)
-    ap.add_argument("--method", required=True)
-    args = ap.parse_args(argv)
-    params = load_params(args.params)
+def run_training(params: RunParams, name: str) -> int:
+    """Train ``name`` and print its test mAP; a diverged run, a locked stage or a run conflict is one clear
+    line on stderr and exit code 1 (what ``python -m mlc.train`` and ``mlc train`` return)."""
+    if name not in params.methods:
+        print(f"error: {params.source} has no method {name!r} (has {', '.join(params.methods)})", file=sys.stderr)
+        return 2
     try:
-        result = train_method(params, args.method)
+        result = train_method(params, name)
     except (TrainingDivergedError, stage.StageLockedError, RunConflictError) as e:
         print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
-        sys.exit(1)
+        return 1
     print(f"test mAP {100 * result.test['mAP']:.2f} (best epoch {result.best_epoch + 1}, {result.best_source})")
+    return 0
+
+
+def main(argv=None) -> None:
+    """``python -m mlc.train PARAMS --method M`` (the same as ``mlc train``)."""
+    from .cli import main as cli_main
+    cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
-from tqdm.auto import tqdm
 
 from .manifest import Manifest, ManifestError, target_row
+from ..progress import bar as progress_bar
 
 
 class ImageError(OSError):
@@ -115,7 +115,7 @@ def check_images(ds: MultiLabelDataset, progress: bool = True, show_at: int = 20
     missing = []
     it = range(len(ds))
     if progress and len(ds) >= show_at:
-        it = tqdm(it, desc=f"checking {ds.split_name} images", leave=False)
+        it = progress_bar(it, desc=f"checking {ds.split_name} images", leave=False)
     for i in it:
         if not os.path.isfile(ds.image_path(i)):
             missing.append(i)

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
-from tqdm.auto import tqdm
 
 from .manifest import Label, Manifest, ManifestError, write_manifest
+from ..progress import bar as progress_bar
 
 COLOURS = {
     "red": (214, 39, 40),
@@ -239,7 +239,7 @@ def generate(out_dir: str | Path, cfg: ToyWorldConfig | None = None, *, force: b
     shutil.rmtree(tmp, ignore_errors=True)
     splits = {}
     total = cfg.n_train + cfg.n_val + cfg.n_test
-    bar = tqdm(total=total, desc="toy world", disable=not progress)
+    bar = progress_bar(total=total, desc="toy world", disable=not progress)
     for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
         (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
         rows = []

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pandas as pd
 from PIL import Image
-from tqdm.auto import tqdm
 
 from .common import DatasetFormatError, require
+from ...progress import bar as progress_bar
 
 USER_AGENT = "mlc-kit-downloader/1.0 (+https://github.com/mlc-kit)"
 
@@ -86,7 +86,7 @@ def download_images(images_csv: str | Path, out_dir: str | Path, workers: int = 
     with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(fetch_and_save, u, target_path(out_dir, i, flat), short_side, retries, timeout,
                                backoff): (i, u) for i, u in todo}
-        for fut in tqdm(as_completed(futures), total=len(futures), desc="download", disable=not progress):
+        for fut in progress_bar(as_completed(futures), total=len(futures), desc="download", disable=not progress):
             try:
                 fut.result()
             except Exception as e:

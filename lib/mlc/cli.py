@@ -1,0 +1,121 @@
+"""The kit's command line: ``mlc <command> PARAMS [options]``.
+
+    mlc train      params/toy.yaml --method q2l [--set methods.q2l.train.lr=2e-4 ...]
+    mlc evaluate   params/toy.yaml --method q2l         (test metrics of a finished run)
+    mlc embeddings params/salgl/coco_r101_448.yaml      (the label-embedding tables the params need)
+    mlc run-all    params/toy.yaml [--only 10_ 20_]     (every notebook through papermill)
+
+Every command takes ``--set KEY=VALUE`` overrides (validated like the file; errors name the command
+line) and ``--output-root DIR`` (or ``$MLC_OUTPUT_ROOT``).  Params values may use ``${env:NAME}``.
+Relative paths in a params file resolve against the kit checkout that holds it, whatever the current
+folder.  ``python -m mlc.train`` and ``python -m mlc.pipeline`` keep working.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .params import ParamsError, load_params
+
+
+def _params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("params", type=Path, help="a params file (YAML), e.g. params/toy.yaml")
+    p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
+                   help="override a params value, e.g. --set methods.q2l.train.lr=1e-4 data.raw_root=/data/coco")
+    p.add_argument("--output-root", default=None, help="where runs are written (default: the params' "
+                   "output_root, or $MLC_OUTPUT_ROOT)")
+
+
+def _load(args):
+    params = load_params(args.params, set_args=args.set_args, output_root=args.output_root)
+    os.chdir(params.base_dir)         # model-level paths (weights, embedding files) resolve like the params'
+    return params
+
+
+def _train(args) -> int:
+    from .train import run_training
+    return run_training(_load(args), args.method)
+
+
+def _evaluate(args) -> int:
+    from .evaluate import evaluate_method, summary_table
+    from .rundir import finished_methods
+    params = _load(args)
+    names = args.method or finished_methods(params)
+    if not names:
+        print(f"error: no finished method in {params.run_dir}; train one first (mlc train {args.params} "
+              f"--method M)", file=sys.stderr)
+        return 1
+    reports = {}
+    for name in names:
+        if name not in params.methods:
+            print(f"error: {params.source} has no method {name!r} (has {', '.join(params.methods)})", file=sys.stderr)
+            return 2
+        reports[name] = evaluate_method(params, name)["report"]
+        print(f"{name}: metrics in {params.run_dir / name / 'metrics_test.json'}")
+        if params.methods[name].label_subset == "seen":
+            from .open_vocab import evaluate_open_vocabulary
+            zsl = evaluate_open_vocabulary(params, name)["report"]["faithful"]
+            print(f"{name}: ZSL mAP {100 * zsl['ZSL']['mAP']:.2f}, GZSL mAP {100 * zsl['GZSL']['mAP']:.2f}")
+    print(summary_table(reports).to_string())
+    return 0
+
+
+def _embeddings(args) -> int:
+    from .embeddings import build_run_embeddings
+    params = _load(args)
+    built = build_run_embeddings(params, args.encoders)
+    if not built:
+        print(f"{params.source}: no encoders (text.encoders is empty and none were given with --encoders)")
+    return 0
+
+
+def _run_all(args) -> int:
+    from .pipeline import run_all
+    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mlc`` argument parser with its subcommands."""
+    ap = argparse.ArgumentParser(prog="mlc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("train", help="train one method of a params file (resumes an interrupted run)")
+    _params_args(p)
+    p.add_argument("--method", required=True, help="a method name under 'methods' in the params")
+    p.set_defaults(func=_train)
+    p = sub.add_parser("evaluate", help="test metrics of finished runs (writes metrics_test.json)")
+    _params_args(p)
+    p.add_argument("--method", nargs="*", default=None, help="methods to evaluate (default: every finished one)")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("embeddings", help="build the label-embedding tables a params file needs")
+    _params_args(p)
+    p.add_argument("--encoders", nargs="*", default=None, help="encoders (default: text.encoders of the params)")
+    p.set_defaults(func=_embeddings)
+    p = sub.add_parser("run-all", help="execute every notebook through papermill for a params file")
+    _params_args(p)
+    p.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
+    p.set_defaults(func=_run_all)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mlc`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    """Entry point of ``mlc-train`` (same as ``mlc train``)."""
+    main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()
+
