@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import torch
-
 from mlc.engine import build_param_groups
 from mlc.models.registry import create_model
 from mlc.params import load_params

@@ -1,7 +1,6 @@
 """Pointing game on hand-made maps."""
 import numpy as np
 import pytest
-
 from mlc.attention import peak_inside, pointing_game
 
 

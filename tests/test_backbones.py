@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from mlc.models.backbones import MissingWeightsError, backbone_spec, create_backbone, list_backbones
 
 

@@ -7,10 +7,9 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mlc.data.datasets import convert_dataset, list_converters
 from mlc.data.datasets.common import DatasetFormatError, group_lists
+from PIL import Image
 
 
 def _jpg(path, size=(12, 10)):

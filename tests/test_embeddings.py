@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 import torch
-
 from mlc import embeddings as E
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "circle", "dining", "table", "traffic", "light",
@@ -79,16 +78,17 @@ def test_cache_key_covers_templates_labels_and_weights(tmp_path):
 
 
 def test_clip_prompt_ensembles_raw_and_normalised(tmp_path):
-    from mlc.clip import load_clip
     import open_clip
     from mlc import clip as kit_clip
+    from mlc.clip import load_clip
     kit_clip._register_configs()
     torch.manual_seed(0)
     model = open_clip.create_model("mlc-toy-clip")
     ckpt = tmp_path / "toy.pt"
     torch.save(model.state_dict(), ckpt)
     templates = E.qks_templates()
-    assert len(templates) == 85 and templates[0] == "a bad photo of a {}." and templates[-1] == "this is one {} in the scene."
+    assert len(templates) == 85 and templates[0] == "a bad photo of a {}."
+    assert templates[-1] == "this is one {} in the scene."
     raw = E.build_text_embeddings("clip_qks", ["red circle", "blue star"], tmp_path / "cache",
                                   model_name="mlc-toy-clip", pretrained=str(ckpt))
     m, _, tok = load_clip("mlc-toy-clip", str(ckpt))

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT
 from mlc.engine import build_scheduler
 from mlc.params import TrainParams, load_params

@@ -1,9 +1,8 @@
 """pyproject.toml and environment.yml name the same dependencies; the scripts exist as the README says."""
 import re
+
 import tomllib
-
 import yaml
-
 from conftest import ROOT
 
 

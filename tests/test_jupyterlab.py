@@ -11,7 +11,6 @@ import urllib.request
 import uuid
 
 import pytest
-
 from conftest import ROOT
 
 

@@ -6,7 +6,6 @@ import sys
 import nbformat
 import numpy as np
 import pytest
-
 from conftest import ROOT
 
 

@@ -23,8 +23,8 @@ def register_oracle_clip(tmp_path, name, ctor):
 
 
 def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
-    from regen import official_state_dict
     from mlc.models.qks import QKS, QKSConfig, convert_official_state_dict
+    from regen import official_state_dict
     sd, rec = official_state_dict(oracles / "qks-small")
     c = rec["config"]
     register_oracle_clip(tmp_path, "qks-oracle-clip", c["clip_ctor"])
@@ -47,8 +47,8 @@ def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
 
 
 def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
-    from regen import official_state_dict
     from mlc.models.mkt import MKT, MKTConfig, convert_official_state_dict
+    from regen import official_state_dict
     sd, rec = official_state_dict(oracles / "mkt-small")
     c = rec["config"]
     register_oracle_clip(tmp_path, "mkt-oracle-clip", c["clip_ctor"])
@@ -113,6 +113,7 @@ def test_prompt_learner_context_equals_training_the_whole_token_table():
 
 def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
     import dataclasses
+
     from conftest import ROOT
     from mlc.engine import build_param_groups
     from mlc.models.registry import create_model

@@ -1,6 +1,5 @@
 
 import pytest
-
 from conftest import ROOT
 from mlc.params import ParamsError, load_params
 
@@ -32,8 +31,10 @@ def test_type_errors_missing_keys_and_choices(tmp_path):
         load_params(_write(tmp_path, "seed: zero\nname: x\n"))
     with pytest.raises(ParamsError, match=r"name: required key is missing"):
         load_params(_write(tmp_path, "seed: 1\n"))
-    with pytest.raises(ParamsError, match=r"methods.q2l.train.scheduler: 'onecycel' is not one of .*did you mean 'onecycle'"):
-        load_params(_write(tmp_path, "name: x\nmethods:\n  q2l:\n    model: {name: q2l}\n    train: {scheduler: onecycel}\n"))
+    with pytest.raises(ParamsError,
+                       match=r"methods.q2l.train.scheduler: 'onecycel' is not one of .*did you mean 'onecycle'"):
+        load_params(_write(tmp_path, "name: x\nmethods:\n  q2l:\n    model: {name: q2l}\n"
+                                     "    train: {scheduler: onecycel}\n"))
     with pytest.raises(ParamsError, match=r"methods.q2l.model.name: unknown model 'q2k'"):
         load_params(_write(tmp_path, "name: x\nmethods:\n  q2l:\n    model: {name: q2k}\n"))
     with pytest.raises(ParamsError, match=r"methods.q2l.model.hiden_dim: unknown key .*did you mean 'hidden_dim'"):

@@ -1,7 +1,6 @@
 """Faults and bad input: each case of docs/reliability.md that the kit once got wrong, reproduced."""
 import json
 import os
-import pickle
 import subprocess
 import sys
 import warnings
@@ -10,7 +9,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT
 from mlc import stage
 from mlc.data.dataset import ImageError, MultiLabelDataset
@@ -298,7 +296,8 @@ def test_truncated_checkpoints_are_named_and_last_falls_back_to_the_previous(tmp
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ck, used = stage.load_checkpoint(path, fallback=True)
-    assert ck["epoch"] == 0 and used.name == "last.prev.pt" and "using the previous checkpoint" in str(caught[0].message)
+    assert ck["epoch"] == 0 and used.name == "last.prev.pt"
+    assert "using the previous checkpoint" in str(caught[0].message)
     (tmp_path / "best.pt").write_bytes(b"")
     with pytest.raises(CheckpointError, match=r"best.pt: empty file \(0 bytes"):
         stage.load_checkpoint(tmp_path / "best.pt", fallback=True)
@@ -322,7 +321,8 @@ def test_orphaned_temporary_files_and_an_empty_environment_file_are_repaired(tmp
 # ------------------------------------------------------------------------------------ 11. params files
 def test_params_file_details(tmp_path):
     dup = tmp_path / "dup.yaml"
-    dup.write_text("name: x\nmethods:\n  q2l:\n    model: {name: q2l}\n    train:\n      lr: 1.0e-3\n      lr: 2.0e-3\n")
+    dup.write_text("name: x\nmethods:\n  q2l:\n    model: {name: q2l}\n    train:\n"
+                   "      lr: 1.0e-3\n      lr: 2.0e-3\n")
     with pytest.raises(ParamsError, match=r"dup.yaml:7: duplicate key 'methods.q2l.train.lr' \(first set on line 6\)"):
         load_params(dup)
     dup.write_text("name: x\ntrain: {}\nseed: 1\ntrain: {}\n")

@@ -2,7 +2,6 @@
 import json
 
 import numpy as np
-
 from conftest import ROOT
 from mlc.figures import scene_label_weights
 from mlc.report import PAPER_NUMBERS, finished_runs, paper_comparison

@@ -3,7 +3,6 @@ import dataclasses
 
 import pytest
 import torch
-
 from mlc.models import salgl as salgl_mod
 from mlc.models import sgre as sgre_mod
 from mlc.models.layers import LowRankBilinearAttention, sine_position_encoding
@@ -142,9 +141,9 @@ def test_salgl_training_step_counts_labels_and_trains_the_scene_classifier():
 
 
 def test_sgre_loss_is_pixel_plus_lambda_object():
+    from mlc.losses import AsymmetricLoss
     from mlc.models.registry import method_builder
     from mlc.params import LossParams
-    from mlc.losses import AsymmetricLoss
     model = SGRE(SGREConfig(att_dim=16, dim_feedforward=32, heads=2, object_loss_weight=0.4), 6)
     method = method_builder("sgre")(model, LossParams())
     out = model.train()(torch.randn(2, 3, 32, 32))

@@ -2,10 +2,9 @@ import hashlib
 import warnings
 
 import numpy as np
-from PIL import Image
-
 from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, generate
 from mlc.figures import conditional_cooccurrence
+from PIL import Image
 
 
 def _digest(root):

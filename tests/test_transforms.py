@@ -2,10 +2,9 @@ import random
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from mlc.data import transforms as T
 from mlc.params import InputParams
+from PIL import Image
 
 
 def _image(size=64):

@@ -1,9 +1,8 @@
 """SEEN / ZSL / GZSL evaluation on hand-worked examples."""
 import numpy as np
 import pytest
-from sklearn.metrics import average_precision_score
-
 from mlc.zsl import average_precision_known, subset_report, topk_prf, zsl_report
+from sklearn.metrics import average_precision_score
 
 
 def test_ap_over_known_cells_matches_hand_computation_and_sklearn():

@@ -12,6 +12,7 @@ import json
 
 import numpy as np
 import torch
+
 from .progress import bar as progress_bar
 
 
@@ -124,8 +125,8 @@ def pointing_game_for_run(params, name: str, split: str = "test", device: str = 
     model = load_for_maps(params, name, manifest, device)
     ds = MultiLabelDataset(manifest, split, build_transform(mp.input, train=False))
     all_maps = []
-    for batch in progress_bar(make_loader(ds, mp.train.eval_batch_size, shuffle=False), desc=f"maps {name}", leave=False,
-                      disable=not progress):
+    loader = make_loader(ds, mp.train.eval_batch_size, shuffle=False)
+    for batch in progress_bar(loader, desc=f"maps {name}", leave=False, disable=not progress):
         all_maps.append(maps_for(model, batch["image"])[0])
     maps = np.concatenate(all_maps)
     result = {"method": name, "split": split, "grid": list(maps.shape[2:]),

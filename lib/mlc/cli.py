@@ -13,25 +13,14 @@ folder.  ``python -m mlc.train`` and ``python -m mlc.pipeline`` keep working.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-from pathlib import Path
 
-from .params import ParamsError, load_params
-
-
-def _params_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("params", type=Path, help="a params file (YAML), e.g. params/toy.yaml")
-    p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
-                   help="override a params value, e.g. --set methods.q2l.train.lr=1e-4 data.raw_root=/data/coco")
-    p.add_argument("--output-root", default=None, help="where runs are written (default: the params' "
-                   "output_root, or $MLC_OUTPUT_ROOT)")
+from .cliargs import add_params_arguments, load_from_args
+from .params import ParamsError
 
 
 def _load(args):
-    params = load_params(args.params, set_args=args.set_args, output_root=args.output_root)
-    os.chdir(params.base_dir)         # model-level paths (weights, embedding files) resolve like the params'
-    return params
+    return load_from_args(args)
 
 
 def _train(args) -> int:
@@ -82,19 +71,19 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="mlc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one method of a params file (resumes an interrupted run)")
-    _params_args(p)
+    add_params_arguments(p)
     p.add_argument("--method", required=True, help="a method name under 'methods' in the params")
     p.set_defaults(func=_train)
     p = sub.add_parser("evaluate", help="test metrics of finished runs (writes metrics_test.json)")
-    _params_args(p)
+    add_params_arguments(p)
     p.add_argument("--method", nargs="*", default=None, help="methods to evaluate (default: every finished one)")
     p.set_defaults(func=_evaluate)
     p = sub.add_parser("embeddings", help="build the label-embedding tables a params file needs")
-    _params_args(p)
+    add_params_arguments(p)
     p.add_argument("--encoders", nargs="*", default=None, help="encoders (default: text.encoders of the params)")
     p.set_defaults(func=_embeddings)
     p = sub.add_parser("run-all", help="execute every notebook through papermill for a params file")
-    _params_args(p)
+    add_params_arguments(p)
     p.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
     p.set_defaults(func=_run_all)
     return ap

@@ -149,6 +149,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
                             lr=cp.lr, betas=(0.9, 0.98), eps=1e-6)
     # the engine's per-step cosine schedule with linear warm-up (to zero; CLIP pretraining has no floor)
     from types import SimpleNamespace
+
     from .engine import build_scheduler
     sched, _ = build_scheduler(opt, SimpleNamespace(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0,
                                                     warmup_epochs=cp.warmup_epochs), len(loader))
@@ -168,7 +169,8 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             losses.append(loss.item())
-        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)), "logit_scale": float(model.logit_scale.exp().detach())}
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+               "logit_scale": float(model.logit_scale.exp().detach())}
         if val is not None:
             rec["val_loss"] = _caption_loss(model, val, loss_fn, cp.batch_size)
         history.append(rec)
@@ -199,8 +201,8 @@ def encode_images(model, preprocess, manifest, split: str, batch_size: int = 256
     from .data.dataset import MultiLabelDataset
     ds = MultiLabelDataset(manifest, split, preprocess)
     out = []
-    for batch in progress_bar(torch.utils.data.DataLoader(ds, batch_size=batch_size), desc=f"encode {split}", leave=False,
-                      disable=not progress):
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
+    for batch in progress_bar(loader, desc=f"encode {split}", leave=False, disable=not progress):
         out.append(model.encode_image(batch["image"], normalize=True))
     return torch.cat(out).numpy()
 

@@ -36,11 +36,11 @@ from torch.utils.data import DataLoader
 
 from . import distributed as dist
 from . import stage
+from .io import atomic_write, atomic_write_text
 from .logs import RunLogger
 from .method import Method
-from .progress import StepTicker, duration
-from .io import atomic_write, atomic_write_text
 from .metrics import evaluate_scores, mean_average_precision
+from .progress import StepTicker, duration
 from .progress import bar as progress_bar
 
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 
-
 from .engine import make_loader, pick_device, predict
 from .io import atomic_write_text
 from .metrics import evaluate_scores, label_frequency_baseline, mean_average_precision

@@ -114,7 +114,8 @@ def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float 
     def f1(p, r):
         return float(2 * p * r / (p + r)) if p + r > 0 else 0.0
 
-    return {"CP": float(cp), "CR": float(cr), "CF1": f1(cp, cr), "OP": float(op), "OR": float(orec), "OF1": f1(op, orec)}
+    return {"CP": float(cp), "CR": float(cr), "CF1": f1(cp, cr),
+            "OP": float(op), "OR": float(orec), "OF1": f1(op, orec)}
 
 
 def label_frequency_baseline(train_targets: np.ndarray, test_targets: np.ndarray, mode: str = "voc",

@@ -134,7 +134,8 @@ class ClipParams:
 @dataclass
 class TextParams:
     """Label-embedding tables the label-embeddings notebook builds into ``<manifest>/embeddings/<encoder>.npy``."""
-    encoders: list[Literal["words", "bert", "bert_plain", "glove", "clip_qks", "clip_mkt"]] = field(default_factory=list)
+    encoders: list[Literal["words", "bert", "bert_plain", "glove", "clip_qks", "clip_mkt"]] = field(
+        default_factory=list)
     bert_model: str = "bert-base-uncased"   # a Hugging Face name (local cache) or a local directory
     glove_path: str | None = None           # glove.840B.300d.txt
     words_dim: int = 64

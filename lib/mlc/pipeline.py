@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from .notebook import repo_root
-from .progress import PROGRESS_ENV, duration
 from .params import ParamsError, load_params
+from .progress import PROGRESS_ENV, duration
 
 
 def notebooks_for(params, root: Path) -> list[Path]:
@@ -35,6 +35,7 @@ def notebooks_for(params, root: Path) -> list[Path]:
 def _params_with_overrides(params_path: Path, params, set_args: list[str], output_root: str | None) -> Path:
     """A params file for the notebooks that extends ``params_path`` with the command-line overrides."""
     import yaml
+
     from .params import parse_set_args
     over, _ = parse_set_args(set_args)
     if output_root:
@@ -122,7 +123,9 @@ def _error_text(e: Exception) -> str:
 def export_html(notebook_dir: Path, html_dir: Path) -> Path:
     """Every executed notebook as a standalone HTML page (figures embedded), plus an index page."""
     import html
+
     from nbconvert import HTMLExporter
+
     from .io import atomic_write_text
     html_dir.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter()

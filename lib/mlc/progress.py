@@ -44,4 +44,5 @@ class StepTicker:
             return
         self.last = now
         rate = (step + 1) / max(now - self.t0, 1e-9)
-        self.emit(f"{self.label} step {step + 1}/{self.total} ({rate:.1f} it/s, ETA {duration((self.total - step - 1) / rate)})")
+        eta = duration((self.total - step - 1) / rate)
+        self.emit(f"{self.label} step {step + 1}/{self.total} ({rate:.1f} it/s, ETA {eta})")

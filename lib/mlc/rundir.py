@@ -32,8 +32,8 @@ class RunConflictError(RuntimeError):
 # Settings that change speed, placement or logging, never a result: they may differ between the runs that
 # build one run directory (resume on another machine, more loader workers).  Loader workers qualify because
 # each image's augmentation is seeded from (epoch, image), not from the worker that loads it.
-NON_RESULT_KEYS = ("description", "output_root", "log.*", "data.num_workers", "data.check_images", "methods.*.train.device",
-                   "methods.*.train.log_every")
+NON_RESULT_KEYS = ("description", "output_root", "log.*", "data.num_workers", "data.check_images",
+                   "methods.*.train.device", "methods.*.train.log_every")
 
 
 def _is_non_result(key: str) -> bool:

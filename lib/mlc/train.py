@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from . import stage
+from .cliargs import add_params_arguments, load_from_args
 from .data.dataset import MultiLabelDataset, check_images
 from .data.manifest import Manifest
 from .data.toyworld import generate
@@ -19,7 +19,7 @@ from .data.transforms import build_transform
 from .engine import FitResult, Method, TrainingDivergedError, fit, make_loader, seed_everything
 from .losses import build_loss
 from .models.registry import create_model, method_builder
-from .params import MethodParams, RunParams, load_params
+from .params import MethodParams, ParamsError, RunParams
 from .rundir import RunConflictError, prepare_run_dir
 
 
@@ -197,9 +197,18 @@ def run_training(params: RunParams, name: str) -> int:
 
 
 def main(argv=None) -> None:
-    """``python -m mlc.train PARAMS --method M`` (the same as ``mlc train``)."""
-    from .cli import main as cli_main
-    cli_main(["train", *(sys.argv[1:] if argv is None else argv)])
+    """``python -m mlc.train PARAMS --method M [--set KEY=VALUE ...]`` (the same as ``mlc train``)."""
+    ap = argparse.ArgumentParser(prog="python -m mlc.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_params_arguments(ap)
+    ap.add_argument("--method", required=True, help="a method name under 'methods' in the params")
+    args = ap.parse_args(argv)
+    try:
+        params = load_from_args(args)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run_training(params, args.method))
 
 
 if __name__ == "__main__":

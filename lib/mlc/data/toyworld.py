@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from .manifest import Label, Manifest, ManifestError, write_manifest
 from ..progress import bar as progress_bar
+from .manifest import Label, Manifest, ManifestError, write_manifest
 
 COLOURS = {
     "red": (214, 39, 40),
@@ -127,7 +127,8 @@ def _shape_polygon(shape: str) -> np.ndarray:
         return np.stack([r * np.cos(t), r * np.sin(t)], 1)
     if shape == "cross":
         w = 0.32
-        pts = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1), (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]
+        pts = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
+               (-w, -1), (-w, -w), (-1, -w), (-1, w), (-w, w), (-w, 1)]
         return np.array(pts, dtype=float)
     raise ValueError(shape)
 

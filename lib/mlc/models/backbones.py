@@ -71,7 +71,8 @@ class Backbone(nn.Module):
     def __init__(self, body: nn.Module, spec: BackboneSpec):
         super().__init__()
         self.body = body
-        self.name, self.num_features, self.stride, self.has_cls = spec.name, spec.num_features, spec.stride, spec.has_cls
+        self.name, self.num_features = spec.name, spec.num_features
+        self.stride, self.has_cls = spec.stride, spec.has_cls
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
         feats = self.body(images)

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .convert import rename_state_dict
 from ..method import Method
-from .convert import strip_module_prefix
+from .convert import rename_state_dict, strip_module_prefix
 from .registry import register_method, register_model
 
 MKT_TEMPLATE = "There is a {} in the scene"
@@ -215,7 +214,8 @@ def convert_official_prompt_state_dict(official: dict[str, torch.Tensor], model:
     prompt = model.prompt
     if prompt is None:
         raise ValueError("the model is a stage-1 MKT (stage: image); build it with stage: prompt")
-    for key, mine in (("positional_embedding", prompt.positional_embedding), ("text_projection", prompt.text_projection)):
+    for key, mine in (("positional_embedding", prompt.positional_embedding),
+                      ("text_projection", prompt.text_projection)):
         if key in sd and not torch.allclose(sd[key].float(), mine.detach().float().cpu(), atol=1e-5):
             raise ValueError(f"official MKT stage-2 checkpoint: {key!r} differs from the CLIP this model was built "
                              f"from ({model.cfg.clip_model}); load the same CLIP weights")

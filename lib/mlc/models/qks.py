@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .convert import rename_state_dict
 from ..method import Method
-from .convert import strip_module_prefix
+from .convert import rename_state_dict, strip_module_prefix
 from .registry import register_method, register_model
 
 

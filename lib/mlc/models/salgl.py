@@ -21,10 +21,10 @@ from torch import nn
 
 from .. import distributed as dist
 from ..embeddings import fixed_label_embeddings
+from ..method import Method
 from .backbones import create_backbone
 from .convert import rename_state_dict
 from .layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
-from ..method import Method
 from .registry import register_method, register_model
 
 

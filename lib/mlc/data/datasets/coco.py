@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 
 from ..manifest import Label, write_manifest
-from .registry import register_converter
 from .common import DatasetFormatError, group_lists, read_json
+from .registry import register_converter
 
 
 def _check_records(path: Path, key: str, records: list, fields: dict[str, type]) -> None:
@@ -77,7 +77,8 @@ def convert_coco(raw_root, out_dir, keep_empty: bool = False, year: int = 2014):
     _check_records(cats_path, "categories", cats, {"id": int, "name": str})
     ids = [c["id"] for c in cats]
     if len(set(ids)) != len(ids):
-        raise DatasetFormatError(f"{cats_path}: category ids repeat ({sorted(i for i in set(ids) if ids.count(i) > 1)})")
+        repeated = sorted(i for i in set(ids) if ids.count(i) > 1)
+        raise DatasetFormatError(f"{cats_path}: category ids repeat ({repeated})")
     cats = sorted(cats, key=lambda c: c["id"])
     cat_index = {c["id"]: i for i, c in enumerate(cats)}
     labels = [Label(i, str(c["id"]), c["name"]) for i, c in enumerate(cats)]

@@ -12,7 +12,8 @@ missing images are counted and listed in ``<manifest>/missing_images.txt`` and d
   dropped.  Test: seen and unseen positives, images without any positive dropped.  Every other cell is
   a known negative.  Two on-disk layouts give the same manifest:
   ``layout="qks"``: ``NUS_WID_Tags/{Train,Test}_Tags1k.dat``, ``NUS_WID_Tags/TagList1k.txt``,
-  ``Concepts81.txt``, ``Groundtruth/TrainTestLabels/Labels_<concept>_Test.txt``, ``ImageList/{Train,Test}Imagelist.txt``;
+  ``Concepts81.txt``, ``Groundtruth/TrainTestLabels/Labels_<concept>_Test.txt``,
+``ImageList/{Train,Test}Imagelist.txt``;
   ``layout="mkt"``: ``features/nus_wide_{train,test}.h5`` (``<name>-labels``: 925 / 1006 columns of +1 / -1 / 0),
   ``img_names.pkl``, ``test_img_names.pkl``, ``Concepts925.txt``, ``Concepts81.txt`` (0 = unknown).
 """
@@ -26,13 +27,21 @@ import pandas as pd
 
 from ...safe_load import load_pickle
 from ..manifest import Label, write_manifest
+from .common import (
+    DatasetFormatError,
+    dense_to_lists,
+    read_binary_column,
+    read_binary_matrix,
+    read_lines,
+    report_missing,
+    require,
+)
 from .registry import register_converter
-from .common import (DatasetFormatError, dense_to_lists, read_binary_column, read_binary_matrix, read_lines,
-                     report_missing, require)
 
 
 def image_path(listed: str) -> str:
-    """``C:\\ImageData\\Flickr\\actor\\0001_2124494179.jpg`` or ``actor\\0001_...jpg`` -> ``Flickr/actor/0001_...jpg``."""
+    """``C:\\ImageData\\Flickr\\actor\\0001_2124494179.jpg`` or ``actor\\0001_...jpg``
+    -> ``Flickr/actor/0001_...jpg``."""
     parts = listed.replace("\\", "/").split("/")
     if len(parts) < 2:
         raise ValueError(listed)
@@ -100,7 +109,8 @@ def _zsl_frames(train_paths, train_seen, test_paths, test_seen, test_unseen, tra
     n_seen = train_seen.shape[1]
     frames = {}
     keep = train_seen.any(1)
-    train = pd.DataFrame({"image": np.asarray(train_paths, dtype=object)[keep], "pos": dense_to_lists(train_seen[keep])})
+    train = pd.DataFrame({"image": np.asarray(train_paths, dtype=object)[keep],
+                          "pos": dense_to_lists(train_seen[keep])})
     if train_known is not None:
         train["ignore"] = dense_to_lists(~train_known[keep])
     frames["train"] = train

@@ -27,8 +27,8 @@ import pandas as pd
 
 from ...safe_load import load_pickle
 from ..manifest import Label, write_manifest
-from .registry import register_converter
 from .common import DatasetFormatError, group_lists, read_lines, report_missing, require
+from .registry import register_converter
 
 
 def read_class_descriptions(path: Path) -> dict[str, str]:

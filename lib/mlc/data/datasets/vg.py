@@ -19,8 +19,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..manifest import Label, write_manifest
-from .registry import register_converter
 from .common import DatasetFormatError, read_json, read_lines, report_missing
+from .registry import register_converter
 
 
 def _list(path: Path) -> list[str]:

@@ -16,9 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..manifest import Label, write_manifest
-from .registry import register_converter
 from .common import DatasetFormatError, read_lines, report_missing, require
-
+from .registry import register_converter
 
 # Display names for text embeddings (the renaming of SALGL/SGRE's embedding.py); ids keep VOC's names.
 DISPLAY_NAMES = {"diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor"}

@@ -1,0 +1,24 @@
+"""The command-line arguments every kit command shares (``mlc ...``, ``python -m mlc.train``)."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_params_arguments(p: argparse.ArgumentParser) -> None:
+    """PARAMS, ``--set KEY=VALUE ...`` and ``--output-root DIR``."""
+    p.add_argument("params", type=Path, help="a params file (YAML), e.g. params/toy.yaml")
+    p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
+                   help="override a params value, e.g. --set methods.q2l.train.lr=1e-4 data.raw_root=/data/coco")
+    p.add_argument("--output-root", default=None, help="where runs are written (default: the params' "
+                   "output_root, or $MLC_OUTPUT_ROOT)")
+
+
+def load_from_args(args):
+    """The params of parsed arguments; the process moves to the params' base folder, so that model-level
+    paths (weight files, embedding tables) resolve as the params' own do."""
+    from .params import load_params
+    params = load_params(args.params, set_args=args.set_args, output_root=args.output_root)
+    os.chdir(params.base_dir)
+    return params
