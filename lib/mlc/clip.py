@@ -107,6 +107,7 @@ class CaptionDataset(torch.utils.data.Dataset):
         return len(self.tokens)
 
     def variant(self, i: int) -> str:
+        """A caption naming a random subset of the image's objects, in random order (and the scene half the time)."""
         objs = list(self.objects[i])
         if not objs:
             return self.captions[i]
@@ -243,5 +244,6 @@ def visual_tokens(visual, images: torch.Tensor) -> torch.Tensor:
 
 
 def grid_size(visual) -> tuple[int, int]:
+    """(h, w) of the token grid of a CLIP ViT's visual tower."""
     g = visual.grid_size
     return (g, g) if isinstance(g, int) else tuple(g)

@@ -10,10 +10,12 @@ import torch.distributed as td
 
 
 def is_dist() -> bool:
+    """Whether a process group is initialised (torchrun)."""
     return td.is_available() and td.is_initialized()
 
 
 def is_main_process() -> bool:
+    """Rank 0, or the only process: the one that writes."""
     return not is_dist() or td.get_rank() == 0
 
 
@@ -33,6 +35,7 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum a tensor over processes in place (identity in one process)."""
     if is_dist():
         td.all_reduce(t)
     return t

@@ -37,6 +37,7 @@ def word_sum_embeddings(label_names: list[str], dim: int) -> np.ndarray:
 
 
 def load_embedding_file(path: str | Path, num_classes: int) -> np.ndarray:
+    """A ``.npy`` table [C, E] (no pickles); a wrong row count is an error naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"label embedding file not found: {path}")
@@ -81,6 +82,7 @@ MKT_TEMPLATE = "There is a {} in the scene"
 
 
 def qks_templates() -> list[str]:
+    """QKS's 85 prompt templates: open_clip's 80 ImageNet templates plus 5 scene templates."""
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
     return [t("{}") for t in OPENAI_IMAGENET_TEMPLATES] + QKS_SCENE_TEMPLATES
 

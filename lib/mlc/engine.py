@@ -45,12 +45,14 @@ from .progress import bar as progress_bar
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when available, else the CPU; any other name as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
 
 
 def seed_everything(*keys: int) -> int:
+    """Seed Python, numpy and torch from ``keys`` (e.g. seed, stage, epoch); returns the derived seed."""
     seed = int(np.random.SeedSequence(list(keys)).generate_state(1)[0])
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -175,6 +177,7 @@ class FitResult:
     test: dict | None
 
     def to_dict(self) -> dict:
+        """The result as stored in ``result.json``."""
         return {"best_epoch": self.best_epoch, "best_source": self.best_source, "best_score": self.best_score,
                 "history": self.history, "test": self.test}
 

@@ -17,6 +17,7 @@ ONE_COLUMN, TWO_COLUMN = 3.4, 7.0
 
 
 def set_style() -> None:
+    """The kit's figure style: paper sizes, colour-blind-safe palette, embedded TrueType fonts."""
     sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
     matplotlib.rcParams.update({"pdf.fonttype": 42, "ps.fonttype": 42, "savefig.bbox": "tight",
                                 "figure.dpi": 100, "axes.titlesize": 10, "axes.labelsize": 9})
@@ -145,6 +146,7 @@ def cooccurrence_by_scene(manifest, split: str = "train", labels: list[int] | No
 
 
 def learning_curves(history: list[dict], title: str = ""):
+    """Loss and val mAP (live and EMA) per epoch, one panel each."""
     h = pd.DataFrame(history)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(TWO_COLUMN, 2.4))
     ax1.plot(h["epoch"] + 1, h["train_loss"], marker="o", ms=3, label="train")
@@ -164,6 +166,7 @@ def learning_curves(history: list[dict], title: str = ""):
 
 
 def per_class_ap(ap: np.ndarray, names: list[str], title: str = ""):
+    """Per-class AP as sorted horizontal bars."""
     order = np.argsort(-np.nan_to_num(ap, nan=-1))
     fig, ax = plt.subplots(figsize=(TWO_COLUMN, 2.4))
     ax.bar(range(len(ap)), 100 * np.asarray(ap)[order], color=sns.color_palette("colorblind")[0])
@@ -174,6 +177,7 @@ def per_class_ap(ap: np.ndarray, names: list[str], title: str = ""):
 
 
 def pr_curves(scores: np.ndarray, targets: np.ndarray, names: list[str], classes: list[int], title: str = ""):
+    """Precision-recall curves of the chosen classes."""
     from sklearn.metrics import precision_recall_curve
     fig, ax = plt.subplots(figsize=(ONE_COLUMN * 1.3, ONE_COLUMN * 1.1))
     for c in classes:

@@ -42,6 +42,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically (fsync'd, then renamed)."""
     def write(tmp: Path):
         with open(tmp, "w") as f:
             f.write(text)

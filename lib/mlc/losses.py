@@ -33,6 +33,7 @@ class AsymmetricLoss(nn.Module):
         self.detach_focal, self.reduction, self.mask_unknown = detach_focal, reduction, mask_unknown
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The loss of logits [B, C] against 1/0/-1 targets (-1 = unknown, masked when asked)."""
         logits = logits.float()
         known = (targets >= 0).float() if self.mask_unknown else torch.ones_like(logits)
         y = targets.float().clamp(min=0)
@@ -63,6 +64,7 @@ class MaskedBCE(nn.Module):
         self.mask_unknown = mask_unknown
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Binary cross-entropy over the known cells."""
         known = (targets >= 0).float() if self.mask_unknown else torch.ones_like(logits, dtype=torch.float)
         loss = nn.functional.binary_cross_entropy_with_logits(logits.float(), targets.float().clamp(min=0),
                                                               reduction="none")
@@ -82,6 +84,7 @@ class RankingLoss(nn.Module):
         self.margin = margin
 
     def forward(self, scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Pairwise ranking loss: every positive above every negative of its image by a margin."""
         cols = (targets != -1).any(0)
         s, t = scores[:, cols].float(), targets[:, cols]
         pos, neg = (t == 1).float(), (t == 0).float()

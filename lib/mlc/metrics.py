@@ -44,6 +44,7 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, mode: str = "voc"
 
 
 def per_class_ap(scores: np.ndarray, targets: np.ndarray, mode: str = "voc") -> np.ndarray:
+    """AP of every class (``voc``: all-point interpolated; ``noninterp``: over known cells); NaN without positives."""
     scores, targets = np.asarray(scores), np.asarray(targets)
     if scores.shape != targets.shape or scores.ndim != 2:
         raise ValueError(f"scores {scores.shape} and targets {targets.shape} must both be [N, C]")

@@ -28,4 +28,5 @@ def setup(params_file: str) -> RunParams:
 
 
 def figure_path(params: RunParams, name: str) -> Path:
+    """Path (without suffix) of a figure in the run's figures folder."""
     return params.run_dir / "figures" / name

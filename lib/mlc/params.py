@@ -172,6 +172,7 @@ class RunParams:
 
     @property
     def run_dir(self) -> Path:
+        """``<output_root>/<name>``, resolved against :attr:`base_dir`."""
         return self.resolve_path(self.output_root) / self.name
 
     def dataset_root(self) -> Path:

@@ -23,6 +23,7 @@ from .progress import PROGRESS_ENV, duration
 
 
 def notebooks_for(params, root: Path) -> list[Path]:
+    """The notebooks of a run in name order; a training notebook only when the params configure its method."""
     out = []
     for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
         m = re.match(r"\d\d_train_(\w+)\.ipynb$", nb.name)
@@ -142,6 +143,7 @@ def export_html(notebook_dir: Path, html_dir: Path) -> Path:
 
 
 def main(argv=None) -> None:
+    """``python -m mlc.pipeline PARAMS [--only ...] [--set ...]`` (what run_all.sh calls)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("params", nargs="?", default="params/toy.yaml")
     ap.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")

@@ -39,6 +39,7 @@ class StepTicker:
         self.t0 = self.last = time.time()
 
     def __call__(self, step: int) -> None:
+        """Emit a line for ``step`` if ``every`` seconds have passed (lines mode only)."""
         now = time.time()
         if not lines_mode() or now - self.last < self.every or step + 1 >= self.total:
             return

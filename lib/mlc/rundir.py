@@ -67,6 +67,7 @@ def finished_methods(params: RunParams) -> list[str]:
 
 
 def environment_info(repo_root: Path | None = None) -> dict:
+    """Python, platform, package versions, git commit and device, for ``environment.json``."""
     packages = {}
     for name in ("torch", "torchvision", "timm", "open_clip_torch", "numpy", "pandas", "papermill", "mlc-kit"):
         try:

@@ -105,6 +105,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module: str, name: str):
+        """The class ``module.name`` if it is on the allow list, else an UnpicklingError."""
         if (module, name) in self._ALLOWED or (module == "numpy.dtypes" and name.endswith("DType")):
             return super().find_class(module, name)
         raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")

@@ -47,15 +47,18 @@ def status(stage_dir: str | os.PathLike) -> str:
 
 
 def is_finished(stage_dir: str | os.PathLike) -> bool:
+    """Whether the stage finished successfully."""
     return status(stage_dir) == "finished"
 
 
 def mark_failed(stage_dir: str | os.PathLike, info: dict) -> Path:
+    """Write ``failed.json`` with ``info`` (why, where) and the time."""
     return atomic_write_text(Path(stage_dir) / FAILED, json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
                                                                   **info}, indent=1))
 
 
 def failure(stage_dir: str | os.PathLike) -> dict | None:
+    """The contents of ``failed.json``, or None when the stage has not failed."""
     path = Path(stage_dir) / FAILED
     if not path.is_file():
         return None
@@ -66,6 +69,7 @@ def failure(stage_dir: str | os.PathLike) -> dict | None:
 
 
 def clear_failed(stage_dir: str | os.PathLike) -> None:
+    """Remove ``failed.json`` (a rerun starts from the last good checkpoint)."""
     (Path(stage_dir) / FAILED).unlink(missing_ok=True)
 
 

@@ -98,10 +98,12 @@ class MethodData:
 
     @property
     def label_names(self) -> list[str]:
+        """Display names of the method's labels, in column order."""
         return [self.manifest.label_names[i] for i in self.labels]
 
 
 def method_data(params: RunParams, name: str, manifest: Manifest | None = None) -> MethodData:
+    """The method's manifest, label columns and datasets (train, val, test; val = test with ``select_on: test``)."""
     mp = method_params(params, name)
     manifest = manifest or prepare_data(params)
     labels = manifest.label_subset(mp.label_subset)
@@ -137,6 +139,7 @@ def check_method_data(data: MethodData, tp, check_files: bool = True, progress: 
 
 
 def train_method(params: RunParams, name: str, progress: bool = True) -> FitResult:
+    """Train method ``name`` of the params into ``<run>/<name>/`` (resumes, reuses a finished run); its result."""
     mp = method_params(params, name)
     run_dir = prepare_run_dir(params)
     data = method_data(params, name)

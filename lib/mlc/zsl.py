@@ -35,6 +35,7 @@ def average_precision_known(scores: np.ndarray, targets: np.ndarray) -> float:
 
 
 def topk_prf(scores: np.ndarray, targets: np.ndarray, k: int) -> dict:
+    """Micro precision, recall and F1 of the top-``k`` labels of each image."""
     n, c = scores.shape
     k = min(k, c)
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < c else np.tile(np.arange(c), (n, 1))
@@ -94,4 +95,5 @@ def report_table(reports: dict[str, dict], ks=(3, 5)) -> pd.DataFrame:
 
 
 def random_ranking_scores(n_images: int, n_labels: int, seed: int = 0) -> np.ndarray:
+    """Uniform random scores [N, C] (the random-ranking baseline)."""
     return np.random.default_rng(seed).random((n_images, n_labels))

@@ -74,15 +74,18 @@ class MultiLabelDataset(Dataset):
 
     @property
     def parquet_path(self):
+        """The split's parquet file (named in every error about a row)."""
         return self.manifest.root / f"{self.split_name}.parquet"
 
     def __len__(self) -> int:
         return len(self._records)
 
     def image_path(self, i: int):
+        """Absolute path of item ``i``'s image."""
         return self.manifest.image_root / self._records[i]["image"]
 
     def load_image(self, i: int) -> Image.Image:
+        """Item ``i``'s image as RGB; a missing or undecodable file is an :class:`ImageError` naming it and its row."""
         path = self.image_path(i)
         where = f"(listed in {self.parquet_path}, row {i})"
         try:

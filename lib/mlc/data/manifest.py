@@ -113,22 +113,27 @@ class Manifest:
     # -- labels ---------------------------------------------------------------------------------
     @property
     def name(self) -> str:
+        """The dataset's name."""
         return self.meta["name"]
 
     @property
     def num_labels(self) -> int:
+        """Number of labels."""
         return len(self.labels)
 
     @property
     def label_names(self) -> list[str]:
+        """Display names, in label-index order."""
         return [l.name for l in self.labels]
 
     @property
     def seen_indices(self) -> np.ndarray:
+        """Indices of the seen labels."""
         return np.array([l.index for l in self.labels if l.seen], dtype=np.int64)
 
     @property
     def unseen_indices(self) -> np.ndarray:
+        """Indices of the unseen labels (open vocabulary)."""
         return np.array([l.index for l in self.labels if not l.seen], dtype=np.int64)
 
     def label_subset(self, which: str) -> np.ndarray:
@@ -143,15 +148,18 @@ class Manifest:
 
     @property
     def image_root(self) -> Path:
+        """The folder image paths are relative to."""
         root = Path(self.meta["image_root"])
         return root if root.is_absolute() else self.root / root
 
     @property
     def split_names(self) -> list[str]:
+        """The manifest's splits (train, val, test, ...)."""
         return list(self.meta["splits"])
 
     # -- rows -----------------------------------------------------------------------------------
     def split(self, name: str) -> pd.DataFrame:
+        """A split's rows (read once, validated); a missing or corrupt file is a :class:`ManifestError`."""
         if name not in self._splits:
             path = self.root / f"{name}.parquet"
             if name not in self.meta["splits"] or not path.is_file():

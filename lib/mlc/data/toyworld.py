@@ -57,6 +57,7 @@ class ToyWorldConfig:
     supersample: int = 4
 
     def key(self) -> str:
+        """A short hash of everything that determines the generated world (its folder name)."""
         blob = json.dumps(asdict(self), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -71,10 +72,12 @@ class WorldStructure:
 
     @property
     def names(self) -> list[str]:
+        """Label names, ``<colour> <shape>``."""
         return [f"{c} {s}" for c, s in self.labels]
 
 
 def build_structure(cfg: ToyWorldConfig) -> WorldStructure:
+    """Labels, scenes, their label priors and co-occurring pairs, drawn from the config's seed."""
     rng = np.random.default_rng([cfg.seed, 7919])
     labels = [(c, s) for c in COLOURS for s in SHAPES]
     n = len(labels)
@@ -193,6 +196,7 @@ def render_image(scene: str, objects: list[tuple[str, str]], cfg: ToyWorldConfig
 
 
 def caption_for(names: list[str], scene: str) -> str:
+    """The caption of an image: every object it holds and its scene."""
     parts = [("an " if n[0] in "aeiou" else "a ") + n for n in names]
     objects = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"{objects} {SCENE_PHRASES[scene]}"

@@ -29,6 +29,7 @@ class CutoutPIL:
         self.factor = factor
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        """A copy of ``img`` with one cut-out square."""
         img = img.copy()
         w, h = img.size
         hole_h, hole_w = int(self.factor * h + 0.5), int(self.factor * w + 0.5)
@@ -89,6 +90,7 @@ class OfficialRandAugment:
     ops = tuple(_OPS)
 
     def __call__(self, img: Image.Image) -> Image.Image:
+        """``img`` after the policy's random operations."""
         img = img.convert("RGB")
         for _ in range(2):
             name, m = random.choice(self.ops), random.randint(1, 9)

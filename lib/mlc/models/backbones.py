@@ -38,6 +38,7 @@ class BackboneSpec:
 
 
 def register_backbone(name: str, num_features: int, stride: int, has_cls: bool = False, description: str = ""):
+    """Register ``fn(pretrained, weights) -> nn.Module`` as backbone ``name`` with its width and stride."""
     def deco(fn):
         if name in _REGISTRY:
             raise KeyError(f"backbone {name!r} registered twice")
@@ -47,6 +48,7 @@ def register_backbone(name: str, num_features: int, stride: int, has_cls: bool =
 
 
 def list_backbones() -> list[str]:
+    """Names of every registered backbone."""
     return sorted(_REGISTRY)
 
 
@@ -75,6 +77,7 @@ class Backbone(nn.Module):
         self.stride, self.has_cls = spec.stride, spec.has_cls
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Images [B, 3, S, S] -> (tokens [B, N, D], grid (h, w))."""
         feats = self.body(images)
         if isinstance(feats, dict):          # torchvision IntermediateLayerGetter
             feats = feats["out"]

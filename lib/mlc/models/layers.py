@@ -39,6 +39,7 @@ class FeedForward(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x):
+        """Apply the wrapped layers."""
         return self.linear2(self.dropout(torch.relu(self.linear1(x))))
 
 
@@ -59,6 +60,7 @@ class EncoderLayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, src: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """One encoder layer over tokens [B, N, D] (``pos`` added to queries and keys)."""
         if self.pre_norm:
             x = self.norm1(src)
             q = k = x if pos is None else x + pos
@@ -88,6 +90,7 @@ class DecoderLayer(nn.Module):
         self.norm_ffn, self.dropout_ffn = nn.LayerNorm(dim), nn.Dropout(dropout)
 
     def forward(self, tgt, memory, pos, query_pos):
+        """One decoder layer: label queries attend to each other, then to the image memory."""
         if self.self_attn is not None:
             q = k = tgt + query_pos
             tgt = self.norm_self(tgt + self.dropout_self(self.self_attn(q, k, tgt, need_weights=False)[0]))
@@ -114,6 +117,7 @@ class GroupWiseLinear(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:  # h [B, K, D] -> [B, K]
+        """Per-label features [B, C, D] -> logits [B, C] (one linear classifier per label)."""
         return (h * self.weight).sum(-1) + self.bias
 
 

@@ -92,6 +92,7 @@ class PromptLearner(nn.Module):
         self.register_buffer("slot", slot.to(self.token_table.device), persistent=False)
 
     def forward(self) -> torch.Tensor:
+        """The prompt embeddings of every label [C, E] from the learned context."""
         x = self.token_table[self.tokens]                           # [C, L, W] CLIP's rows (label names)
         mask = self.slot >= 0
         x = torch.where(mask[..., None], self.context[self.slot.clamp(min=0)], x)   # template rows: learnt
@@ -138,6 +139,7 @@ class MKT(nn.Module):
             raise RuntimeError(f"{path}: the stage-1 checkpoint does not fit {self.cfg.clip_model}: {e}") from None
 
     def set_label_embeddings(self, table: torch.Tensor) -> None:
+        """Use ``table`` [C, E] as the label embeddings (stage 1); C may change."""
         self.label_embeddings = torch.as_tensor(table, dtype=torch.float32, device=self.visual.proj.device)
         self.num_classes = self.label_embeddings.shape[0]
 
@@ -154,6 +156,7 @@ class MKT(nn.Module):
         self.set_label_embeddings(torch.from_numpy(table))
 
     def train(self, mode: bool = True):
+        """Train mode for the trained parts only; the frozen CLIP stays in eval mode."""
         super().train(mode)
         if self.prompt is not None:
             self.visual.eval()
@@ -166,6 +169,7 @@ class MKT(nn.Module):
         return tokens[:, 1:], tokens[:, 0]
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images -> logits [B, C], patch features, the distilled feature and per-label similarity maps."""
         from ..clip import grid_size
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.prompt is None):
             patches, glob = self.encode_image(images)
@@ -178,6 +182,7 @@ class MKT(nn.Module):
 
 @register_model("mkt", MKTConfig)
 def build_mkt(cfg: MKTConfig, num_classes: int, label_names: list[str] | None = None) -> MKT:
+    """Build MKT (registered as ``mkt``)."""
     return MKT(cfg, num_classes, label_names)
 
 

@@ -66,6 +66,7 @@ class Query2Label(nn.Module):
         self.head = GroupWiseLinear(num_classes, d)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images -> logits [B, C], per-label attention maps and the decoder's outputs."""
         tokens, (h, w) = self.backbone(images)                      # [B, N(+1), C]
         if self.backbone.has_cls:
             tokens = tokens[:, 1:]
@@ -86,6 +87,7 @@ class Query2Label(nn.Module):
 
 @register_model("q2l", Q2LConfig)
 def build_q2l(cfg: Q2LConfig, num_classes: int, label_names: list[str] | None = None) -> Query2Label:
+    """Build Query2Label (registered as ``q2l``)."""
     return Query2Label(cfg, num_classes)
 
 

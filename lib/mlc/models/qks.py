@@ -56,6 +56,7 @@ class QueryFormerLayer(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, q: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One query-former layer: queries [B, Q, D] attend to themselves, then to the image tokens."""
         a = self.self_attn(q, q, q, need_weights=False)[0]
         q = self.norm_self(q + self.dropout(a))
         c, weights = self.cross_attn(q, image, image, need_weights=True, average_attn_weights=False)
@@ -96,17 +97,20 @@ class QKS(nn.Module):
         self.num_classes = self.label_embeddings.shape[0]
 
     def set_label_names(self, names: list[str], cache_dir: str = "outputs/embeddings") -> None:
+        """Score the labels ``names`` from now on (their 85-prompt CLIP embeddings, cached)."""
         from ..embeddings import build_text_embeddings
         table = build_text_embeddings(self.cfg.prompts, list(names), cache_dir, model_name=self.cfg.clip_model,
                                       pretrained=self.cfg.clip_pretrained, normalize=self.cfg.normalize_prompts)
         self.set_label_embeddings(torch.from_numpy(table))
 
     def train(self, mode: bool = True):
+        """Train mode for the query former only; the frozen CLIP stays in eval mode."""
         super().train(mode)
         self.visual.eval()                                 # frozen tower (no dropout or BN in a CLIP ViT)
         return self
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images -> logits [B, C] (max over queries), winning queries and per-label attention maps."""
         from ..clip import grid_size, visual_tokens
         with torch.no_grad():
             tokens = visual_tokens(self.visual, images)    # [B, 1 + N, W]
@@ -132,6 +136,7 @@ class QKS(nn.Module):
 
 @register_model("qks", QKSConfig)
 def build_qks(cfg: QKSConfig, num_classes: int, label_names: list[str] | None = None) -> QKS:
+    """Build QKS (registered as ``qks``)."""
     return QKS(cfg, num_classes, label_names)
 
 

@@ -49,11 +49,13 @@ def register_method(name: str):
 
 
 def method_builder(name: str) -> Callable | None:
+    """How model ``name`` trains (its registered method builder), or None for a plain classifier."""
     model_entry(name)
     return _METHODS.get(name)
 
 
 def model_entry(name: str) -> ModelEntry:
+    """The registry entry of model ``name``; an unknown name is a KeyError with a suggestion."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}{did_you_mean(name, _MODELS, 3)}; known: {', '.join(sorted(_MODELS))}")
     return _MODELS[name]

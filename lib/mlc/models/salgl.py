@@ -126,6 +126,7 @@ class SALGL(nn.Module):
         self.comatrix += torch.einsum("bs,bi,bj->sij", w, y, y).to(self.comatrix.dtype)
 
     def forward(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Images (and, in training, targets for the co-occurrence memory) -> logits, scenes, graphs, attention."""
         tokens, (h, w) = self.backbone(images)                     # [B, N, D], N = hw (+1 with a CLS token)
         pos = None
         if self.cfg.pos:
@@ -157,6 +158,7 @@ class SALGL(nn.Module):
 
 @register_model("salgl", SALGLConfig)
 def build_salgl(cfg: SALGLConfig, num_classes: int, label_names: list[str] | None = None) -> SALGL:
+    """Build SALGL (registered as ``salgl``)."""
     return SALGL(cfg, num_classes, label_names)
 
 

@@ -79,6 +79,7 @@ class SGRE(nn.Module):
         return block(seq.transpose(1, 2)).transpose(1, 2)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Images -> logits [B, C] of the pixel branch, object-branch logits and attention maps."""
         tokens, (h, w) = self.backbone(images)                       # [B, N(+1), D]
         keep_cls = self.backbone.has_cls and not self.cfg.rm_cls
         if self.backbone.has_cls and self.cfg.rm_cls:
@@ -111,6 +112,7 @@ class SGRE(nn.Module):
 
 @register_model("sgre", SGREConfig)
 def build_sgre(cfg: SGREConfig, num_classes: int, label_names: list[str] | None = None) -> SGRE:
+    """Build SGRE (registered as ``sgre``)."""
     return SGRE(cfg, num_classes, label_names)
 
 

@@ -13,6 +13,7 @@ class DatasetFormatError(ValueError):
 
 
 def require(path: Path, what: str = "file") -> Path:
+    """``path`` if it exists, else a :class:`DatasetFormatError` naming it."""
     path = Path(path)
     if not path.exists():
         raise DatasetFormatError(f"{path}: {what} not found")
@@ -98,6 +99,7 @@ def group_lists(row: np.ndarray, col: np.ndarray, n_rows: int) -> list[np.ndarra
 
 
 def missing_images(image_root: Path, relative: list[str]) -> list[str]:
+    """The entries of ``relative`` with no file under ``image_root``."""
     return [r for r in relative if not (image_root / r).is_file()]
 
 

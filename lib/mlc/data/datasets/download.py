@@ -39,11 +39,13 @@ class DownloadReport:
 
 
 def target_path(out_dir: Path, image_id: str, flat: bool) -> Path:
+    """Where an image is saved: sharded by the id's first two characters unless ``flat``."""
     return out_dir / f"{image_id}.jpg" if flat else out_dir / image_id[:2] / f"{image_id}.jpg"
 
 
 def fetch_and_save(url: str, dest: Path, short_side: int = 256, retries: int = 3, timeout: float = 30.0,
                    backoff: float = 0.5) -> None:
+    """Download one image with retries (none on a 404), resize its shorter side, write it atomically."""
     last = None
     for attempt in range(retries):
         try:
@@ -73,6 +75,7 @@ def fetch_and_save(url: str, dest: Path, short_side: int = 256, retries: int = 3
 def download_images(images_csv: str | Path, out_dir: str | Path, workers: int = 16, flat: bool = False,
                     short_side: int = 256, retries: int = 3, timeout: float = 30.0, limit: int | None = None,
                     progress: bool = True, backoff: float = 0.5) -> DownloadReport:
+    """Download every image of an Open Images CSV in parallel (resumable); failures go to failures.csv."""
     images_csv, out_dir = require(Path(images_csv)), Path(out_dir)
     try:
         df = pd.read_csv(images_csv, usecols=["ImageID", "OriginalURL"], dtype=str)
@@ -98,6 +101,7 @@ def download_images(images_csv: str | Path, out_dir: str | Path, workers: int = 
 
 
 def main(argv=None) -> None:
+    """``python -m mlc.data.datasets.download IMAGES_CSV OUT_DIR``."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("images_csv")
     ap.add_argument("out_dir")

@@ -78,6 +78,7 @@ def _drop_missing(raw: Path, out_dir: Path, frames: dict[str, pd.DataFrame], str
 
 @register_converter("nuswide81")
 def convert_nuswide81(raw_root, out_dir, strict: bool = False):
+    """NUS-WIDE with the 81 concepts: ``raw_root`` holds ImageList/, Groundtruth/ and Concepts81.txt."""
     raw, out_dir = Path(raw_root), Path(out_dir)
     concepts = read_lines(raw / "Concepts81.txt")
     if len(set(concepts)) != len(concepts):
@@ -191,6 +192,7 @@ def _read_mkt(raw: Path):
 
 @register_converter("nuswide_zsl")
 def convert_nuswide_zsl(raw_root, out_dir, layout: str = "qks", strict: bool = False):
+    """NUS-WIDE zero-shot split (925 seen / 81 unseen) from the QKS or the MKT layout (same manifest)."""
     raw, out_dir = Path(raw_root), Path(out_dir)
     if layout not in ("qks", "mkt"):
         raise ValueError(f"layout must be 'qks' or 'mkt', got {layout!r}")

@@ -32,6 +32,7 @@ from .registry import register_converter
 
 
 def read_class_descriptions(path: Path) -> dict[str, str]:
+    """MID -> display name from ``class-descriptions.csv`` (no header)."""
     require(path)
     try:
         df = pd.read_csv(path, header=None, names=["mid", "name"], dtype=str, keep_default_na=False)

@@ -29,6 +29,7 @@ def _list(path: Path) -> list[str]:
 
 @register_converter("vg500")
 def convert_vg500(raw_root, out_dir, strict: bool = False):
+    """Visual Genome 500 from the SSGRL partition and ``objects.json`` (see the module docstring)."""
     raw, out_dir = Path(raw_root), Path(out_dir)
     part = raw / "ssgrl_partition"
     index_path = part / "vg_category_500_labels_index.json"
