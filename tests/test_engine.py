@@ -117,3 +117,13 @@ def test_a_method_can_join_an_existing_run_but_shared_settings_cannot_change(tmp
     (tmp_path / "grow" / "q2l" / "checkpoints" / "last.pt").write_bytes(b"")       # q2l's training has started
     with pytest.raises(RunConflictError, match="seed: 5 -> 0"):
         prepare_run_dir(full)
+
+
+def test_device_cuda_fails_at_once_with_the_reason_when_unusable():
+    from mlc.engine import describe_cuda, pick_device
+    if torch.cuda.is_available():
+        assert pick_device("cuda").type == "cuda" and "sees" in describe_cuda()
+    else:
+        with pytest.raises(RuntimeError, match=r"device 'cuda' was asked for, but torch cannot use a GPU here: torch "):
+            pick_device("cuda")
+        assert pick_device("auto").type == "cpu"

@@ -45,10 +45,31 @@ from .progress import bar as progress_bar
 
 
 def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when available, else the CPU; any other name as given."""
+    """``auto``: CUDA when torch can use it, else the CPU; ``cuda`` fails at once, with the reason, when torch
+    cannot use a GPU (no device, or a driver too old for this torch build); any other name as given."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} was asked for, but torch cannot use a GPU here: "
+                           f"{describe_cuda()}. Use device: cpu, or install the torch build that matches the driver")
+    return device
+
+
+def describe_cuda() -> str:
+    """What torch found of CUDA: the GPUs, or why there are none (build without CUDA, no device, old driver)."""
+    if torch.version.cuda is None:
+        return f"torch {torch.__version__} is a CPU-only build"
+    if torch.cuda.is_available():
+        names = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
+        return f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees {names}"
+    import warnings
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.is_available()
+    why = f" ({caught[0].message})" if caught else ""
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda} but sees no usable GPU "
+            f"(no NVIDIA device, or a driver too old for this build){why}")
 
 
 def seed_everything(*keys: int) -> int:
@@ -241,6 +262,8 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     show = progress and dist.is_main_process()
     device = pick_device(tp.device)
+    logger.info(f"[{stage_name}] device {device}" + (f" (train.device: {tp.device}; {describe_cuda()})"
+                                                      if tp.device == "auto" else ""))
     model = method.model.to(device)
     optimizer = torch.optim.AdamW(build_param_groups(model, tp), lr=tp.lr, weight_decay=tp.weight_decay)
     get_train_loader = make_train_loader or (lambda epoch: loaders["train"])
