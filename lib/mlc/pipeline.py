@@ -95,15 +95,19 @@ def run_all(params_file: str | Path, only: list[str] | None = None, set_args: li
     return 0
 
 
+# the progress lines worth a terminal: "[q2l] epoch 3/12 ... ETA 1m40s", "[toy CLIP] epoch ...", resume notes
+_PROGRESS_LINE = re.compile(r"^\[[^\]]+\] |^resuming |^early stop")
+
+
 def _stream_notebook_output() -> None:
-    """Show what the notebooks print (papermill's ``log_output``) on the terminal, line by line, indented."""
+    """Show the notebooks' progress lines (from papermill's ``log_output``) on the terminal as they come."""
     import logging
 
     class Lines(logging.Handler):
         def emit(self, record):
-            text = record.getMessage().rstrip()
-            if text and not text.startswith(("Executing", "Ending Cell", "Input Notebook", "Output Notebook")):
-                print("   " + text.replace("\n", "\n   "), flush=True)
+            for line in record.getMessage().splitlines():
+                if _PROGRESS_LINE.match(line.strip()):
+                    print("   " + line.strip(), flush=True)
 
     log = logging.getLogger("papermill")
     if not any(isinstance(h, Lines) for h in log.handlers):
