@@ -41,6 +41,12 @@ def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu
     local cache only), or None (random weights).  A missing file is an error saying what to fetch."""
     import open_clip
     _register_configs()
+    config = open_clip.get_model_config(model_name) or {}
+    if pretrained == "openai" and not config.get("quick_gelu", False):
+        # open_clip builds e.g. ViT-B-16 with nn.GELU; OpenAI's weights were trained with QuickGELU, and loading
+        # them into a GELU model changes every output without a word
+        raise ValueError(f"CLIP {model_name!r} is built with nn.GELU, but OpenAI's weights were trained with "
+                         f"QuickGELU: use {model_name + '-quickgelu'!r} (as the kit's paper configs do)")
     if pretrained not in (None, "openai") and not Path(pretrained).is_file():
         hint = ("train it with notebooks/02_toy_clip.ipynb" if model_name.startswith("mlc-") else
                 f"download the OpenAI weights (e.g. ViT-B-16.pt from openaipublic) and save them as {pretrained}")
