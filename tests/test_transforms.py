@@ -49,3 +49,64 @@ def test_policy_changes_images_and_transform_shapes():
     assert len(ev.transforms) == 3  # resize, tensor, normalise: no augmentation at evaluation
     back = T.denormalize(ev(_image())[None], "clip")
     assert float(back.min()) >= 0 and float(back.max()) <= 1
+
+
+@pytest.fixture(scope="module")
+def package():
+    """PyPI ``randaugment==1.0.2`` itself (a test dependency); it calls ``np.int``, gone since NumPy 1.24."""
+    if not hasattr(np, "int"):
+        np.int = int            # the shim the package needs on a current NumPy
+    from randaugment import randaugment as ra
+    return ra
+
+
+def _photo(size=96):
+    """A smooth image with structure (so that resampling and fills show), not noise."""
+    y, x = np.mgrid[0:size, 0:size]
+    rgb = np.stack([(x * 255 // size), (y * 255 // size), ((x + y) * 127 // size)], -1).astype(np.uint8)
+    rgb[size // 3: size // 2, size // 4: size // 2] = (240, 30, 30)
+    return Image.fromarray(rgb)
+
+
+@pytest.mark.parametrize("op", T.OfficialRandAugment.ops)
+def test_each_official_op_equals_the_package_at_every_magnitude(package, op):
+    img = _photo()
+    for m in range(1, 10):
+        for seed in range(3):
+            random.seed(seed)
+            np.random.seed(seed)
+            theirs = package.SubPolicy(1.0, op, m, 0.0, op, m)(img)      # draws random() for p1, then the op
+            random.seed(seed)
+            np.random.seed(seed)
+            random.random()
+            mine = T.apply_op(img, op, m)
+            assert mine.size == theirs.size
+            assert np.array_equal(np.asarray(mine.convert("RGB")), np.asarray(theirs.convert("RGB"))), (op, m, seed)
+
+
+def test_the_whole_policy_equals_the_package_draw_for_draw(package):
+    img = _photo()
+    theirs_policy, mine_policy = package.RandAugment(), T.OfficialRandAugment()
+    for seed in range(150):
+        random.seed(seed)
+        np.random.seed(seed)
+        theirs = np.asarray(theirs_policy(img).convert("RGB"))
+        random.seed(seed)
+        np.random.seed(seed)
+        mine = np.asarray(mine_policy(img))
+        assert np.array_equal(mine, theirs), seed
+
+
+def test_fixed_differences_rotation_fill_translation_resampling_and_cutout_size():
+    img = Image.new("RGB", (64, 64), (255, 255, 255))
+    rotated = np.asarray(T.apply_op(img, "Rotate", 9))
+    assert tuple(rotated[0, 0]) == (128, 128, 128)                       # grey corners, not black
+    random.seed(1)
+    shifted = np.asarray(T.apply_op(_photo(64), "TranslateX", 5))
+    values = set(map(tuple, np.asarray(_photo(64)).reshape(-1, 3))) | {(128, 128, 128)}
+    assert set(map(tuple, shifted.reshape(-1, 3))) <= values              # whole-pixel shifts: no new colours
+    np.random.seed(0)
+    black = Image.new("RGB", (400, 400))
+    for _ in range(5):
+        hole = np.asarray(T.apply_op(black, "Cutout", 9)).any(-1)
+        assert hole.sum() <= 400                                          # at most 20 x 20, as the package

@@ -5,7 +5,7 @@ RandAugment comes in two flavours (``InputParams.randaugment``):
 * ``"official"``: a re-implementation of the policy of PyPI ``randaugment==1.0.2``, which Query2Label,
   SALGL and SGRE train with (that package calls ``np.int`` and no longer runs on NumPy >= 1.24):
   per image two (operation, magnitude 1..9) pairs drawn uniformly from 15 operations, each
-  applied with probability 0.5.
+  applied with probability 0.5; the same draws and pixels as the package (tests/test_transforms.py).
 * ``"torchvision"``: ``torchvision.transforms.RandAugment()`` (2 ops, magnitude 9).
 """
 from __future__ import annotations
@@ -45,58 +45,78 @@ def _sign() -> int:
     return random.choice((-1, 1))
 
 
-def _affine(img, matrix):
-    return img.transform(img.size, Image.Transform.AFFINE, matrix, Image.Resampling.BICUBIC, fillcolor=(128, 128, 128))
+def _affine(img, matrix, resample=Image.Resampling.BICUBIC):
+    return img.transform(img.size, Image.Transform.AFFINE, matrix, resample, fillcolor=(128, 128, 128))
 
 
-def _cutout_pixels(img, size):
+def _rotate_grey(img, degrees):
+    """Counter-clockwise rotation; the corners it uncovers are grey (128), as the package fills them."""
+    rotated = img.convert("RGBA").rotate(degrees)
+    return Image.composite(rotated, Image.new("RGBA", rotated.size, (128,) * 4), rotated).convert(img.mode)
+
+
+def _cutout_pixels(img, size: int):
+    """The package's Cutout: a square of side 2 * (size // 2) around a centre drawn with numpy's generator,
+    clipped to the image, filled with (125, 122, 113)."""
     img = img.copy()
     w, h = img.size
-    x, y = random.uniform(0, w), random.uniform(0, h)
-    x0, y0 = int(max(0, x - size / 2)), int(max(0, y - size / 2))
-    ImageDraw.Draw(img).rectangle([x0, y0, min(w, x0 + size), min(h, y0 + size)], fill=(125, 122, 113))
+    cx, cy = np.random.randint(low=0, high=w), np.random.randint(low=0, high=h)
+    half = int(size) // 2
+    x0, y0, x1, y1 = max(0, cx - half), max(0, cy - half), min(w, cx + half), min(h, cy + half)
+    if x1 > x0 and y1 > y0:
+        img.paste((125, 122, 113), (x0, y0, x1, y1))
     return img
 
 
-# operation name -> (magnitude for index m in 0..9, function(img, magnitude))
+# operation name -> (magnitude for index m in 0..9, function(img, magnitude)), in the package's order
 _OPS = {
-    "ShearX": (lambda m: np.linspace(0, 0.3, 10)[m], lambda img, v: _affine(img, (1, v * _sign(), 0, 0, 1, 0))),
-    "ShearY": (lambda m: np.linspace(0, 0.3, 10)[m], lambda img, v: _affine(img, (1, 0, 0, v * _sign(), 1, 0))),
-    "TranslateX": (lambda m: np.linspace(0, 150 / 331, 10)[m],
-                   lambda img, v: _affine(img, (1, 0, v * img.size[0] * _sign(), 0, 1, 0))),
-    "TranslateY": (lambda m: np.linspace(0, 150 / 331, 10)[m],
-                   lambda img, v: _affine(img, (1, 0, 0, 0, 1, v * img.size[1] * _sign()))),
-    "Rotate": (lambda m: np.linspace(0, 30, 10)[m],
-               lambda img, v: img.convert("RGBA").rotate(v).convert("RGB")),  # always counter-clockwise
-    "Color": (lambda m: np.linspace(0, 0.9, 10)[m], lambda img, v: ImageEnhance.Color(img).enhance(1 + v * _sign())),
-    "Posterize": (lambda m: int(np.round(np.linspace(8, 4, 10)[m])), lambda img, v: ImageOps.posterize(img, v)),
-    "Solarize": (lambda m: np.linspace(256, 0, 10)[m], lambda img, v: ImageOps.solarize(img, v)),
-    "Contrast": (lambda m: np.linspace(0, 0.9, 10)[m],
-                 lambda img, v: ImageEnhance.Contrast(img).enhance(1 + v * _sign())),
+    "Invert": (lambda m: None, lambda img, v: ImageOps.invert(img)),
+    "Cutout": (lambda m: int(np.round(np.linspace(0, 20, 10)[m])), lambda img, v: _cutout_pixels(img, v)),
     "Sharpness": (lambda m: np.linspace(0, 0.9, 10)[m],
                   lambda img, v: ImageEnhance.Sharpness(img).enhance(1 + v * _sign())),
+    "AutoContrast": (lambda m: None, lambda img, v: ImageOps.autocontrast(img)),
+    "Posterize": (lambda m: int(np.round(np.linspace(8, 4, 10)[m])), lambda img, v: ImageOps.posterize(img, v)),
+    "ShearX": (lambda m: np.linspace(0, 0.3, 10)[m], lambda img, v: _affine(img, (1, v * _sign(), 0, 0, 1, 0))),
+    # translations resample with nearest neighbours (PIL's default, which the package uses): whole-pixel shifts
+    "TranslateX": (lambda m: np.linspace(0, 150 / 331, 10)[m],
+                   lambda img, v: _affine(img, (1, 0, v * img.size[0] * _sign(), 0, 1, 0), Image.Resampling.NEAREST)),
+    "TranslateY": (lambda m: np.linspace(0, 150 / 331, 10)[m],
+                   lambda img, v: _affine(img, (1, 0, 0, 0, 1, v * img.size[1] * _sign()), Image.Resampling.NEAREST)),
+    "ShearY": (lambda m: np.linspace(0, 0.3, 10)[m], lambda img, v: _affine(img, (1, 0, 0, v * _sign(), 1, 0))),
+    "Rotate": (lambda m: np.linspace(0, 30, 10)[m], lambda img, v: _rotate_grey(img, v)),   # counter-clockwise
+    "Equalize": (lambda m: None, lambda img, v: ImageOps.equalize(img)),
+    "Contrast": (lambda m: np.linspace(0, 0.9, 10)[m],
+                 lambda img, v: ImageEnhance.Contrast(img).enhance(1 + v * _sign())),
+    "Color": (lambda m: np.linspace(0, 0.9, 10)[m], lambda img, v: ImageEnhance.Color(img).enhance(1 + v * _sign())),
+    "Solarize": (lambda m: np.linspace(256, 0, 10)[m], lambda img, v: ImageOps.solarize(img, v)),
     "Brightness": (lambda m: np.linspace(0, 0.9, 10)[m],
                    lambda img, v: ImageEnhance.Brightness(img).enhance(1 + v * _sign())),
-    "AutoContrast": (lambda m: None, lambda img, v: ImageOps.autocontrast(img)),
-    "Equalize": (lambda m: None, lambda img, v: ImageOps.equalize(img)),
-    "Invert": (lambda m: None, lambda img, v: ImageOps.invert(img)),
-    "Cutout": (lambda m: np.linspace(0, 20, 10)[m], lambda img, v: _cutout_pixels(img, v)),
 }
 
 
+def apply_op(img: Image.Image, name: str, m: int) -> Image.Image:
+    """One operation of the policy at magnitude index ``m`` (1..9)."""
+    magnitude_fn, op = _OPS[name]
+    return op(img, magnitude_fn(m))
+
+
 class OfficialRandAugment:
-    """The ``randaugment==1.0.2`` policy: two random (op, magnitude) pairs, each applied with p = 0.5."""
+    """The ``randaugment==1.0.2`` policy that Q2L, SALGL and SGRE train with, draw for draw: one of the
+    135 x 135 pairs of (operation, magnitude 1..9) chosen uniformly, then each applied with p = 0.5.  Given
+    the same ``random`` and ``numpy`` states it returns the package's image bit for bit (tested against the
+    package itself)."""
 
     ops = tuple(_OPS)
 
     def __call__(self, img: Image.Image) -> Image.Image:
         """``img`` after the policy's random operations."""
         img = img.convert("RGB")
-        for _ in range(2):
-            name, m = random.choice(self.ops), random.randint(1, 9)
+        n = len(self.ops) * 9
+        index = random.randint(0, n * n - 1)
+        for k in (index // n, index % n):
+            name, m = self.ops[k // 9], k % 9 + 1
             if random.random() < 0.5:
-                magnitude_fn, op = _OPS[name]
-                img = op(img, magnitude_fn(m))
+                img = apply_op(img, name, m)
         return img
 
 
