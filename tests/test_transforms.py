@@ -110,3 +110,28 @@ def test_fixed_differences_rotation_fill_translation_resampling_and_cutout_size(
     for _ in range(5):
         hole = np.asarray(T.apply_op(black, "Cutout", 9)).any(-1)
         assert hole.sum() <= 400                                          # at most 20 x 20, as the package
+
+
+def test_mkt_paper_config_trains_with_timms_official_pipeline():
+    """MKT's utils/transforms.py: timm create_transform(224, rand-m9-mstd0.5-inc1, bicubic, no colour jitter,
+    no random erasing); evaluation: resize 256 + centre crop 224 (bicubic); ImageNet mean/std."""
+    from conftest import ROOT
+    from mlc.params import load_params
+    params = load_params(ROOT / "params" / "mkt" / "nuswide_vitb16.yaml")
+    for method in ("mkt", "mkt_prompt"):
+        inp = params.methods[method].input
+        train = [type(t).__name__ for t in T.build_transform(inp, train=True).transforms]
+        assert train == ["RandomResizedCropAndInterpolation", "RandomHorizontalFlip", "RandAugment", "MaybeToTensor",
+                         "Normalize"]
+        tf = T.build_transform(inp, train=True).transforms
+        assert tf[0].scale == (0.08, 1.0) and tf[1].p == 0.5
+        ra = tf[2]
+        assert ra.num_layers == 2 and {op.magnitude for op in ra.ops} == {9}
+        assert {op.magnitude_std for op in ra.ops} == {0.5}
+        assert "SolarizeIncreasing" in {op.name for op in ra.ops}                     # the "inc1" op set
+        assert tuple(round(float(v), 3) for v in tf[4].mean) == (0.485, 0.456, 0.406)
+        ev = T.build_transform(inp, train=False).transforms
+        assert [type(t).__name__ for t in ev][:2] == ["Resize", "CenterCrop"] and ev[0].size == 256
+        assert T.build_transform(inp, train=True)(_photo(300)).shape == (3, 224, 224)
+    with pytest.raises(ValueError, match="timm_augment replaces hflip"):
+        T.build_transform(InputParams(timm_augment="rand-m9-mstd0.5-inc1", hflip=True), train=True)

@@ -52,6 +52,10 @@ class InputParams:
     hflip: bool = False                    # training only
     cutout_factor: float = 0.0             # training only; 0.5 = ASL's CutoutPIL (see docs/methods/q2l.md)
     randaugment: Literal["none", "official", "torchvision"] = "none"   # training only
+    # timm's create_transform with this auto_augment policy instead of the options above (MKT's official
+    # pipeline: "rand-m9-mstd0.5-inc1"): RandomResizedCrop + flip + timm RandAugment for training, resize to
+    # size / 0.875 + centre crop for evaluation, bicubic
+    timm_augment: str | None = None
 
 
 @dataclass

@@ -121,7 +121,17 @@ class OfficialRandAugment:
 
 
 def build_transform(inp, train: bool) -> T.Compose:
-    """Transform from ``InputParams``: Resize((S, S)) [-> flip -> cutout -> RandAugment] -> tensor -> normalise."""
+    """Transform from ``InputParams``: Resize((S, S)) [-> flip -> cutout -> RandAugment] -> tensor -> normalise;
+    with ``timm_augment`` timm's own ``create_transform`` (as MKT's official code builds it)."""
+    mean, std = NORMALIZE[inp.normalize]
+    if getattr(inp, "timm_augment", None):
+        if inp.hflip or inp.cutout_factor > 0 or inp.randaugment != "none":
+            raise ValueError("input.timm_augment replaces hflip, cutout_factor and randaugment: leave those unset")
+        from timm.data import create_transform
+        if train:
+            return create_transform(inp.image_size, is_training=True, color_jitter=False, re_prob=0.0,
+                                    auto_augment=inp.timm_augment, interpolation="bicubic", mean=mean, std=std)
+        return create_transform(inp.image_size, is_training=False, interpolation="bicubic", mean=mean, std=std)
     steps = [T.Resize((inp.image_size, inp.image_size))]
     if train:
         if inp.hflip:
@@ -132,7 +142,6 @@ def build_transform(inp, train: bool) -> T.Compose:
             steps.append(OfficialRandAugment())
         elif inp.randaugment == "torchvision":
             steps.append(T.RandAugment())
-    mean, std = NORMALIZE[inp.normalize]
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
