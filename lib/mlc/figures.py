@@ -14,6 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 ONE_COLUMN, TWO_COLUMN = 3.4, 7.0
+PNG_DPI = 200                # the PNG copies; rasters drawn into figures (word clouds) are rendered for it
 
 
 def set_style() -> None:
@@ -28,7 +29,7 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [stem.with_suffix(".png"), stem.with_suffix(".pdf")]
-    fig.savefig(paths[0], dpi=200)
+    fig.savefig(paths[0], dpi=PNG_DPI)
     fig.savefig(paths[1])
     return paths
 
@@ -38,8 +39,11 @@ def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxe
     from PIL import Image
     df = manifest.split(split).head(n)
     rows = int(np.ceil(len(df) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, 1.05 * TWO_COLUMN / cols * rows + 0.2 * rows),
-                             squeeze=False)
+    # every row gets room for the longest title of the grid (up to 4 label lines + "+k more")
+    lines = max([min(len(p), 4) + (len(p) > 4) for p in df["pos"]] + [1])
+    cell, line = TWO_COLUMN / cols, 6.5 * 1.25 / 72
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, rows * (cell + lines * line + 0.06)), squeeze=False,
+                             gridspec_kw={"hspace": (lines * line + 0.06) / cell})
     palette = sns.color_palette("colorblind", 10)
     names = manifest.label_names
     for ax, (_, row) in zip(axes.flat, df.iterrows()):
@@ -55,7 +59,8 @@ def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxe
         ax.set_title("\n".join(pos[:4] + ([f"+{len(pos) - 4} more"] if len(pos) > 4 else [])), fontsize=6.5)
     for ax in axes.flat:
         ax.axis("off")
-    fig.tight_layout(pad=0.3)
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - (lines * line + 0.04) / fig.get_figheight(),
+                        wspace=0.05)
     return fig
 
 
@@ -124,7 +129,8 @@ def conditional_cooccurrence(targets: np.ndarray) -> np.ndarray:
 
 
 def cooccurrence_by_scene(manifest, split: str = "train", labels: list[int] | None = None):
-    """One P(b | a) heatmap per scene (toy world and any manifest with a scene column)."""
+    """One P(b | a) heatmap per scene (toy world and any manifest with a scene column).  Up to 40 labels are
+    named on the outer panels; the colour bar fills the grid's empty panel when there is one."""
     df = manifest.split(split)
     t = manifest.dense_targets(split)
     scenes = manifest.meta.get("scenes", sorted(df["scene"].unique()))
@@ -132,34 +138,61 @@ def cooccurrence_by_scene(manifest, split: str = "train", labels: list[int] | No
     names = [manifest.label_names[i] for i in labels]
     cols = min(len(scenes), 3)
     rows = int(np.ceil(len(scenes) / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * rows * 1.05), squeeze=False)
+    ticks = len(names) <= 40
+    tick_size = min(6.0, 130 / max(len(names), 1))
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, TWO_COLUMN / cols * rows * 1.08), squeeze=False)
     for s, ax in zip(range(len(scenes)), axes.flat):
+        r, c = divmod(s, cols)
+        last_row = s + cols >= len(scenes)
         p = conditional_cooccurrence(t[df["scene"].to_numpy() == s][:, labels])
         sns.heatmap(p, ax=ax, vmin=0, vmax=1, cmap="rocket_r", square=True, cbar=False,
-                    xticklabels=names if len(names) <= 12 else False, yticklabels=names if len(names) <= 12 else False)
-        ax.set_title(f"{scenes[s]} ({int((df['scene'] == s).sum())} images)")
-    for ax in list(axes.flat)[len(scenes):]:
+                    xticklabels=names if ticks and last_row else False,
+                    yticklabels=names if ticks and c == 0 else False)
+        ax.tick_params(labelsize=tick_size, length=0, pad=1)
+        ax.set_title(f"{scenes[s]} ({int((df['scene'] == s).sum())} images)", fontsize=7)
+    empty = list(axes.flat)[len(scenes):]
+    for ax in empty:
         ax.axis("off")
-    fig.colorbar(plt.cm.ScalarMappable(cmap="rocket_r", norm=plt.Normalize(0, 1)), ax=axes, shrink=0.6,
-                 label="P(column | row)")
+    mappable = plt.cm.ScalarMappable(cmap="rocket_r", norm=plt.Normalize(0, 1))
+    fig.tight_layout(pad=0.4, w_pad=0.3, h_pad=0.6)
+    if empty:                     # the colour bar in the empty panel, not beside the grid
+        box = empty[0].get_position()
+        cax = fig.add_axes((box.x0 + 0.15 * box.width, box.y0 + 0.45 * box.height, 0.7 * box.width, 0.06 * box.height))
+        fig.colorbar(mappable, cax=cax, orientation="horizontal", label="P(column | row)")
+    else:
+        fig.colorbar(mappable, ax=axes, shrink=0.6, label="P(column | row)")
     return fig
 
 
 def learning_curves(history: list[dict], title: str = ""):
-    """Loss and val mAP (live and EMA) per epoch, one panel each."""
+    """Loss and val mAP (live and EMA) per epoch, one panel each; a series keeps its colour in both panels,
+    epochs are whole numbers, and the loss axis is logarithmic when the losses span more than a decade."""
+    from matplotlib.ticker import MaxNLocator
     h = pd.DataFrame(history)
+    colours = dict(zip(("train", "live", "ema"), sns.color_palette("colorblind", 3)))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(TWO_COLUMN, 2.4))
-    ax1.plot(h["epoch"] + 1, h["train_loss"], marker="o", ms=3, label="train")
+    x = h["epoch"] + 1
+    ax1.plot(x, h["train_loss"], marker="o", ms=3, color=colours["train"], label="train")
+    losses = [h["train_loss"].to_numpy(dtype=float)]
     for src in ("live", "ema"):
         if f"val_loss_{src}" in h:
-            ax1.plot(h["epoch"] + 1, h[f"val_loss_{src}"], marker="o", ms=3, label=f"val ({src})")
-            ax2.plot(h["epoch"] + 1, 100 * h[f"val_mAP_{src}"], marker="o", ms=3, label=f"val ({src})")
+            ax1.plot(x, h[f"val_loss_{src}"], marker="o", ms=3, color=colours[src], label=f"val ({src})")
+            ax2.plot(x, 100 * h[f"val_mAP_{src}"], marker="o", ms=3, color=colours[src], label=f"val ({src})")
+            losses.append(h[f"val_loss_{src}"].to_numpy(dtype=float))
     best = h["best_epoch"].iloc[-1]
     ax2.axvline(best + 1, color="gray", ls=":", lw=1, label="best")
-    ax1.set(xlabel="epoch", ylabel="loss")
+    values = np.concatenate(losses)
+    values = values[np.isfinite(values) & (values > 0)]
+    log = len(values) > 0 and values.max() / values.min() > 10
+    if log:
+        from matplotlib.ticker import NullFormatter
+        ax1.set_yscale("log")
+        ax1.yaxis.set_minor_formatter(NullFormatter())
+    ax1.set(xlabel="epoch", ylabel="loss (log scale)" if log else "loss")
     ax2.set(xlabel="epoch", ylabel="mAP (%)")
-    ax1.legend(fontsize=7)
-    ax2.legend(fontsize=7)
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -246,28 +279,46 @@ def transition_matrices(prob: np.ndarray, names: list[str], labels: list[int] | 
     return fig
 
 
-def label_heatmaps(image, maps: np.ndarray, names: list[str], scores: list[float] | None = None,
-                   title: str = ""):
-    """The image, then one overlay per label of a [K, h, w] map (upsampled to the image), titled with the
-    label and its score."""
+def _upsample(m: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A [h, w] map bilinearly resized to the image (width, height), values kept (no rescaling)."""
     from PIL import Image
+    return np.asarray(Image.fromarray(np.asarray(m, dtype=np.float32), mode="F").resize(size, Image.BILINEAR))
+
+
+def _figure_scale(maps) -> tuple[float, float]:
+    """One colour scale for every map of a figure: a weak map looks weak, a signed one keeps its sign."""
+    values = np.concatenate([np.asarray(m, dtype=np.float32).ravel() for m in maps if len(m)])
+    values = values[np.isfinite(values)]
+    lo, hi = (float(values.min()), float(values.max())) if len(values) else (0.0, 1.0)
+    lo = min(lo, 0.0) if lo >= 0 or hi <= 0 else lo      # non-negative weights start at 0
+    return lo, hi if hi > lo else lo + 1e-6
+
+
+def _overlay_colorbar(fig, axes, lo: float, hi: float, label: str) -> None:
+    fig.colorbar(plt.cm.ScalarMappable(cmap="magma", norm=plt.Normalize(lo, hi)), ax=axes, shrink=0.8,
+                 fraction=0.03, pad=0.01, label=label)
+
+
+def label_heatmaps(image, maps: np.ndarray, names: list[str], scores: list[float] | None = None,
+                   title: str = "", scale_label: str = "attention"):
+    """The image, then one overlay per label of a [K, h, w] map (upsampled to the image), titled with the
+    label and its probability.  All maps share one colour scale (shown by the colour bar)."""
     img = np.asarray(image.convert("RGB")) if hasattr(image, "convert") else np.asarray(image)
     k = len(maps)
-    fig, axes = plt.subplots(1, k + 1, figsize=(min(TWO_COLUMN, 1.5 * (k + 1)), 1.75), squeeze=False)
+    lo, hi = _figure_scale(list(maps))
+    fig, axes = plt.subplots(1, k + 1, figsize=(min(TWO_COLUMN, 1.5 * (k + 1) + 0.6), 1.9), squeeze=False)
     axes = axes[0]
     axes[0].imshow(img)
     axes[0].set_title("image", fontsize=7)
     for ax, m, name, j in zip(axes[1:], maps, names, range(k)):
-        m = np.asarray(m, dtype=np.float32)
-        m = (m - m.min()) / (m.max() - m.min() + 1e-12)
-        up = np.asarray(Image.fromarray((255 * m).astype(np.uint8)).resize(img.shape[1::-1], Image.BILINEAR)) / 255
         ax.imshow(img)
-        ax.imshow(up, cmap="magma", alpha=0.55)
-        ax.set_title(name + (f"\n{scores[j]:.2f}" if scores is not None else ""), fontsize=7)
+        ax.imshow(_upsample(m, img.shape[1::-1]), cmap="magma", alpha=0.55, vmin=lo, vmax=hi)
+        ax.set_title(name + (f"\np = {scores[j]:.2f}" if scores is not None else ""), fontsize=7)
     for ax in axes:
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
+    _overlay_colorbar(fig, list(axes), lo, hi, f"{scale_label} (one scale)")
     return fig
 
 
@@ -282,14 +333,19 @@ def query_usage(counts: np.ndarray, title: str = "which query wins the positive 
 
 
 def heatmap_grid(images: list, maps: list[np.ndarray], titles: list[list[str]], row_titles: list[str] | None = None,
-                 title: str = "", width: float = TWO_COLUMN):
+                 title: str = "", width: float = TWO_COLUMN, max_height: float = 8.5,
+                 scale_label: str = "attention"):
     """Rows of (image, one overlay per label).  ``maps[i]`` is [k, h, w] for image i; ``titles[i]`` its k
-    label titles.  Each map is min-max scaled and upsampled (bilinear) to the image."""
-    from PIL import Image
+    label titles.  Maps are upsampled (bilinear) and share one colour scale for the whole figure (the colour
+    bar), so a weak map looks weak.  As many rows as fit ``max_height`` inches (a page), said in the title."""
     k = max(len(m) for m in maps)
-    rows = len(images)
-    cell = width / (k + 1)
-    fig, axes = plt.subplots(rows, k + 1, figsize=(width, cell * rows * 1.18 + 0.3), squeeze=False)
+    cell = width / (k + 1.4)
+    shown = max(1, min(len(images), int((max_height - 0.35) / (cell * 1.18))))
+    if shown < len(images):
+        title = f"{title} (first {shown} of {len(images)} images)"
+    images, maps, titles = images[:shown], maps[:shown], titles[:shown]
+    lo, hi = _figure_scale([a for m in maps for a in m])
+    fig, axes = plt.subplots(shown, k + 1, figsize=(width, cell * shown * 1.18 + 0.35), squeeze=False)
     for i, (image, m, ts) in enumerate(zip(images, maps, titles)):
         img = np.asarray(image.convert("RGB"))
         axes[i, 0].imshow(img)
@@ -297,17 +353,14 @@ def heatmap_grid(images: list, maps: list[np.ndarray], titles: list[list[str]], 
         for j in range(k):
             ax = axes[i, j + 1]
             if j < len(m):
-                a = np.asarray(m[j], dtype=np.float32)
-                a = (a - a.min()) / (a.max() - a.min() + 1e-12)
-                up = np.asarray(Image.fromarray((255 * a).astype(np.uint8)).resize(img.shape[1::-1],
-                                                                                   Image.BILINEAR)) / 255
                 ax.imshow(img)
-                ax.imshow(up, cmap="magma", alpha=0.55)
+                ax.imshow(_upsample(m[j], img.shape[1::-1]), cmap="magma", alpha=0.55, vmin=lo, vmax=hi)
                 ax.set_title(ts[j], fontsize=6.5)
     for ax in axes.flat:
         ax.axis("off")
     fig.suptitle(title, fontsize=8)
     fig.tight_layout(pad=0.3, rect=(0, 0, 1, 1 - 0.25 / fig.get_figheight()))
+    _overlay_colorbar(fig, list(axes.flat), lo, hi, f"{scale_label} (one scale for the figure)")
     return fig
 
 
@@ -350,10 +403,12 @@ def word_clouds(weights: np.ndarray, names: list[str], titles: list[str], cols: 
             ax.set_title(f"{titles[i]} (empty)", fontsize=8)
             clouds.append(None)
             continue
-        wc = WordCloud(width=400, height=200, background_color="white", max_words=max_words, random_state=seed,
+        # rendered at the size it is printed (the panel's width at the PNG's dpi), never stretched
+        px = int(TWO_COLUMN / cols * PNG_DPI)
+        wc = WordCloud(width=px, height=px // 2, background_color="white", max_words=max_words, random_state=seed,
                        prefer_horizontal=0.95, color_func=_cloud_colour).generate_from_frequencies(freqs)
         clouds.append(wc)
-        ax.imshow(wc.to_array(), interpolation="bilinear")
+        ax.imshow(wc.to_array(), interpolation="none")
         ax.set_title(titles[i], fontsize=8)
     fig.tight_layout(pad=0.4)
     return fig, clouds

@@ -84,15 +84,16 @@ def baseline_reports(params, progress: bool = True) -> dict:
 
 @torch.no_grad()
 def top_labels(model, image_tensor: torch.Tensor, names: list[str], k: int = 5) -> dict:
-    """Single-image inference over a label set: the k best labels, their scores and their maps [k, h, w]
-    (MKT: the local-stream patch similarity; QKS: the winning query's cross-attention)."""
+    """Single-image inference over a label set: the k best labels, their probabilities (``scores``) and logits,
+    and their maps [k, h, w] (MKT: the local-stream patch similarity; QKS: the winning query's cross-attention)."""
     model.eval()
     model.set_label_names(names)
     out = model(image_tensor[None].to(next(model.parameters()).device))
-    scores = out["logits"][0].float().cpu()
-    best = scores.argsort(descending=True)[:k]
-    return {"labels": [names[i] for i in best], "scores": scores[best].tolist(),
-            "maps": out["attention"][0, best].float().cpu().numpy()}
+    logits = out["logits"][0].float().cpu()
+    best = logits.argsort(descending=True)[:k]
+    # scores are probabilities (the sigmoid the evaluation ranks by), as every method's figures print them
+    return {"labels": [names[i] for i in best], "scores": torch.sigmoid(logits[best]).tolist(),
+            "logits": logits[best].tolist(), "maps": out["attention"][0, best].float().cpu().numpy()}
 
 
 @torch.no_grad()
