@@ -14,7 +14,8 @@ stage after an interruption resumes from it; the random state of every epoch is 
 (seed, stage, epoch), so a resumed run ends with the same numbers as an uninterrupted one.  A
 finished stage (``result.json``) is never trained again.  A run whose loss or live scores become
 non-finite stops at once and is marked failed, never reported (see :mod:`mlc.stage`).
-Multi-process ready: scores are gathered before metrics, only the main process writes.
+Scores are gathered over processes before metrics and only the main process writes, but nothing starts a
+process group or shards the data yet: multi-process training is not wired (see docs/methods/q2l.md).
 """
 from __future__ import annotations
 
