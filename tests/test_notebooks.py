@@ -97,6 +97,12 @@ def test_20_evaluate(run_dir):
 
 
 @pytest.mark.slow
+def test_21_explore(run_dir):
+    for fig in ("explore_q2l", "explore_qks_new_labels"):
+        assert (run_dir / "figures" / f"{fig}.pdf").read_bytes()[:4] == b"%PDF", fig
+
+
+@pytest.mark.slow
 def test_30_attention_heatmaps(run_dir):
     for method in ("q2l", "salgl", "sgre", "mkt", "mkt_prompt", "qks"):
         pg = json.loads((run_dir / method / "metrics_pointing.json").read_text())
