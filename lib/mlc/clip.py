@@ -253,3 +253,28 @@ def grid_size(visual) -> tuple[int, int]:
     """(h, w) of the token grid of a CLIP ViT's visual tower."""
     g = visual.grid_size
     return (g, g) if isinstance(g, int) else tuple(g)
+
+
+def zero_shot_report(params, manifest, model, preprocess, tokenizer, split: str = "test", progress: bool = True):
+    """CLIP zero-shot on a split (one prompt per label, ``clip.zero_shot_template``) against a random ranking,
+    for the seen and the unseen labels; writes ``<run>/clip_zero_shot.json``.  Returns (table %, per-class AP)."""
+    import pandas as pd
+
+    from .metrics import per_class_ap
+    scores = zero_shot_scores(model, preprocess, tokenizer, manifest, split, params.clip.zero_shot_template,
+                              progress=progress)
+    targets = manifest.dense_targets(split)
+    ap = per_class_ap(scores, targets, "noninterp")
+    rng = np.random.default_rng(0)
+    random_ap = np.nanmean([per_class_ap(rng.random(scores.shape), targets, "noninterp") for _ in range(5)], axis=0)
+    groups = {"seen": manifest.seen_indices, "unseen": manifest.unseen_indices}
+    table = pd.DataFrame({name: {"CLIP zero-shot mAP": 100 * np.nanmean(ap[idx]),
+                                 "random ranking mAP": 100 * np.nanmean(random_ap[idx]), "labels": len(idx)}
+                          for name, idx in groups.items() if len(idx)}).T
+    params.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(params.run_dir / "clip_zero_shot.json", json.dumps(
+        {"model": params.clip.model, "template": params.clip.zero_shot_template,
+         **{f"{k}_mAP": float(v) / 100 for k, v in table["CLIP zero-shot mAP"].items()},
+         **{f"{k}_random_mAP": float(v) / 100 for k, v in table["random ranking mAP"].items()},
+         "per_class_AP": [None if np.isnan(a) else float(a) for a in ap]}, indent=1))
+    return table, ap

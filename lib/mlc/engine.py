@@ -98,13 +98,23 @@ def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, d
                       pin_memory=torch.cuda.is_available(), persistent_workers=False)
 
 
+def is_frozen(name: str, tp) -> bool:
+    """Whether parameter ``name`` matches one of ``tp.freeze`` (regular expressions, ``re.search``)."""
+    return any(re.search(pat, name) for pat in tp.freeze)
+
+
+def trainable_parameters(model: nn.Module, tp) -> int:
+    """How many parameters training will update: those that require gradients and match no ``tp.freeze``."""
+    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_frozen(n, tp))
+
+
 def build_param_groups(model: nn.Module, tp) -> list[dict]:
     """Freeze parameters matching ``tp.freeze``; group the others by the first ``tp.param_groups`` match."""
     groups = [{"params": [], "lr_scale": g.lr_scale, "weight_decay": tp.weight_decay if g.weight_decay is None
                else g.weight_decay, "name": g.match} for g in tp.param_groups]
     default = {"params": [], "lr_scale": 1.0, "weight_decay": tp.weight_decay, "name": "default"}
     for name, p in model.named_parameters():
-        if any(re.search(pat, name) for pat in tp.freeze):
+        if is_frozen(name, tp):
             p.requires_grad_(False)
         if not p.requires_grad:
             continue
@@ -168,7 +178,7 @@ def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.
         target = batch["target"].to(device, non_blocking=True)
         with autocast():
             out = method.forward_fn(model, images, target)
-            loss = method.loss_fn(out, target)["loss"]
+            loss = method.loss_fn(out, target)["loss"] if method.loss_fn is not None else torch.zeros(())
         scores.append(method.scores_fn(out).float())
         targets.append(target)
         indices.append(batch["index"].to(device))

@@ -40,6 +40,28 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
             "label_names": [data.manifest.label_names[i] for i in data.labels], "report": report}
 
 
+def output_maps(params: RunParams, name: str, outputs: dict[str, str], device: str = "auto",
+                progress: bool = False) -> dict[str, float]:
+    """Test mAP of several logit outputs of one finished run, e.g. SGRE's two branches:
+    ``{"pixel level": "logits", "object level": "object_logits"}`` -> {name: mAP}."""
+    import torch
+
+    from .method import Method
+    mp = method_params(params, name)
+    data = method_data(params, name)
+    dev = pick_device(device if device != "auto" else mp.train.device)
+    model = load_trained(params, name, device=str(dev))
+    loader = make_loader(data.datasets["test"], mp.train.eval_batch_size, shuffle=False,
+                         num_workers=params.data.num_workers)
+    out = {}
+    for label, key in outputs.items():
+        scorer = Method(model, loss_fn=None, scores_fn=lambda o, key=key: torch.sigmoid(o[key].float()))
+        pred = predict(model, scorer, loader, dev, mp.train.amp, desc=f"test {name} ({key})", progress=progress)
+        out[label] = mean_average_precision(pred["scores"], pred["targets"], params.eval.ap_mode,
+                                            params.eval.empty_class)[0]
+    return out
+
+
 def summary_table(reports: dict[str, dict]):
     """One row per method: mAP and the threshold metrics in %, as the papers print them."""
     import pandas as pd

@@ -26,7 +26,8 @@ def sigmoid_scores(out: dict) -> torch.Tensor:
 class Method:
     """What a method gives the engine."""
     model: nn.Module
-    loss_fn: Callable[[dict, torch.Tensor], dict]          # (outputs, targets) -> {"loss": scalar, ...}
+    # (outputs, targets) -> {"loss": scalar, ...}; None for a scorer that is never trained (loss reported as 0)
+    loss_fn: Callable[[dict, torch.Tensor], dict] | None
     scores_fn: Callable[[dict], torch.Tensor] = field(default=sigmoid_scores)
     # (model, images, targets) -> outputs; SALGL passes the targets on (its memory counts them in training)
     forward_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], dict] = forward_images
