@@ -32,3 +32,31 @@ def tiny_world(tmp_path_factory):
     from mlc.data.toyworld import ToyWorldConfig, generate
     return generate(tmp_path_factory.mktemp("toy") / "world", ToyWorldConfig(n_train=60, n_val=20, n_test=30),
                     progress=False)
+
+
+def toy_params_file(tmp_path, out="out", train="epochs: 2, batch_size: 16", extra="", name="rel") -> Path:
+    """A params file over toy_ci with a tiny world (64 / 16 / 24 images) and Q2L's ``train`` settings."""
+    p = tmp_path / f"p_{out}_{abs(hash(train + extra)) % 10**8}.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: {name}\noutput_root: {tmp_path / out}\n"
+                 f"data:\n  root: {tmp_path / 'world'}\n  toy: {{n_train: 64, n_val: 16, n_test: 24}}\n"
+                 f"methods:\n  q2l:\n    train: {{{train}}}\n{extra}")
+    return p
+
+
+def train_subprocess(params_file, method="q2l", **env_extra):
+    """``python -m mlc.train PARAMS --method M`` as a user runs it (``env_extra``: e.g. MLC_KILL_AT_STEP)."""
+    import subprocess
+    env = {**os.environ, "OMP_NUM_THREADS": "2", **env_extra}
+    return subprocess.run([sys.executable, "-m", "mlc.train", str(params_file), "--method", method],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+class RunsCode:
+    """Unpickled with full pickle, this creates a marker file: a stand-in for arbitrary code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))

@@ -7,6 +7,7 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
+from conftest import RunsCode
 from mlc.data.datasets import convert_dataset, list_converters
 from mlc.data.datasets.common import DatasetFormatError, group_lists
 from PIL import Image
@@ -452,27 +453,17 @@ def test_openimages_header_only_csv_is_named(tmp_path):
         convert_dataset("openimages", tmp_path / "oi", tmp_path / "m")
 
 
-class _RunsCode:
-    """A pickle that would create a marker file when unpickled with full pickle."""
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import pathlib
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
 def test_crafted_pickles_in_dataset_layouts_run_nothing(tmp_path, monkeypatch):
     from mlc.safe_load import UnsafeFileError
     marker = tmp_path / "ran"
     _openimages(tmp_path / "oi")
     with open(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl", "wb") as f:
-        pickle.dump(["/m/u1", _RunsCode(marker)], f)
+        pickle.dump(["/m/u1", RunsCode(marker)], f)
     with pytest.raises(UnsafeFileError, match=r"unseen_labels.pkl: the pickle holds objects outside the safe list"):
         convert_dataset("openimages", tmp_path / "oi", tmp_path / "m")
     _nus_mkt(tmp_path / "nus")
     with open(tmp_path / "nus" / "img_names.pkl", "wb") as f:
-        pickle.dump({"img_names": [_RunsCode(marker)]}, f)
+        pickle.dump({"img_names": [RunsCode(marker)]}, f)
     with pytest.raises(UnsafeFileError, match=r"img_names.pkl"):
         convert_dataset("nuswide_zsl", tmp_path / "nus", tmp_path / "m2", layout="mkt")
     assert not marker.exists()

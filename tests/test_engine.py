@@ -1,30 +1,19 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, toy_params_file, train_subprocess
 from mlc.engine import build_scheduler
 from mlc.params import TrainParams, load_params
 from mlc.rundir import RunConflictError, prepare_run_dir
 
 
 def _params_file(tmp_path, out, extra=""):
-    p = tmp_path / f"p_{out}.yaml"
-    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: resume\noutput_root: {tmp_path / out}\n"
-                 f"data:\n  root: {tmp_path / 'world'}\n  toy: {{n_train: 64, n_val: 16, n_test: 24}}\n"
-                 f"methods:\n  q2l:\n    train: {{epochs: 3, batch_size: 16{extra}}}\n")
-    return p
+    return toy_params_file(tmp_path, out, train=f"epochs: 3, batch_size: 16{extra}", name="resume")
 
 
 def _train(params_file, kill_at=None):
-    env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    if kill_at is not None:
-        env["MLC_KILL_AT_STEP"] = str(kill_at)
-    return subprocess.run([sys.executable, "-m", "mlc.train", str(params_file), "--method", "q2l"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    return train_subprocess(params_file, **({} if kill_at is None else {"MLC_KILL_AT_STEP": str(kill_at)}))
 
 
 @pytest.mark.slow

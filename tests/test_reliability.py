@@ -1,15 +1,13 @@
 """Faults and bad input: each case of docs/reliability.md that the kit once got wrong, reproduced."""
 import json
 import os
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, RunsCode, toy_params_file, train_subprocess
 from mlc import stage
 from mlc.data.dataset import ImageError, MultiLabelDataset
 from mlc.data.manifest import Label, ManifestError, write_manifest
@@ -18,35 +16,11 @@ from mlc.rundir import RunConflictError, finished_methods, prepare_run_dir
 from mlc.safe_load import CheckpointError, UnsafeFileError
 
 
-def _params_file(tmp_path, out="out", train="epochs: 2, batch_size: 16", extra="", name="rel"):
-    p = tmp_path / f"p_{out}_{abs(hash(train + extra)) % 10**8}.yaml"
-    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: {name}\noutput_root: {tmp_path / out}\n"
-                 f"data:\n  root: {tmp_path / 'world'}\n  toy: {{n_train: 64, n_val: 16, n_test: 24}}\n"
-                 f"methods:\n  q2l:\n    train: {{{train}}}\n{extra}")
-    return p
-
-
-def _train(params_file, method="q2l", **env_extra):
-    env = {**os.environ, "OMP_NUM_THREADS": "2", **env_extra}
-    return subprocess.run([sys.executable, "-m", "mlc.train", str(params_file), "--method", method],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
-
-
-class _RunsCode:
-    """Unpickled with full pickle, this creates a marker file: a stand-in for arbitrary code."""
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        import pathlib
-        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
-
-
 # ------------------------------------------------------------------------------------ 1. divergence
 @pytest.mark.slow
 def test_diverged_run_stops_at_once_is_marked_failed_and_never_reported(tmp_path):
-    pf = _params_file(tmp_path, train="epochs: 2, batch_size: 16, lr: 1.0e+6")
-    run = _train(pf)
+    pf = toy_params_file(tmp_path, train="epochs: 2, batch_size: 16, lr: 1.0e+6")
+    run = train_subprocess(pf)
     assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
     assert "TrainingDivergedError" in run.stderr and "training diverged at epoch" in run.stderr
     assert "step" in run.stderr and "Traceback" not in run.stderr
@@ -92,16 +66,16 @@ def test_non_finite_scores_are_never_selected():
 @pytest.mark.slow
 def test_resume_after_kill_in_final_test_of_an_early_stopped_run_trains_no_more(tmp_path):
     train = "epochs: 8, batch_size: 16, lr: 0.02, early_stop_patience: 1, ema_decay: null"
-    straight = _train(_params_file(tmp_path, "straight", train))
+    straight = train_subprocess(toy_params_file(tmp_path, "straight", train))
     assert straight.returncode == 0, straight.stderr[-2000:]
     a = json.loads((tmp_path / "straight" / "rel" / "q2l" / "result.json").read_text())
     assert len(a["history"]) < 8, "this recipe no longer triggers early stopping: pick another"
-    pf = _params_file(tmp_path, "killed", train)
-    killed = _train(pf, MLC_KILL_AT="final_test")
+    pf = toy_params_file(tmp_path, "killed", train)
+    killed = train_subprocess(pf, MLC_KILL_AT="final_test")
     assert killed.returncode == -9
     stage_dir = tmp_path / "killed" / "rel" / "q2l"
     assert stage.load_checkpoint(stage_dir / "checkpoints" / "last.pt")[0]["stopped"].startswith("early stop")
-    again = _train(pf)
+    again = train_subprocess(pf)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "training had ended (early stop" in again.stdout and "epoch 1/8" not in again.stdout
     b = json.loads((stage_dir / "result.json").read_text())
@@ -166,14 +140,14 @@ def test_image_paths_cannot_leave_the_image_root(tmp_path):
 def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.pth"
-    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": _RunsCode(marker)}, evil)
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "args": RunsCode(marker)}, evil)
     from mlc.models.convert import read_checkpoint
     with pytest.raises(UnsafeFileError, match=r"evil.pth: the file holds Python objects outside the safe list"):
         read_checkpoint(evil)
     from mlc.models.mkt import MKT
     with pytest.raises(UnsafeFileError, match="evil.pth"):
         MKT._load_image_encoder(None, str(evil))
-    params = load_params(_params_file(tmp_path))
+    params = load_params(toy_params_file(tmp_path))
     best = params.run_dir / "q2l" / "checkpoints" / "best.pt"
     best.parent.mkdir(parents=True)
     os.link(evil, best)
@@ -194,48 +168,48 @@ def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
 @pytest.mark.slow
 def test_crafted_last_checkpoint_fails_the_run_without_running_it(tmp_path):
     marker = tmp_path / "ran"
-    pf = _params_file(tmp_path)
+    pf = toy_params_file(tmp_path)
     ckpt = tmp_path / "out" / "rel" / "q2l" / "checkpoints"
     ckpt.mkdir(parents=True)
-    torch.save({"model": {}, "x": _RunsCode(marker)}, ckpt / "last.pt")
-    run = _train(pf)
+    torch.save({"model": {}, "x": RunsCode(marker)}, ckpt / "last.pt")
+    run = train_subprocess(pf)
     assert run.returncode != 0 and "last.pt: the file holds Python objects outside the safe list" in run.stderr
     assert "MLC_TRUSTED_FILES" in run.stderr and not marker.exists()
 
 
 # ------------------------------------------------------------------------------------ 7, 8. run directories
 def test_a_typo_is_caught_before_anything_is_written(tmp_path):
-    pf = _params_file(tmp_path, extra="    model: {name: q2l, backbone: toy_cnnn}\n")
+    pf = toy_params_file(tmp_path, extra="    model: {name: q2l, backbone: toy_cnnn}\n")
     with pytest.raises(ParamsError, match=r"methods.q2l.model.backbone: unknown backbone 'toy_cnnn'.*did you mean"):
         load_params(pf)
     for bad, msg in (("lr: -1.0e-3", "lr: must be > 0"), ("epochs: 0", "epochs: must be >= 1"),
                      ("batch_size: 0", "batch_size: must be >= 1"), ("lr: .nan", "lr: must be a finite number")):
         with pytest.raises(ParamsError, match=rf":\d+: methods.q2l.train.{msg}"):
-            load_params(_params_file(tmp_path, train=bad))
+            load_params(toy_params_file(tmp_path, train=bad))
     assert not (tmp_path / "out").exists()
 
 
 def test_a_run_that_never_started_training_is_not_a_conflict(tmp_path):
-    prepare_run_dir(load_params(_params_file(tmp_path, train="lr: 1.0e-3")))
-    prepare_run_dir(load_params(_params_file(tmp_path, train="lr: 2.0e-3")))      # fixed before training: fine
+    prepare_run_dir(load_params(toy_params_file(tmp_path, train="lr: 1.0e-3")))
+    prepare_run_dir(load_params(toy_params_file(tmp_path, train="lr: 2.0e-3")))      # fixed before training: fine
     stage_dir = tmp_path / "out" / "rel" / "q2l" / "checkpoints"
     stage_dir.mkdir(parents=True)
     (stage_dir / "last.pt").write_bytes(b"x")
     with pytest.raises(RunConflictError, match=r"methods.q2l.train.lr: 0.002 -> 0.003"):
-        prepare_run_dir(load_params(_params_file(tmp_path, train="lr: 3.0e-3")))
+        prepare_run_dir(load_params(toy_params_file(tmp_path, train="lr: 3.0e-3")))
 
 
 def test_speed_and_logging_settings_are_not_conflicts(tmp_path):
-    prepare_run_dir(load_params(_params_file(tmp_path)))
+    prepare_run_dir(load_params(toy_params_file(tmp_path)))
     (tmp_path / "out" / "rel" / "q2l" / "checkpoints").mkdir(parents=True)
     (tmp_path / "out" / "rel" / "q2l" / "checkpoints" / "last.pt").write_bytes(b"x")
-    p = load_params(_params_file(tmp_path, train="epochs: 2, batch_size: 16, device: cpu, log_every: 3"))
+    p = load_params(toy_params_file(tmp_path, train="epochs: 2, batch_size: 16, device: cpu, log_every: 3"))
     p.data.num_workers = 2
     p.data.check_images = False
     p.description = "other words"
     prepare_run_dir(p)
     with pytest.raises(RunConflictError, match="batch_size"):
-        prepare_run_dir(load_params(_params_file(tmp_path, train="epochs: 2, batch_size: 8")))
+        prepare_run_dir(load_params(toy_params_file(tmp_path, train="epochs: 2, batch_size: 8")))
 
 
 def test_augmentations_do_not_depend_on_loader_workers(tiny_world):
@@ -266,9 +240,9 @@ def test_pipeline_prints_every_line_of_a_notebook_error():
 # ------------------------------------------------------------------------------------ 9. one process per stage
 @pytest.mark.slow
 def test_second_process_on_a_stage_is_told_who_holds_it(tmp_path):
-    pf = _params_file(tmp_path)
+    pf = toy_params_file(tmp_path)
     with stage.lock(tmp_path / "out" / "rel" / "q2l"):
-        run = _train(pf)
+        run = train_subprocess(pf)
     assert run.returncode == 1
     assert f"is being trained by pid {os.getpid()} on host" in run.stderr and "StageLockedError" in run.stderr
     assert stage.status(tmp_path / "out" / "rel" / "q2l") == "new"
@@ -311,7 +285,7 @@ def test_orphaned_temporary_files_and_an_empty_environment_file_are_repaired(tmp
     (d / "checkpoints" / "best.pt").write_bytes(b"keep")
     assert {p.name for p in stage.remove_orphans(d)} == {".last.pt.tmp4242", ".history.jsonl.tmp17"}
     assert [p.name for p in (d / "checkpoints").iterdir()] == ["best.pt"]
-    params = load_params(_params_file(tmp_path))
+    params = load_params(toy_params_file(tmp_path))
     run_dir = prepare_run_dir(params)
     (run_dir / "environment.json").write_text("")                      # what a full disk left
     prepare_run_dir(params)
@@ -338,4 +312,4 @@ def test_params_file_details(tmp_path):
         load_params(tag)
     for name in ("../../x", "/tmp/abs", ".hidden"):
         with pytest.raises(ParamsError, match=r":\d+: name: .* (must|outside)"):
-            load_params(_params_file(tmp_path, name=name))
+            load_params(toy_params_file(tmp_path, name=name))

@@ -16,6 +16,12 @@ import torch
 from .progress import bar as progress_bar
 
 
+def map_kind(model_name: str) -> str:
+    """What a model's ``attention`` holds, for colour-bar labels (docs/models.md): MKT's maps are signed
+    patch-label similarities, every other model's are attention weights."""
+    return "patch-label similarity" if model_name == "mkt" else "attention weight"
+
+
 def load_for_maps(params, name: str, manifest, device: str = "cpu"):
     """The trained model, scoring every label of the manifest in manifest order."""
     from .train import load_trained

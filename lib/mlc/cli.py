@@ -19,19 +19,16 @@ from .cliargs import add_params_arguments, load_from_args
 from .params import ParamsError
 
 
-def _load(args):
-    return load_from_args(args)
-
-
 def _train(args) -> int:
     from .train import run_training
-    return run_training(_load(args), args.method)
+    return run_training(load_from_args(args), args.method)
 
 
 def _evaluate(args) -> int:
     from .evaluate import evaluate_method, summary_table
     from .rundir import finished_methods
-    params = _load(args)
+    from .train import no_such_method
+    params = load_from_args(args)
     names = args.method or finished_methods(params)
     if not names:
         print(f"error: no finished method in {params.run_dir}; train one first (mlc train {args.params} "
@@ -40,7 +37,7 @@ def _evaluate(args) -> int:
     reports = {}
     for name in names:
         if name not in params.methods:
-            print(f"error: {params.source} has no method {name!r} (has {', '.join(params.methods)})", file=sys.stderr)
+            print(f"error: {no_such_method(params, name)}", file=sys.stderr)
             return 2
         reports[name] = evaluate_method(params, name)["report"]
         print(f"{name}: metrics in {params.run_dir / name / 'metrics_test.json'}")
@@ -54,7 +51,7 @@ def _evaluate(args) -> int:
 
 def _embeddings(args) -> int:
     from .embeddings import build_run_embeddings
-    params = _load(args)
+    params = load_from_args(args)
     built = build_run_embeddings(params, args.encoders)
     if not built:
         print(f"{params.source}: no encoders (text.encoders is empty and none were given with --encoders)")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_stream, atomic_write_text
 from .models.backbones import MissingWeightsError
 from .progress import bar as progress_bar
 
@@ -185,7 +185,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
             print(f"[toy CLIP] epoch {epoch + 1}/{cp.epochs} loss {rec['train_loss']:.3f}"
                   + (f" val {rec['val_loss']:.3f}" if "val_loss" in rec else ""))
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write_stream(path, lambda f: torch.save(model.state_dict(), f))
     record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
               "key": clip_key(params)}
     atomic_write_text(record_path, json.dumps(record, indent=1))

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io import atomic_write_stream, atomic_write_text
+
 
 def word_vector(word: str, dim: int) -> np.ndarray:
     """A unit-variance Gaussian vector determined by the word alone (same word, same vector)."""
@@ -101,7 +103,6 @@ def cached_embeddings(cache_dir: str | Path, encoder: str, weights: str, templat
     """Load or build (and store) an embedding table under a key of everything that determines it:
     encoder, weights, templates, label list and settings.  A changed template or label never reuses
     a stale table."""
-    from .io import atomic_write, atomic_write_text
     spec = {"encoder": encoder, "weights": weights_identity(weights), "templates": templates,
             "labels": list(label_names), "settings": settings}
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
@@ -112,11 +113,7 @@ def cached_embeddings(cache_dir: str | Path, encoder: str, weights: str, templat
     if table.shape[0] != len(label_names):
         raise RuntimeError(f"{encoder}: built {table.shape[0]} rows for {len(label_names)} labels")
     path.parent.mkdir(parents=True, exist_ok=True)
-    def save(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.save(f, table)
-
-    atomic_write(path, save)
+    atomic_write_stream(path, lambda f: np.save(f, table))
     atomic_write_text(path.with_suffix(".json"), json.dumps({**spec, "shape": list(table.shape)}, indent=1))
     return table
 
@@ -233,7 +230,6 @@ def build_run_embeddings(params, encoders: list[str] | None = None, manifest=Non
 
     What ``mlc embeddings PARAMS`` and notebook 03 call.  Each table is cached (see :func:`cached_embeddings`).
     """
-    from .io import atomic_write
     from .train import prepare_data
     manifest = manifest or prepare_data(params, progress=progress)
     encoders = list(params.text.encoders if encoders is None else encoders)
@@ -242,7 +238,7 @@ def build_run_embeddings(params, encoders: list[str] | None = None, manifest=Non
     clip_path = None
     if params.clip is not None:
         from .clip import clip_checkpoint
-        clip_path = params.clip.pretrained or str(clip_checkpoint(params))
+        clip_path = str(clip_checkpoint(params))        # clip.pretrained (resolved), or the run's toy CLIP
 
     def build(kind: str) -> np.ndarray:
         if kind in ("bert", "bert_plain"):
@@ -263,10 +259,7 @@ def build_run_embeddings(params, encoders: list[str] | None = None, manifest=Non
     for kind in encoders:
         table = build(kind)
 
-        def save(tmp, table=table):
-            with open(tmp, "wb") as f:
-                np.save(f, table)
-        path = atomic_write(out_dir / f"{kind}.npy", save)
+        path = atomic_write_stream(out_dir / f"{kind}.npy", lambda f, table=table: np.save(f, table))
         built[kind] = (table, path)
         if progress:
             print(f"{kind}: {table.shape[0]} labels x {table.shape[1]} -> {path}")

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from . import distributed as dist
 from . import stage
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_stream, atomic_write_text
 from .logs import RunLogger
 from .method import Method
 from .metrics import evaluate_scores, mean_average_precision
@@ -292,7 +292,7 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
     last_path = ckpt_dir / "last.pt"
 
     state = _State()
-    if any((ckpt_dir / n).is_file() for n in ("last.pt", "last.prev.pt")):
+    if stage.has_checkpoint(stage_dir):
         ck, used = stage.load_checkpoint(last_path, map_location=device, fallback=True)
         model.load_state_dict(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
@@ -370,7 +370,8 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
     result = FitResult(stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
                        test)
     if dist.is_main_process():
-        _save_npz(stage_dir / "test_scores.npz", scores=pred["scores"], targets=pred["targets"])
+        atomic_write_stream(stage_dir / "test_scores.npz",
+                            lambda f: np.savez_compressed(f, scores=pred["scores"], targets=pred["targets"]))
         atomic_write_text(stage_dir / stage.RESULT, json.dumps(result.to_dict(), indent=1))
     return result
 
@@ -469,13 +470,6 @@ def _diverged(stage_dir: Path, model: nn.Module, epoch: int, step: int | None, w
         f"{ckpt_dir / 'diverged.pt'}. The run is marked failed ({stage_dir / stage.FAILED}) and is not reported. "
         f"Lower the learning rate (or add train.grad_clip_norm) and train again under another run name, or "
         f"delete {stage_dir} to retrain this method.")
-
-
-def _save_npz(path: Path, **arrays) -> None:
-    def write(tmp: Path):
-        with open(tmp, "wb") as f:
-            np.savez_compressed(f, **arrays)
-    atomic_write(path, write)
 
 
 def _maybe_die_for_test(point: int | str) -> None:

@@ -10,6 +10,17 @@ from .params import RunParams
 from .train import build_method, load_trained, method_data, method_params
 
 
+def _finished_on_test(params: RunParams, name: str, device: str):
+    """(method params, data, device, best model, test loader) of a finished run: what every test evaluation needs."""
+    mp = method_params(params, name)
+    data = method_data(params, name)
+    dev = pick_device(device if device != "auto" else mp.train.device)
+    model = load_trained(params, name, device=str(dev))
+    loader = make_loader(data.datasets["test"], mp.train.eval_batch_size, shuffle=False,
+                         num_workers=params.data.num_workers)
+    return mp, data, dev, model, loader
+
+
 def evaluate_method(params: RunParams, name: str, device: str = "auto", progress: bool = True) -> dict:
     """Recompute the test scores from the best checkpoint and every metric on them.
 
@@ -17,13 +28,8 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
     definitions, the threshold metrics and top-k variants, and the label-frequency baseline.  It is
     also written to ``outputs/<run>/<method>/metrics_test.json``.
     """
-    mp = method_params(params, name)
-    data = method_data(params, name)
-    dev = pick_device(device if device != "auto" else mp.train.device)
-    model = load_trained(params, name, device=str(dev))
+    mp, data, dev, model, loader = _finished_on_test(params, name, device)
     method = build_method(mp, len(data.labels), model=model)
-    loader = make_loader(data.datasets["test"], mp.train.eval_batch_size, shuffle=False,
-                         num_workers=params.data.num_workers)
     pred = predict(model, method, loader, dev, mp.train.amp, desc=f"test {name}", progress=progress)
     ev = params.eval
     report = evaluate_scores(pred["scores"], pred["targets"], ev.ap_mode, ev.empty_class, ev.threshold, ev.top_k)
@@ -47,12 +53,7 @@ def output_maps(params: RunParams, name: str, outputs: dict[str, str], device: s
     import torch
 
     from .method import Method
-    mp = method_params(params, name)
-    data = method_data(params, name)
-    dev = pick_device(device if device != "auto" else mp.train.device)
-    model = load_trained(params, name, device=str(dev))
-    loader = make_loader(data.datasets["test"], mp.train.eval_batch_size, shuffle=False,
-                         num_workers=params.data.num_workers)
+    mp, _, dev, model, loader = _finished_on_test(params, name, device)
     out = {}
     for label, key in outputs.items():
         scorer = Method(model, loss_fn=None, scores_fn=lambda o, key=key: torch.sigmoid(o[key].float()))

@@ -5,7 +5,7 @@ import errno
 import os
 import shutil
 from pathlib import Path
-from typing import Callable
+from typing import BinaryIO, Callable
 
 
 def _out_of_space(e: BaseException, folder: Path) -> bool:
@@ -21,8 +21,9 @@ def _out_of_space(e: BaseException, folder: Path) -> bool:
     return False
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename.
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], keep_previous: bool = False) -> Path:
+    """Call ``write(tmp_path)`` and move the result onto ``path`` in one rename.  With ``keep_previous`` the file
+    it replaces stays as ``<stem>.prev<suffix>`` (moved only once the new one is complete).
 
     A full disk is reported as ``OSError(ENOSPC)`` naming ``path``; the target is left as it was.
     """
@@ -30,6 +31,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         write(tmp)
+        if keep_previous and path.is_file():
+            os.replace(path, previous_path(path))
         os.replace(tmp, path)
     except Exception as e:
         if _out_of_space(e, path.parent):
@@ -41,11 +44,23 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     return path
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` atomically (fsync'd, then renamed)."""
-    def write(tmp: Path):
-        with open(tmp, "w") as f:
-            f.write(text)
+def previous_path(path: str | os.PathLike) -> Path:
+    """Where :func:`atomic_write` keeps the file a write replaced: ``last.pt`` -> ``last.prev.pt``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}.prev{path.suffix}")
+
+
+def atomic_write_stream(path: str | os.PathLike, write: Callable[[BinaryIO], object],
+                        keep_previous: bool = False) -> Path:
+    """``write(file)`` into a binary file opened for it, fsync'd, then renamed onto ``path`` atomically."""
+    def to_file(tmp: Path):
+        with open(tmp, "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-    return atomic_write(path, write)
+    return atomic_write(path, to_file, keep_previous)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` atomically (fsync'd, then renamed)."""
+    return atomic_write_stream(path, lambda f: f.write(text.encode()))

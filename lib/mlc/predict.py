@@ -126,11 +126,25 @@ def prediction_grid(predictions: list[Prediction], title: str = "", scale_label:
     """The attention notebook's heat-map grid for predictions: one row per image, one overlay per label."""
     from .figures import heatmap_grid
     titles = [[f"{name} {p:.2f}" for name, p in zip(pr.labels, pr.probs)] for pr in predictions]
-    rows = [Path(pr.source).name if not pr.source.startswith("<") else pr.source for pr in predictions]
+    rows = [_short_name(pr.source) for pr in predictions]
     maps = [pr.maps if len(pr.maps) else np.zeros((1, 1, 1), np.float32) for pr in predictions]
     titles = [t if t else ["(no label above the threshold)"] for t in titles]
     return heatmap_grid([pr.image for pr in predictions], maps, titles, row_titles=rows, title=title,
                         scale_label=scale_label)
+
+
+def predictions_table(predictions: list[Prediction]):
+    """One row per image: its file name and its top labels with their probabilities."""
+    import pandas as pd
+    return pd.DataFrame([{"image": _short_name(pr.source),
+                          **{f"top {i + 1}": f"{label} ({q:.2f})" for i, (label, q) in enumerate(zip(pr.labels,
+                                                                                                    pr.probs))}}
+                         for pr in predictions])
+
+
+def _short_name(source: str) -> str:
+    """A file's name, or the ``<image k>`` of an in-memory image."""
+    return source if source.startswith("<") else Path(source).name
 
 
 def upload_widget(predictor: Predictor, top_k: int = 5):

@@ -116,17 +116,16 @@ def prepare_run_dir(params: RunParams) -> Path:
     resolved = params_to_dict(params)
     stored = run_dir / "params.yaml"
     if stored.is_file():
-        old = yaml.safe_load(stored.read_text()) or {}
-        stored_methods = old.get("methods") or {}
-        old_methods, new_methods = old.get("methods") or {}, resolved.get("methods") or {}
-        started = _trained_anything(run_dir, old_methods)
-        if not started:                      # nothing trained: the stored params are only a record
-            old, old_methods = {**resolved, "methods": {}}, {}
-        else:                                # a method that never started training may be redefined
-            old_methods = {m: v for m, v in old_methods.items() if m in started}
-        common = set(old_methods) & set(new_methods)
+        original = yaml.safe_load(stored.read_text()) or {}
+        stored_methods, new_methods = original.get("methods") or {}, resolved.get("methods") or {}
+        started = _trained_anything(run_dir, stored_methods)
+        # only what has trained is protected: nothing at all (the stored params are then only a record), or
+        # the shared settings and every method whose training has started
+        old = {**original, "methods": {m: v for m, v in stored_methods.items() if m in started}} if started else \
+            {**resolved, "methods": {}}
+        common = set(old["methods"]) & set(new_methods)
         # keys the stored params lack (new methods, settings a newer kit added) are additions, not changes
-        changes = diff_params({**old, "methods": {m: old_methods[m] for m in common}},
+        changes = diff_params({**old, "methods": {m: old["methods"][m] for m in common}},
                               {**resolved, "methods": {m: new_methods[m] for m in common}}, allow_new_keys=True)
         if changes:
             raise RunConflictError(
@@ -134,7 +133,7 @@ def prepare_run_dir(params: RunParams) -> Path:
                 f"({len(changes)} differences):\n  " + "\n  ".join(changes[:20]) +
                 f"\nUse another run name (key 'name' in {params.source}) or delete {run_dir} to start again.")
         merged = {**resolved, "methods": {**stored_methods, **new_methods}}
-        if merged != yaml.safe_load(stored.read_text()):
+        if merged != original:
             atomic_write_text(stored, f"# resolved from {params.source}\n" + yaml.safe_dump(merged, sort_keys=False))
         _write_environment(run_dir)
         return run_dir

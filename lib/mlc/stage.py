@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_write, atomic_write_text
+from .io import atomic_write_stream, atomic_write_text, previous_path
 from .safe_load import CheckpointError, UnsafeFileError, load_torch
 
 RESULT, FAILED, LOCK = "result.json", "failed.json", ".lock"
@@ -41,9 +41,13 @@ def status(stage_dir: str | os.PathLike) -> str:
         return "failed"
     if (d / RESULT).is_file():
         return "finished"
-    if any((d / "checkpoints" / n).is_file() for n in ("last.pt", "last.prev.pt")):
-        return "started"
-    return "new"
+    return "started" if has_checkpoint(d) else "new"
+
+
+def has_checkpoint(stage_dir: str | os.PathLike) -> bool:
+    """Whether the stage has a ``last.pt`` (or the ``last.prev.pt`` a kill may leave alone) to resume from."""
+    ckpt = Path(stage_dir) / "checkpoints" / "last.pt"
+    return ckpt.is_file() or previous_path(ckpt).is_file()
 
 
 def is_finished(stage_dir: str | os.PathLike) -> bool:
@@ -123,16 +127,7 @@ def remove_orphans(stage_dir: str | os.PathLike) -> list[Path]:
 
 def save_checkpoint(obj, path: str | os.PathLike, keep_previous: bool = False) -> Path:
     """``torch.save`` atomically; with ``keep_previous`` the file it replaces stays as ``<stem>.prev.pt``."""
-    path = Path(path)
-
-    def write(tmp: Path):
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        if keep_previous and path.is_file():
-            os.replace(path, path.with_name(f"{path.stem}.prev{path.suffix}"))
-    return atomic_write(path, write)
+    return atomic_write_stream(path, lambda f: torch.save(obj, f), keep_previous)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu", fallback: bool = False):
@@ -144,7 +139,7 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu", fallback: bool 
     except UnsafeFileError:
         raise                                  # a crafted file is never silently skipped
     except CheckpointError as e:
-        prev = path.with_name(f"{path.stem}.prev{path.suffix}")
+        prev = previous_path(path)
         if not fallback or not prev.is_file():
             raise
         try:

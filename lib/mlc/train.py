@@ -57,12 +57,17 @@ def prepare_data(params: RunParams, progress: bool = True, source: str | None = 
     return convert_dataset(source, raw_root, out, **options)
 
 
+def no_such_method(params: RunParams, name: str) -> str:
+    """The error for a method name the params do not define."""
+    return f"{params.source}: no method {name!r} under 'methods' (has {', '.join(params.methods)})"
+
+
 def method_params(params: RunParams, name: str) -> MethodParams:
     """The method's params with run-relative references resolved: ``clip_pretrained: run`` (the run's CLIP,
     see notebook 02) and ``image_checkpoint: run:<method>`` (another method's best checkpoint)."""
     import dataclasses
     if name not in params.methods:
-        raise KeyError(f"{params.source}: no method {name!r} under 'methods' (has {list(params.methods)})")
+        raise KeyError(no_such_method(params, name))
     mp = params.methods[name]
     cfg, updates = mp.model, {}
     if getattr(cfg, "clip_pretrained", None) == "run":
@@ -127,11 +132,11 @@ def check_method_data(data: MethodData, tp, check_files: bool = True, progress: 
     ``check_files`` is off) every listed image file exists inside the image root."""
     for split, ds in data.datasets.items():
         if len(ds) == 0:
-            raise ValueError(f"{data.manifest.root / (ds.split_name + '.parquet')}: the {split!r} split is empty "
+            raise ValueError(f"{ds.parquet_path}: the {split!r} split is empty "
                              f"(0 images); nothing to {'train on' if split == 'train' else 'evaluate'}")
     n_train = len(data.datasets["train"])
     if tp.drop_last and n_train < tp.batch_size:
-        raise ValueError(f"{data.manifest.root / 'train.parquet'}: the train split has {n_train} images, fewer than "
+        raise ValueError(f"{data.datasets['train'].parquet_path}: the train split has {n_train} images, fewer than "
                          f"one batch (train.batch_size {tp.batch_size}) with train.drop_last: lower the batch size")
     if check_files:
         for ds in {id(d): d for d in data.datasets.values()}.values():
@@ -188,7 +193,7 @@ def run_training(params: RunParams, name: str) -> int:
     """Train ``name`` and print its test mAP; a diverged run, a locked stage or a run conflict is one clear
     line on stderr and exit code 1 (what ``python -m mlc.train`` and ``mlc train`` return)."""
     if name not in params.methods:
-        print(f"error: {params.source} has no method {name!r} (has {', '.join(params.methods)})", file=sys.stderr)
+        print(f"error: {no_such_method(params, name)}", file=sys.stderr)
         return 2
     try:
         result = train_method(params, name)

@@ -29,10 +29,11 @@ def escaping_paths(images: pd.Series) -> np.ndarray:
 def _seeded(seed: int):
     """Run the block with torch's CPU stream and Python's ``random`` seeded from ``seed``, then restore both
     (model code in the same process, e.g. dropout, keeps its own stream).  numpy's legacy global stream is
-    seeded but not restored: nothing in training draws from it, and restoring it costs 170 us an image."""
+    seeded but not restored: nothing in training draws from it, and restoring it costs more than the rest
+    (see benchmarks/augment_seeding.py)."""
     gen = torch.default_generator
     torch_state, py_state = gen.get_state(), random.getstate()
-    gen.manual_seed(seed)                 # not torch.manual_seed: that also seeds every accelerator (225 us)
+    gen.manual_seed(seed)                 # not torch.manual_seed: it also seeds every accelerator, ~100x slower
     random.seed(seed)
     np.random.seed(seed % 2**32)
     try:
@@ -112,16 +113,20 @@ class MultiLabelDataset(Dataset):
         return {"image": img, "target": torch.from_numpy(target.astype(np.float32)), "index": i}
 
 
+def missing_files(root, relative, desc: str = "", show_at: int | None = 20_000) -> list[int]:
+    """Positions of the entries of ``relative`` with no file under ``root`` (one stat each; a progress bar
+    from ``show_at`` entries on, none when it is None)."""
+    it = range(len(relative))
+    if show_at is not None and len(relative) >= show_at:
+        it = progress_bar(it, desc=desc or "checking images", leave=False)
+    return [i for i in it if not os.path.isfile(os.path.join(root, relative[i]))]
+
+
 def check_images(ds: MultiLabelDataset, progress: bool = True, show_at: int = 20_000) -> None:
     """A fast stat pass over every image of a split before training: a missing file is an error that
     names how many are missing, the first few, and the manifest file (a progress bar on large splits)."""
-    missing = []
-    it = range(len(ds))
-    if progress and len(ds) >= show_at:
-        it = progress_bar(it, desc=f"checking {ds.split_name} images", leave=False)
-    for i in it:
-        if not os.path.isfile(ds.image_path(i)):
-            missing.append(i)
+    missing = missing_files(ds.manifest.image_root, [r["image"] for r in ds._records],
+                            f"checking {ds.split_name} images", show_at if progress else None)
     if missing:
         first = ", ".join(f"row {i}: {ds.image_path(i)}" for i in missing[:3])
         raise ImageError(f"{ds.parquet_path}: {len(missing)} of {len(ds)} images of the {ds.split_name!r} split are "

@@ -98,11 +98,6 @@ def group_lists(row: np.ndarray, col: np.ndarray, n_rows: int) -> list[np.ndarra
     return np.split(col.astype(np.int32), np.cumsum(counts)[:-1])
 
 
-def missing_images(image_root: Path, relative: list[str]) -> list[str]:
-    """The entries of ``relative`` with no file under ``image_root``."""
-    return [r for r in relative if not (image_root / r).is_file()]
-
-
 def report_missing(out_dir: Path, missing: list[str], strict: bool, dataset: str, image_root: Path) -> None:
     """Write ``missing_images.txt``; with ``strict`` a missing image is an error instead."""
     out_dir.mkdir(parents=True, exist_ok=True)
