@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cliargs import add_params_arguments, load_from_args
+from .cliargs import add_params_arguments, add_run_all_arguments, load_from_args
 from .params import ParamsError
 
 
@@ -80,8 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoders", nargs="*", default=None, help="encoders (default: text.encoders of the params)")
     p.set_defaults(func=_embeddings)
     p = sub.add_parser("run-all", help="execute every notebook through papermill for a params file")
-    add_params_arguments(p)
-    p.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
+    add_run_all_arguments(p)
     p.set_defaults(func=_run_all)
     return ap
 

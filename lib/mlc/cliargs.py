@@ -6,9 +6,12 @@ import os
 from pathlib import Path
 
 
-def add_params_arguments(p: argparse.ArgumentParser) -> None:
-    """PARAMS, ``--set KEY=VALUE ...`` and ``--output-root DIR``."""
-    p.add_argument("params", type=Path, help="a params file (YAML), e.g. params/toy.yaml")
+def add_params_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """PARAMS (optional when there is a ``default``), ``--set KEY=VALUE ...`` and ``--output-root DIR``."""
+    if default is None:
+        p.add_argument("params", type=Path, help="a params file (YAML), e.g. params/toy.yaml")
+    else:
+        p.add_argument("params", type=Path, nargs="?", default=Path(default), help=f"a params file (default {default})")
     p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
                    help="override a params value, e.g. --set methods.q2l.train.lr=1e-4 data.raw_root=/data/coco")
     p.add_argument("--output-root", default=None, help="where runs are written (default: the params' "
@@ -22,3 +25,10 @@ def load_from_args(args):
     params = load_params(args.params, set_args=args.set_args, output_root=args.output_root)
     os.chdir(params.base_dir)
     return params
+
+
+def add_run_all_arguments(p: argparse.ArgumentParser) -> None:
+    """What ``run_all.sh`` / ``mlc run-all`` take: PARAMS (default: the toy world), ``--only``, ``--set``,
+    ``--output-root``."""
+    add_params_arguments(p, default="params/toy.yaml")
+    p.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")

@@ -5,16 +5,16 @@ import os
 from pathlib import Path
 
 from .figures import set_style
-from .params import RunParams, load_params
+from .params import RunParams, find_checkout, load_params
 
 
 def repo_root(start: Path | None = None) -> Path:
     """The kit's root (the folder with pyproject.toml and notebooks/), from the working directory up."""
     here = (start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").is_file() and (p / "notebooks").is_dir():
-            return p
-    raise FileNotFoundError(f"no mlc-kit checkout above {here} (looked for pyproject.toml and notebooks/)")
+    root = find_checkout(here)
+    if root is None:
+        raise FileNotFoundError(f"no mlc-kit checkout above {here} (looked for pyproject.toml and notebooks/)")
+    return root
 
 
 def setup(params_file: str) -> RunParams:

@@ -499,14 +499,20 @@ def _expand_env(value, path: str, conv: "_Converter"):
     return value
 
 
-def base_dir_of(params_file: Path) -> Path:
-    """The kit checkout that holds a params file (the folder with pyproject.toml and notebooks/), else the
-    file's own folder: relative paths in the params resolve against it."""
-    here = params_file.resolve().parent
+def find_checkout(start: Path) -> Path | None:
+    """The kit checkout at or above ``start`` (the folder with pyproject.toml and notebooks/), or None."""
+    here = start.resolve()
     for p in (here, *here.parents):
         if (p / "pyproject.toml").is_file() and (p / "notebooks").is_dir():
             return p
-    return here
+    return None
+
+
+def base_dir_of(params_file: Path) -> Path:
+    """The kit checkout that holds a params file, else the file's own folder: relative paths in the params
+    resolve against it."""
+    here = params_file.resolve().parent
+    return find_checkout(here) or here
 
 
 def load_params(path: str | Path, overrides: dict | None = None, set_args: list[str] | None = None,

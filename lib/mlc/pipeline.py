@@ -11,12 +11,14 @@ At the end every executed notebook is exported to HTML (``outputs/<run name>/htm
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import sys
 import time
 from pathlib import Path
 
+from .cliargs import add_run_all_arguments
 from .notebook import repo_root
 from .params import ParamsError, load_params
 from .progress import PROGRESS_ENV, duration
@@ -99,19 +101,20 @@ def run_all(params_file: str | Path, only: list[str] | None = None, set_args: li
 _PROGRESS_LINE = re.compile(r"^\[[^\]]+\] |^resuming |^early stop")
 
 
+class _ProgressLines(logging.Handler):
+    """Prints the progress lines among what papermill logs of the notebooks' outputs."""
+
+    def emit(self, record):
+        for line in record.getMessage().splitlines():
+            if _PROGRESS_LINE.match(line.strip()):
+                print("   " + line.strip(), flush=True)
+
+
 def _stream_notebook_output() -> None:
     """Show the notebooks' progress lines (from papermill's ``log_output``) on the terminal as they come."""
-    import logging
-
-    class Lines(logging.Handler):
-        def emit(self, record):
-            for line in record.getMessage().splitlines():
-                if _PROGRESS_LINE.match(line.strip()):
-                    print("   " + line.strip(), flush=True)
-
     log = logging.getLogger("papermill")
-    if not any(isinstance(h, Lines) for h in log.handlers):
-        log.addHandler(Lines())
+    if not any(isinstance(h, _ProgressLines) for h in log.handlers):
+        log.addHandler(_ProgressLines())
         log.setLevel(logging.INFO)
         log.propagate = False
 
@@ -149,11 +152,7 @@ def export_html(notebook_dir: Path, html_dir: Path) -> Path:
 def main(argv=None) -> None:
     """``python -m mlc.pipeline PARAMS [--only ...] [--set ...]`` (what run_all.sh calls)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("params", nargs="?", default="params/toy.yaml")
-    ap.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
-    ap.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
-                    help="override a params value, e.g. --set methods.q2l.train.epochs=2")
-    ap.add_argument("--output-root", default=None, help="where runs are written")
+    add_run_all_arguments(ap)
     args = ap.parse_args(argv)
     sys.exit(run_all(args.params, args.only, args.set_args, args.output_root))
 

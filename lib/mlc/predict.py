@@ -76,21 +76,16 @@ class Predictor:
         manifest = prepare_data(params, progress=False)
         mp = method_params(params, method)
         model = load_trained(params, method, device=device)
-        labels = manifest.label_names if cls._open(model) else \
-            [manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)]
-        predictor = cls(model, labels, build_transform(mp.input, train=False), device)
-        if cls._open(model):
-            predictor.set_labels(labels)
+        predictor = cls(model, [manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)],
+                        build_transform(mp.input, train=False), device)
+        if predictor.open_vocabulary:
+            predictor.set_labels(manifest.label_names)
         return predictor
-
-    @staticmethod
-    def _open(model) -> bool:
-        return hasattr(model, "set_label_names")
 
     @property
     def open_vocabulary(self) -> bool:
         """Whether the model scores any label names (MKT, QKS) rather than its training labels only."""
-        return self._open(self.model)
+        return hasattr(self.model, "set_label_names")
 
     def set_labels(self, names: list[str]) -> None:
         """Score these label names from now on (open-vocabulary models only)."""
