@@ -14,8 +14,9 @@ stage after an interruption resumes from it; the random state of every epoch is 
 (seed, stage, epoch), so a resumed run ends with the same numbers as an uninterrupted one.  A
 finished stage (``result.json``) is never trained again.  A run whose loss or live scores become
 non-finite stops at once and is marked failed, never reported (see :mod:`mlc.stage`).
-Scores are gathered over processes before metrics and only the main process writes, but nothing starts a
-process group or shards the data yet: multi-process training is not wired (see docs/methods/q2l.md).
+Under torchrun (``torchrun --nproc_per_node N -m mlc.train ...``) each process trains its shard of
+every batch through DistributedDataParallel, scores are gathered over processes before any metric
+(every test image exactly once), and only rank 0 writes; see docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -89,13 +90,14 @@ def _worker_init(worker_id: int) -> None:
 
 
 def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, drop_last: bool = False,
-                seed: int = 0, sampler=None) -> DataLoader:
-    """A DataLoader whose shuffling and worker seeds follow ``seed`` (set per epoch by the engine)."""
+                seed: int = 0, sampler=None, persistent_workers: bool = False) -> DataLoader:
+    """A DataLoader whose shuffling and worker seeds follow ``seed``; batches in pinned memory when a GPU is
+    there (so that copies to it are asynchronous)."""
     g = torch.Generator()
     g.manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle if sampler is None else False, sampler=sampler,
                       num_workers=num_workers, drop_last=drop_last, generator=g, worker_init_fn=_worker_init,
-                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
+                      pin_memory=torch.cuda.is_available(), persistent_workers=persistent_workers and num_workers > 0)
 
 
 def is_frozen(name: str, tp) -> bool:
@@ -155,41 +157,53 @@ def build_scheduler(optimizer, tp, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), True
 
 
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``; None for fp32 (always on the CPU).  ``auto``: bf16
+    where the GPU supports it (Ampere and later), else fp16 with a GradScaler."""
+    if device.type != "cuda" or amp == "none":
+        return None
+    if amp == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if amp == "bf16" else torch.float16
+
+
 class _Autocast:
     def __init__(self, device: torch.device, amp: str):
-        self.enabled = device.type == "cuda" and amp != "none"
-        self.dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        self.dtype = resolve_amp(amp, device)
+        self.enabled = self.dtype is not None
         self.device_type = device.type
 
     def __call__(self):
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+        return torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.enabled)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.device, amp: str = "none",
-            desc: str = "eval", progress: bool = True) -> dict:
-    """Scores, targets and mean loss over a loader, gathered over processes; ``nonfinite`` counts NaN/inf
-    scores (a diverged model), which no metric may rank."""
+            desc: str = "eval", progress: bool = True, channels_last: bool = False) -> dict:
+    """Scores, targets and mean loss over a loader, gathered over processes and put back in dataset order
+    (each process scores its shard; :class:`mlc.data.sampler.EvalSampler` gives every image to exactly one);
+    ``nonfinite`` counts NaN/inf scores (a diverged model), which no metric may rank."""
     model.eval()
     autocast = _Autocast(device, amp)
-    scores, targets, indices, loss_sum, n = [], [], [], 0.0, 0
+    scores, targets, indices = [], [], []
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)      # on the device: no sync per batch
+    n = 0
     for batch in progress_bar(loader, desc=desc, leave=False, disable=not progress or not dist.is_main_process()):
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device, non_blocking=True)
+        images, target = to_device(batch, device, channels_last)
         with autocast():
             out = method.forward_fn(model, images, target)
             loss = method.loss_fn(out, target)["loss"] if method.loss_fn is not None else torch.zeros(())
         scores.append(method.scores_fn(out).float())
         targets.append(target)
         indices.append(batch["index"].to(device))
-        loss_sum += float(loss) * len(images)
+        loss_sum += loss.detach().double() * len(images)
         n += len(images)
     idx = dist.all_gather_cat(torch.cat(indices))
     s = dist.all_gather_cat(torch.cat(scores))
     t = dist.all_gather_cat(torch.cat(targets))
-    # a distributed sampler pads with duplicates: keep the first copy of every index
+    # a padding sampler (torch's DistributedSampler) would repeat images: keep the first copy of every index
     order = np.unique(idx.cpu().numpy(), return_index=True)[1]
-    loss = dist.all_reduce_sum(torch.tensor([loss_sum, n], dtype=torch.float64, device=device))
+    loss = dist.all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(n), dtype=torch.float64, device=device)]))
     scores_np = s.cpu().numpy()[order]
     return {"scores": scores_np, "targets": t.cpu().numpy().astype(np.int8)[order],
             "loss": float(loss[0] / max(loss[1], 1)), "nonfinite": int((~np.isfinite(scores_np)).sum())}
@@ -233,30 +247,50 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
         log_params=None) -> FitResult:
     """Train one stage into ``stage_dir`` (checkpoints/, history.jsonl, result.json) and return its result.
 
-    ``loaders`` holds "val" and "test" loaders; ``make_train_loader(epoch)`` builds the training loader
-    of an epoch (so that its shuffling is seeded per epoch), or ``loaders["train"]`` is used as is.
+    ``loaders`` holds "val" and "test" loaders; ``make_train_loader(epoch)`` gives the training loader
+    of an epoch (seeded per epoch), or ``loaders["train"]`` is used as is.  Under torchrun every process
+    calls ``fit`` with its own shard of the data (see :mod:`mlc.data.sampler`); rank 0 writes.
 
-    A finished stage is reused.  Otherwise the stage is locked for this process (a second one gets
+    A finished stage is reused.  Otherwise the stage is locked for this job (a second one gets
     :class:`mlc.stage.StageLockedError`), temporary files of killed writers are removed, and training
-    resumes from ``last.pt`` if there is one.  A non-finite loss stops training at once with
+    resumes from ``last.pt`` if there is one.  A non-finite loss stops training with
     :class:`TrainingDivergedError` and marks the stage failed (``failed.json``); it is never reported.
     """
     stage_dir = Path(stage_dir)
     if stage.is_finished(stage_dir):
         return _reuse_finished(method, stage_dir)
-    with stage.lock(stage_dir) if dist.is_main_process() else contextlib.nullcontext():
-        if dist.is_main_process():
-            stage.remove_orphans(stage_dir)
-            stage.clear_failed(stage_dir)
+    with _locked_stage(stage_dir):
         logger = RunLogger(stage_dir, stage_name, tensorboard=getattr(log_params, "tensorboard", False),
                            wandb=getattr(log_params, "wandb", False),
                            wandb_project=getattr(log_params, "wandb_project", None),
                            enabled=dist.is_main_process(), echo=progress)
         try:
-            return _fit(method, loaders, tp, eval_params, stage_dir, seed, stage_name, progress, make_train_loader,
-                        logger)
+            run = _setup(method, loaders, tp, stage_dir, seed, stage_name, progress, make_train_loader, logger)
+            return _fit(run, eval_params)
         finally:
             logger.close()
+
+
+@contextlib.contextmanager
+def _locked_stage(stage_dir: Path):
+    """Rank 0 holds the stage's lock for the whole run and clears what a killed run left; the other
+    processes learn whether it got the lock, so a refused job stops on every rank."""
+    if not dist.is_main_process():
+        refused = dist.broadcast_object(None)
+        if refused is not None:
+            raise stage.StageLockedError(refused)
+        yield
+        return
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(stage.lock(stage_dir))
+        except stage.StageLockedError as e:
+            dist.broadcast_object(str(e))
+            raise
+        dist.broadcast_object(None)
+        stage.remove_orphans(stage_dir)
+        stage.clear_failed(stage_dir)
+        yield
 
 
 def _reuse_finished(method: Method, stage_dir: Path) -> FitResult:
@@ -266,19 +300,75 @@ def _reuse_finished(method: Method, stage_dir: Path) -> FitResult:
     return result
 
 
-def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, progress, make_train_loader,
-         logger: RunLogger):
-    ckpt_dir = stage_dir / "checkpoints"
-    if dist.is_main_process():
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    show = progress and dist.is_main_process()
-    device = pick_device(tp.device)
+@dataclass
+class _Run:
+    """What one stage trains with, built once by :func:`_setup`."""
+    method: Method
+    model: nn.Module                      # the weights (what checkpoints hold)
+    net: nn.Module                        # what the training forward runs: the model, DDP-wrapped and/or compiled
+    ddp: nn.Module | None                 # the DDP wrapper (for no_sync while accumulating)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    per_iteration: bool                   # scheduler steps per optimizer step (else per epoch, on val mAP)
+    ema: object | None
+    scaler: torch.amp.GradScaler
+    autocast: _Autocast
+    device: torch.device
+    tp: object
+    loaders: dict
+    get_train_loader: Callable[[int], DataLoader]
+    steps_per_epoch: int                  # optimizer steps (each of accumulate_steps forwards)
+    stage_dir: Path
+    stage_name: str
+    seed: int
+    progress: bool
+    logger: RunLogger
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return self.stage_dir / "checkpoints"
+
+    @property
+    def show(self) -> bool:
+        return self.progress and dist.is_main_process()
+
+
+def make_adamw(groups: list[dict], tp, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the parameter groups: the fused kernel when ``train.fused_adamw`` and torch has one for the
+    device (CUDA; the CPU from torch 2.4), else the multi-tensor (foreach) one."""
+    fused = bool(getattr(tp, "fused_adamw", False)) and device.type in ("cuda", "cpu")
+    try:
+        return torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay, fused=fused or None)
+    except RuntimeError:                  # an older torch without a fused kernel for this device
+        return torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay)
+
+
+def _setup(method, loaders, tp, stage_dir: Path, seed, stage_name, progress, make_train_loader, logger) -> _Run:
+    """Device, speed switches, process group wrapper, optimizer, schedule, EMA and AMP scaler."""
+    device = dist.local_device(pick_device(tp.device))
     logger.info(f"[{stage_name}] device {device}" + (f" (train.device: {tp.device}; {describe_cuda()})"
                                                       if tp.device == "auto" else ""))
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = bool(getattr(tp, "cudnn_benchmark", True))
     model = method.model.to(device)
-    optimizer = torch.optim.AdamW(build_param_groups(model, tp), lr=tp.lr, weight_decay=tp.weight_decay)
+    channels_last = bool(getattr(tp, "channels_last", False))
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if getattr(tp, "sync_bn", False) and dist.is_dist():
+        if device.type == "cuda":
+            model = method.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        else:
+            logger.info(f"[{stage_name}] train.sync_bn needs CUDA: BatchNorm statistics stay per process")
+    optimizer = make_adamw(build_param_groups(model, tp), tp, device)
+    net, ddp = model, None
+    if dist.is_dist():
+        from torch.nn.parallel import DistributedDataParallel
+        net = ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if getattr(tp, "compile", False):
+        net = torch.compile(net)
     get_train_loader = make_train_loader or (lambda epoch: loaders["train"])
-    steps_per_epoch = len(get_train_loader(0))
+    accumulate = int(getattr(tp, "accumulate_steps", 1))
+    steps_per_epoch = len(get_train_loader(0)) // accumulate
     if steps_per_epoch == 0:
         raise ValueError("the training loader is empty (fewer images than one batch with drop_last?)")
     scheduler, per_iteration = build_scheduler(optimizer, tp, steps_per_epoch)
@@ -287,145 +377,237 @@ def _fit(method, loaders, tp, eval_params, stage_dir: Path, seed, stage_name, pr
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=tp.ema_decay)
     autocast = _Autocast(device, tp.amp)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast.enabled and autocast.dtype == torch.float16)
-    stage_key = int.from_bytes(stage_name.encode()[:8].ljust(8, b"\0"), "little") % 2**31
-    last_path = ckpt_dir / "last.pt"
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
+    per_forward = get_train_loader(0).batch_size
+    logger.info(f"[{stage_name}] global batch {per_forward * dist.world_size() * accumulate} = {dist.world_size()} "
+                f"process(es) x {per_forward} images x {accumulate} accumulation step(s); "
+                f"{steps_per_epoch} optimizer steps per epoch"
+                + (f"; autocast {str(autocast.dtype).removeprefix('torch.')}" if autocast.enabled else ""))
+    if dist.is_main_process():
+        (stage_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return _Run(method, model, net, ddp, optimizer, scheduler, per_iteration, ema, scaler, autocast, device, tp,
+                loaders, get_train_loader, steps_per_epoch, stage_dir, stage_name, seed, progress, logger)
 
-    state = _State()
-    if stage.has_checkpoint(stage_dir):
-        ck, used = stage.load_checkpoint(last_path, map_location=device, fallback=True)
-        model.load_state_dict(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        scheduler.load_state_dict(ck["scheduler"])
-        scaler.load_state_dict(ck["scaler"])
-        if ema is not None:
-            ema.module.load_state_dict(ck["ema"])
-        state = _State(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("stopped"))
-        logger.info(f"resuming {stage_dir} from epoch {state.next_epoch} (checkpoint {used})"
+
+def _resume(run: _Run) -> _State:
+    """The state of ``last.pt`` loaded into the model, optimizer, schedule, scaler and EMA (every process reads
+    the same file), or a fresh state."""
+    if not stage.has_checkpoint(run.stage_dir):
+        return _State()
+    ck, used = stage.load_checkpoint(run.ckpt_dir / "last.pt", map_location=run.device, fallback=True)
+    run.model.load_state_dict(ck["model"])
+    run.optimizer.load_state_dict(ck["optimizer"])
+    run.scheduler.load_state_dict(ck["scheduler"])
+    run.scaler.load_state_dict(ck["scaler"])
+    if run.ema is not None:
+        run.ema.module.load_state_dict(ck["ema"])
+    state = _State(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("stopped"))
+    run.logger.info(f"resuming {run.stage_dir} from epoch {state.next_epoch} (checkpoint {used})"
                     + (f"; training had ended ({state.stopped})" if state.stopped else ""))
+    return state
 
+
+def _fit(run: _Run, eval_params) -> FitResult:
+    tp = run.tp
+    state = _resume(run)
+    stage_key = int.from_bytes(run.stage_name.encode()[:8].ljust(8, b"\0"), "little") % 2**31
     bad_epochs = max(0, state.next_epoch - state.best["epoch"] - 1)
     for epoch in range(state.next_epoch, tp.epochs if state.stopped is None else state.next_epoch):
-        seed_everything(seed, stage_key, epoch)
+        seed_everything(run.seed, stage_key, epoch)
         epoch_start = time.time()
-        record = _train_one_epoch(method, model, ema, optimizer, scheduler if per_iteration else None, scaler,
-                                  autocast, get_train_loader(epoch), device, tp, epoch, steps_per_epoch,
-                                  stage_dir, stage_name, show, logger)
-        candidates = {"live": model} if ema is None else {"live": model, "ema": ema.module}
-        scores = _validate(method, candidates, loaders, device, tp, eval_params, record, progress)
+        record = train_one_epoch(run, epoch)
+        candidates = {"live": run.model} if run.ema is None else {"live": run.model, "ema": run.ema.module}
+        scores = _validate(run.method, candidates, run.loaders, run.device, tp, eval_params, record, run.progress)
         record["epoch_seconds"] = round(time.time() - epoch_start, 2)
         if "live" not in scores:
-            _diverged(stage_dir, model, epoch, None, "the live model's validation scores are not finite")
-        source = max(scores, key=lambda k: (scores[k], k == "live"))
-        record["selected"] = source
-        if not per_iteration:
-            scheduler.step(max(record[f"val_mAP_{s}"] for s in scores))
-        improved = scores[source] > state.best["score"]
-        if improved:
-            state.best = {"score": float(scores[source]), "epoch": epoch, "source": source}
-            bad_epochs = 0
-            if dist.is_main_process():
-                stage.save_checkpoint({"model": candidates[source].state_dict(), "epoch": epoch, "source": source,
-                                       "score": state.best["score"]}, ckpt_dir / "best.pt")
-        else:
-            bad_epochs += 1
-        record["best_epoch"] = state.best["epoch"]
-        state.history.append(record)
-        if tp.early_stop_patience is not None and bad_epochs >= tp.early_stop_patience and epoch + 1 < tp.epochs:
-            state.stopped = f"early stop after epoch {epoch + 1}: no better {tp.select_on} mAP for {bad_epochs} epochs"
+            _diverged(run.stage_dir, run.model, epoch, None, "the live model's validation scores are not finite")
+        bad_epochs = _select_and_checkpoint(run, state, record, scores, candidates, epoch, bad_epochs)
+        if state.stopped is not None:
+            run.logger.info(state.stopped)
+            break
+    _maybe_die_for_test("final_test")
+    return _final_test(run, state, eval_params)
+
+
+def _select_and_checkpoint(run: _Run, state: _State, record: dict, scores: dict, candidates: dict, epoch: int,
+                           bad_epochs: int) -> int:
+    """The end of an epoch: pick the better of live and EMA, keep ``best.pt`` when it improves, decide early
+    stopping, write ``last.pt`` and the history, log.  Returns the count of epochs without improvement."""
+    tp = run.tp
+    source = max(scores, key=lambda k: (scores[k], k == "live"))
+    record["selected"] = source
+    if not run.per_iteration:
+        run.scheduler.step(max(record[f"val_mAP_{s}"] for s in scores))
+    improved = scores[source] > state.best["score"]
+    if improved:
+        state.best = {"score": float(scores[source]), "epoch": epoch, "source": source}
+        bad_epochs = 0
         if dist.is_main_process():
-            # the stop decision is saved with the epoch, so a rerun after a kill never trains on
-            stage.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                   "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                                   "ema": ema.module.state_dict() if ema is not None else None,
-                                   "epoch": epoch, "history": state.history, "best": state.best,
-                                   "stopped": state.stopped}, last_path, keep_previous=True)
-            atomic_write_text(stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
-            logger.history(state.history)
-        logger.epoch(record, (epoch + 1) * steps_per_epoch)
-        seconds = sum(r.get("epoch_seconds", 0) for r in state.history) / max(1, len(state.history))
-        logger.info(f"[{stage_name}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
+            stage.save_checkpoint({"model": candidates[source].state_dict(), "epoch": epoch, "source": source,
+                                   "score": state.best["score"]}, run.ckpt_dir / "best.pt")
+    else:
+        bad_epochs += 1
+    record["best_epoch"] = state.best["epoch"]
+    state.history.append(record)
+    if tp.early_stop_patience is not None and bad_epochs >= tp.early_stop_patience and epoch + 1 < tp.epochs:
+        state.stopped = f"early stop after epoch {epoch + 1}: no better {tp.select_on} mAP for {bad_epochs} epochs"
+    if dist.is_main_process():
+        # the stop decision is saved with the epoch, so a rerun after a kill never trains on
+        stage.save_checkpoint({"model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+                               "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
+                               "ema": run.ema.module.state_dict() if run.ema is not None else None,
+                               "epoch": epoch, "history": state.history, "best": state.best,
+                               "stopped": state.stopped}, run.ckpt_dir / "last.pt", keep_previous=True)
+        atomic_write_text(run.stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        run.logger.history(state.history)
+    run.logger.epoch(record, (epoch + 1) * run.steps_per_epoch)
+    seconds = sum(r.get("epoch_seconds", 0) for r in state.history) / max(1, len(state.history))
+    run.logger.info(f"[{run.stage_name}] epoch {epoch + 1}/{tp.epochs} loss {record['train_loss']:.4f} "
                     f"val mAP live {100 * record['val_mAP_live']:.2f}"
-                    + (f" ema {100 * record['val_mAP_ema']:.2f}" if ema is not None else "")
+                    + (f" ema {100 * record['val_mAP_ema']:.2f}" if run.ema is not None else "")
                     + (" *" if improved else "")
                     + (f" ({duration(record['epoch_seconds'])}, ETA {duration(seconds * (tp.epochs - epoch - 1))})"
                        if epoch + 1 < tp.epochs else f" ({duration(record['epoch_seconds'])})"))
-        if state.stopped is not None:
-            logger.info(state.stopped)
-            break
+    return bad_epochs
 
-    _maybe_die_for_test("final_test")
-    best_ck, _ = stage.load_checkpoint(ckpt_dir / "best.pt", map_location=device)
-    model.load_state_dict(best_ck["model"])
-    pred = predict(model, method, loaders["test"], device, tp.amp, desc="test", progress=progress)
+
+def _final_test(run: _Run, state: _State, eval_params) -> FitResult:
+    """The selected checkpoint on the test split: metrics, ``test_scores.npz`` and ``result.json``."""
+    dist.barrier()                        # rank 0 has written the last best.pt
+    best_ck, _ = stage.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
+    run.model.load_state_dict(best_ck["model"])
+    pred = predict(run.model, run.method, run.loaders["test"], run.device, run.tp.amp, desc="test",
+                   progress=run.progress, channels_last=bool(getattr(run.tp, "channels_last", False)))
     if pred["nonfinite"]:
-        _diverged(stage_dir, model, state.best["epoch"], None, f"{pred['nonfinite']} non-finite test scores "
-                  f"from the best checkpoint {ckpt_dir / 'best.pt'}")
+        _diverged(run.stage_dir, run.model, state.best["epoch"], None, f"{pred['nonfinite']} non-finite test "
+                  f"scores from the best checkpoint {run.ckpt_dir / 'best.pt'}")
     test = evaluate_scores(pred["scores"], pred["targets"], eval_params.ap_mode, eval_params.empty_class,
                            eval_params.threshold, eval_params.top_k)
     test["loss"] = pred["loss"]
-    logger.test(test, len(state.history) * steps_per_epoch)
-    logger.info(f"[{stage_name}] test mAP {100 * test['mAP']:.2f} (best epoch {state.best['epoch'] + 1}, "
-                f"{state.best['source']})")
-    result = FitResult(stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
+    run.logger.test(test, len(state.history) * run.steps_per_epoch)
+    run.logger.info(f"[{run.stage_name}] test mAP {100 * test['mAP']:.2f} (best epoch {state.best['epoch'] + 1}, "
+                    f"{state.best['source']})")
+    result = FitResult(run.stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
                        test)
     if dist.is_main_process():
-        atomic_write_stream(stage_dir / "test_scores.npz",
+        atomic_write_stream(run.stage_dir / "test_scores.npz",
                             lambda f: np.savez_compressed(f, scores=pred["scores"], targets=pred["targets"]))
-        atomic_write_text(stage_dir / stage.RESULT, json.dumps(result.to_dict(), indent=1))
+        atomic_write_text(run.stage_dir / stage.RESULT, json.dumps(result.to_dict(), indent=1))
+    dist.barrier()                        # result.json exists before any process returns
     return result
 
 
-def _train_one_epoch(method, model, ema, optimizer, step_scheduler, scaler, autocast, loader, device, tp,
-                     epoch: int, steps_per_epoch: int, stage_dir: Path, stage_name: str, show: bool,
-                     logger: RunLogger) -> dict:
-    """One pass over the training loader; returns the epoch's record (mean losses, lr, time)."""
+def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's images and targets on the device (asynchronously from pinned memory), in NHWC when asked."""
+    images = batch["image"].to(device, non_blocking=True)
+    if channels_last and images.dim() == 4:
+        images = images.contiguous(memory_format=torch.channels_last)
+    return images, batch["target"].to(device, non_blocking=True)
+
+
+class _LossMeter:
+    """Sums of each loss term weighted by batch size, kept on the device so that no step waits for the GPU;
+    read (one synchronisation) at log intervals and at the end of the epoch."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.sums, self.n = device, {}, 0
+
+    def add(self, losses: dict, n: int) -> None:
+        for key, value in losses.items():
+            v = value.detach().float() * n
+            self.sums[key] = self.sums[key] + v if key in self.sums else v
+        self.n += n
+
+    def means(self, reduce: bool = False) -> dict[str, float]:
+        """Mean of every term (over all processes when ``reduce``)."""
+        if not self.sums:
+            return {}
+        keys = sorted(self.sums)
+        packed = torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.n), device=self.device)])
+        if reduce:
+            packed = dist.all_reduce_sum(packed)
+        values = packed.tolist()
+        return {k: v / max(values[-1], 1) for k, v in zip(keys, values[:-1])}
+
+
+def _scale_tensor(scaler: torch.amp.GradScaler) -> torch.Tensor | None:
+    # GradScaler keeps its scale on the device; comparing it before and after update() counts skipped steps
+    # without reading it on the host every step (get_scale() would synchronise)
+    return getattr(scaler, "_scale", None) if scaler.is_enabled() else None
+
+
+def train_one_epoch(run: _Run, epoch: int) -> dict:
+    """One pass over the epoch's training loader; returns the epoch's record (mean losses, lr, time).
+
+    Each optimizer step sums the gradients of ``accumulate_steps`` forwards (DDP all-reduces only on the
+    last).  Nothing is read back from the GPU between log intervals: the loss terms add up on the device,
+    and a non-finite loss is looked for every step on the CPU, every ``log_every`` steps on a GPU (over
+    all processes, so every rank stops together).
+    """
+    tp, model, optimizer, scaler, device = run.tp, run.model, run.optimizer, run.scaler, run.device
+    accumulate, channels_last = int(getattr(tp, "accumulate_steps", 1)), bool(getattr(tp, "channels_last", False))
+    check_every = 1 if device.type == "cpu" else max(1, tp.log_every)
     model.train()
-    t0, loss_sums, n_seen, amp_skipped = time.time(), {}, 0, 0
-    ticker = StepTicker(f"[{stage_name}] epoch {epoch + 1}/{tp.epochs}", steps_per_epoch, emit=logger.info)
+    t0, epoch_meter, log_meter = time.time(), _LossMeter(device), _LossMeter(device)
+    nonfinite = torch.zeros((), device=device)
+    skipped = torch.zeros((), device=device)
+    ticker = StepTicker(f"[{run.stage_name}] epoch {epoch + 1}/{tp.epochs}", run.steps_per_epoch,
+                        emit=run.logger.info)
     group_names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]
-    bar = progress_bar(loader, desc=f"{stage_name} epoch {epoch + 1}/{tp.epochs}", leave=False, disable=not show)
-    for step, batch in enumerate(bar):
-        images = batch["image"].to(device, non_blocking=True)
-        target = batch["target"].to(device, non_blocking=True)
-        with autocast():
-            out = method.forward_fn(model, images, target)
-            losses = method.loss_fn(out, target)
-        if not torch.isfinite(losses["loss"].detach()).all():
-            # a NaN/inf loss is divergence in every precision (fp16 overflow shows in the gradients, below)
-            _diverged(stage_dir, model, epoch, step, f"the training loss is {float(losses['loss'])}",
-                      {k: float(v) for k, v in losses.items()})
+    batches = iter(run.get_train_loader(epoch))
+    bar = progress_bar(range(run.steps_per_epoch), desc=f"{run.stage_name} epoch {epoch + 1}/{tp.epochs}",
+                       leave=False, disable=not run.show)
+    first_unchecked = 0
+    for step in bar:
         optimizer.zero_grad(set_to_none=True)
-        scaler.scale(losses["loss"]).backward()
+        for micro in range(accumulate):
+            images, target = to_device(next(batches), device, channels_last)
+            last_micro = micro == accumulate - 1
+            with run.ddp.no_sync() if run.ddp is not None and not last_micro else contextlib.nullcontext():
+                with run.autocast():
+                    out = run.method.forward_fn(run.net, images, target)
+                    losses = run.method.loss_fn(out, target)
+                nonfinite = torch.maximum(nonfinite, (~torch.isfinite(losses["loss"].detach())).float())
+                scaler.scale(losses["loss"] / accumulate).backward()
+            epoch_meter.add(losses, len(images))
+            log_meter.add(losses, len(images))
+        if (step + 1) % check_every == 0 or step + 1 == run.steps_per_epoch:
+            # before this step's update: on the CPU the diverged weights are those of the last finite step
+            if dist.all_reduce_max(nonfinite.clone()).item() > 0:
+                at = step if step == first_unchecked else None
+                _diverged(run.stage_dir, model, epoch, at, f"the training loss became non-finite "
+                          f"(steps {first_unchecked + 1}-{step + 1} of the epoch)" if at is None else
+                          f"the training loss is {float(losses['loss'])}", {k: float(v) for k, v in losses.items()})
+            first_unchecked = step + 1
         if tp.grad_clip_norm:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip_norm)
-        scale_before = scaler.get_scale() if scaler.is_enabled() else None
+        scale = _scale_tensor(scaler)
+        scale_before = scale.clone() if scale is not None else None
         scaler.step(optimizer)
         scaler.update()
-        if scale_before is not None and scaler.get_scale() < scale_before:
-            amp_skipped += 1          # fp16 gradients overflowed: GradScaler skipped this step (normal, counted)
-        if step_scheduler is not None:
-            step_scheduler.step()
-        if ema is not None:
-            ema.update(model)
-        if method.on_step_end is not None:
-            method.on_step_end(model, ema.module if ema is not None else None)
-        step_losses = {key: float(value.detach()) for key, value in losses.items()}
-        for key, value in step_losses.items():
-            loss_sums[key] = loss_sums.get(key, 0.0) + value * len(images)
-        n_seen += len(images)
-        logger.step(epoch * steps_per_epoch + step, step_losses,
-                    {n: g["lr"] for n, g in zip(group_names, optimizer.param_groups)})
-        if show:
+        if scale_before is not None:
+            skipped += (_scale_tensor(scaler) < scale_before).float()   # fp16 overflow: GradScaler skipped it
+        if run.per_iteration:
+            run.scheduler.step()
+        if run.ema is not None:
+            run.ema.update(model)
+        if run.method.on_step_end is not None:
+            run.method.on_step_end(model, run.ema.module if run.ema is not None else None)
+        if step % max(1, tp.log_every) == 0 or step + 1 == run.steps_per_epoch:
+            means = log_meter.means()
+            log_meter = _LossMeter(device)
+            run.logger.step(epoch * run.steps_per_epoch + step, means,
+                            {n: g["lr"] for n, g in zip(group_names, optimizer.param_groups)})
+            if run.show:
+                bar.set_postfix(loss=f"{means['loss']:.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
+        if run.show:
             ticker(step)
-        if step % max(1, tp.log_every) == 0:
-            bar.set_postfix(loss=f"{losses['loss'].item():.3f}", lr=f"{optimizer.param_groups[-1]['lr']:.2e}")
-        _maybe_die_for_test(epoch * steps_per_epoch + step)
-    record = {"epoch": epoch, **{f"train_{k}": v / max(n_seen, 1) for k, v in loss_sums.items()},
+        _maybe_die_for_test(epoch * run.steps_per_epoch + step)
+    record = {"epoch": epoch, **{f"train_{k}": v for k, v in epoch_meter.means(reduce=True).items()},
               "lr": optimizer.param_groups[-1]["lr"], "train_seconds": round(time.time() - t0, 2)}
     if scaler.is_enabled():
-        record["amp_skipped_steps"] = amp_skipped
+        record["amp_skipped_steps"] = int(dist.all_reduce_max(skipped).item())
     return record
 
 
@@ -436,7 +618,7 @@ def _validate(method, candidates: dict, loaders, device, tp, eval_params, record
         finite = True
         for split in ("val", "test") if tp.select_on == "test" else ("val",):
             pred = predict(net, method, loaders[split], device, tp.amp, desc=f"{split} ({source})",
-                           progress=progress)
+                           progress=progress, channels_last=bool(getattr(tp, "channels_last", False)))
             m = math.nan
             if pred["nonfinite"]:
                 finite = False

@@ -1,6 +1,7 @@
 """Atomic file writes: write beside the target, then rename, so a reader never sees half a file."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -64,3 +65,26 @@ def atomic_write_stream(path: str | os.PathLike, write: Callable[[BinaryIO], obj
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` atomically (fsync'd, then renamed)."""
     return atomic_write_stream(path, lambda f: f.write(text.encode()))
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str = ""):
+    """Hold an exclusive lock on ``path`` (created if needed) while the block runs, waiting for another process
+    that holds it (``flock``; released by the kernel if that process dies).  Guards shared caches (the toy
+    world, a converted dataset) that several processes or jobs may want to build at once: the first builds,
+    the others wait and then find the work done."""
+    import fcntl
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            print(f"waiting for another process to finish {what or path.name} (lock {path}) ...", flush=True)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield path
+    finally:
+        os.close(fd)              # closing releases the lock

@@ -93,13 +93,24 @@ class TrainParams:
     param_groups: list[ParamGroup] = field(default_factory=list)   # first match wins; the rest lr_scale 1
     freeze: list[str] = field(default_factory=list)                # regular expressions of frozen parameters
     ema_decay: float | None = 0.9997       # null: no EMA
-    amp: Literal["bf16", "fp16", "none"] = "fp16"   # on CUDA only; CPU runs in fp32
+    # autocast on CUDA only (CPU runs in fp32); auto: bf16 where the GPU supports it, else fp16 with GradScaler
+    amp: Literal["auto", "bf16", "fp16", "none"] = "fp16"
     select_on: Literal["val", "test"] = "val"       # "test" = what the official repos do
     early_stop_patience: int | None = None          # epochs without a new best before stopping
     grad_clip_norm: float | None = None
     drop_last: bool = True
     device: str = "auto"
-    log_every: int = 50
+    log_every: int = 50                    # steps between logged losses (and, on a GPU, divergence checks)
+    # batch_size is the global batch of one optimizer step: each of `devices` processes loads
+    # batch_size / (devices * accumulate_steps) images per forward, and gradients add up over the steps
+    accumulate_steps: int = 1
+    devices: int = 1                       # processes (GPUs) when a notebook or `mlc train` launches torchrun
+    sync_bn: bool = False                  # BatchNorm statistics over all processes (CUDA; SALGL, SGRE train BN)
+    # speed switches: none changes the maths (fp32 outputs stay within the oracle tolerances)
+    channels_last: bool = False            # NHWC memory format for convolutional backbones
+    cudnn_benchmark: bool = True           # autotune convolutions (CUDA; fixed input sizes)
+    fused_adamw: bool = True               # the fused AdamW kernel where torch has one for the device
+    compile: bool = False                  # torch.compile the training forward
 
 
 @dataclass
@@ -209,7 +220,8 @@ _LIMITS: dict[type, dict[str, tuple]] = {
                   "lr": _positive(), "weight_decay": _at_least(0), "pct_start": _open_unit(),
                   "warmup_epochs": _at_least(0), "min_lr": _at_least(0), "plateau_factor": _open_unit(),
                   "plateau_patience": _at_least(0), "ema_decay": _open_unit(), "early_stop_patience": _at_least(1),
-                  "grad_clip_norm": _positive(), "log_every": _at_least(1)},
+                  "grad_clip_norm": _positive(), "log_every": _at_least(1),
+                  "accumulate_steps": _at_least(1), "devices": _at_least(1)},
     DataParams: {"num_workers": _at_least(0)},
     InputParams: {"image_size": _at_least(1), "cutout_factor": _unit()},
     LossParams: {"gamma_neg": _at_least(0), "gamma_pos": _at_least(0), "clip": _unit(), "eps": _at_least(0)},
@@ -499,6 +511,9 @@ def _expand_env(value, path: str, conv: "_Converter"):
     return value
 
 
+LAUNCH_BASE_DIR_ENV = "MLC_LAUNCH_BASE_DIR"
+
+
 def find_checkout(start: Path) -> Path | None:
     """The kit checkout at or above ``start`` (the folder with pyproject.toml and notebooks/), or None."""
     here = start.resolve()
@@ -541,7 +556,8 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
     params = conv.dataclass(data, RunParams, "")
     params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
     params.source = str(path)
-    params.base_dir = str(base_dir_of(path))
+    # a launcher that hands resolved params to a subprocess (mlc.launch) keeps their original base
+    params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or str(base_dir_of(path))
     if output_root or os.environ.get(OUTPUT_ROOT_ENV):
         params.output_root = output_root or os.environ[OUTPUT_ROOT_ENV]
     bad_name = check_run_name(params.name)

@@ -10,13 +10,16 @@ from dataclasses import dataclass
 
 import torch
 
+from . import distributed as dist
 from . import stage
 from .cliargs import add_params_arguments, load_from_args
 from .data.dataset import MultiLabelDataset, check_images
 from .data.manifest import Manifest
+from .data.sampler import EvalSampler, TrainSampler
 from .data.toyworld import generate
 from .data.transforms import build_transform
 from .engine import FitResult, Method, TrainingDivergedError, fit, make_loader, seed_everything
+from .io import exclusive
 from .losses import build_loss
 from .models.registry import create_model, method_builder
 from .params import MethodParams, ParamsError, RunParams
@@ -31,12 +34,21 @@ def prepare_data(params: RunParams, progress: bool = True, source: str | None = 
     an error, never silently reused."""
     d = params.data
     if d.dataset == "toy" and source in (None, "toy"):
-        return generate(params.dataset_root(), d.toy, progress=progress)
+        root = params.dataset_root()
+        with exclusive(root.with_name(f".{root.name}.lock"), f"generating the toy world {root}"):
+            return generate(root, d.toy, progress=progress)
     source, raw_root = source or d.source, raw_root or d.raw_root
     options = d.source_options if options is None else options
     out = params.resolve_path(d.manifest) if d.manifest else \
         params.resolve_path(params.output_root) / "datasets" / str(source)
     raw_root = str(params.resolve_path(raw_root)) if raw_root else raw_root
+    if (out / "meta.json").is_file():              # converted: no lock needed (the folder may be read-only)
+        return _read_or_convert(params, out, source, raw_root, options, progress)
+    with exclusive(out.with_name(f".{out.name}.lock"), f"converting {source} into {out}"):
+        return _read_or_convert(params, out, source, raw_root, options, progress)
+
+
+def _read_or_convert(params: RunParams, out, source, raw_root, options, progress) -> Manifest:
     if (out / "meta.json").is_file():
         manifest = Manifest(out)
         done = manifest.meta.get("conversion")
@@ -143,28 +155,57 @@ def check_method_data(data: MethodData, tp, check_files: bool = True, progress: 
             check_images(ds, progress=progress)
 
 
+def per_process_batch(params: RunParams, name: str, world_size: int) -> int:
+    """Images per forward in each process: the global ``train.batch_size`` split over the processes and the
+    accumulation steps (an error naming the params when it does not divide)."""
+    tp = params.methods[name].train
+    parts = world_size * tp.accumulate_steps
+    if tp.batch_size % parts:
+        raise ValueError(f"{params.source}: methods.{name}.train.batch_size {tp.batch_size} (the global batch) does "
+                         f"not divide into {world_size} process(es) x {tp.accumulate_steps} accumulation step(s)")
+    return tp.batch_size // parts
+
+
 def train_method(params: RunParams, name: str, progress: bool = True) -> FitResult:
-    """Train method ``name`` of the params into ``<run>/<name>/`` (resumes, reuses a finished run); its result."""
+    """Train method ``name`` of the params into ``<run>/<name>/`` (resumes, reuses a finished run); its result.
+
+    With ``train.devices`` above 1, outside torchrun, this launches ``torchrun --nproc_per_node N -m mlc.train``
+    and streams its output (see :mod:`mlc.launch`).  Under torchrun, rank 0 prepares the run folder and
+    the data while the others wait; each process then trains on its shard."""
     mp = method_params(params, name)
-    run_dir = prepare_run_dir(params)
-    data = method_data(params, name)
     tp = mp.train
+    if tp.devices > 1 and not dist.is_dist():
+        from .launch import train_with_torchrun
+        return train_with_torchrun(params, name, tp.devices, progress=progress)
+    world, rank = dist.world_size(), dist.rank()
+    per_process = per_process_batch(params, name, world)
+    with dist.main_first():
+        run_dir = prepare_run_dir(params) if dist.is_main_process() else params.run_dir
+        data = method_data(params, name)
+        if dist.is_main_process() and not stage.is_finished(run_dir / name):
+            check_method_data(data, tp, params.data.check_images, progress)
     workers = params.data.num_workers
-    if not stage.is_finished(run_dir / name):
-        check_method_data(data, tp, params.data.check_images, progress)
+    train_set = data.datasets["train"]
+    sampler = TrainSampler(len(train_set), rank, world)
+    # one loader for the whole run: its workers persist across epochs, and the sampler hands each image
+    # its epoch's augmentation seed, so the batches do not depend on the number of workers or processes
+    train_loader = make_loader(train_set, per_process, shuffle=False, num_workers=workers, drop_last=tp.drop_last,
+                               sampler=sampler, persistent_workers=True)
 
-    def train_loader(epoch: int):
-        epoch_seed = seed_everything(params.seed, 17, epoch)
-        data.datasets["train"].augment_seed = epoch_seed     # augmentations depend on (epoch, image), not workers
-        return make_loader(data.datasets["train"], tp.batch_size, shuffle=True, num_workers=workers,
-                           drop_last=tp.drop_last, seed=epoch_seed)
+    def epoch_loader(epoch: int):
+        sampler.set_epoch(seed_everything(params.seed, 17, epoch))
+        return train_loader
 
-    loaders = {split: make_loader(data.datasets[split], tp.eval_batch_size, shuffle=False, num_workers=workers)
+    loaders = {split: make_loader(data.datasets[split], tp.eval_batch_size, shuffle=False, num_workers=workers,
+                                  sampler=EvalSampler(len(data.datasets[split]), rank, world),
+                                  persistent_workers=True)
                for split in ("val", "test")}
+    if loaders["val"].dataset is loaders["test"].dataset:
+        loaders["val"] = loaders["test"]
     seed_everything(params.seed)
     method = build_method(mp, len(data.labels), label_names=data.label_names)
     return fit(method, loaders, tp, params.eval, run_dir / name, seed=params.seed, stage_name=name,
-               progress=progress, make_train_loader=train_loader, log_params=params.log)
+               progress=progress, make_train_loader=epoch_loader, log_params=params.log)
 
 
 def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.Module:
@@ -191,16 +232,23 @@ def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.
 
 def run_training(params: RunParams, name: str) -> int:
     """Train ``name`` and print its test mAP; a diverged run, a locked stage or a run conflict is one clear
-    line on stderr and exit code 1 (what ``python -m mlc.train`` and ``mlc train`` return)."""
+    line on stderr and exit code 1 (what ``python -m mlc.train`` and ``mlc train`` return).  Under torchrun
+    this process joins the job first; rank 0 prints."""
     if name not in params.methods:
         print(f"error: {no_such_method(params, name)}", file=sys.stderr)
         return 2
+    dist.init_from_env(params.methods[name].train.device)
+    main = dist.is_main_process()
     try:
         result = train_method(params, name)
     except (TrainingDivergedError, stage.StageLockedError, RunConflictError) as e:
-        print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
+        if main:                            # every rank stops with the same error; one line says it
+            print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
         return 1
-    print(f"test mAP {100 * result.test['mAP']:.2f} (best epoch {result.best_epoch + 1}, {result.best_source})")
+    finally:
+        dist.shutdown()
+    if main:
+        print(f"test mAP {100 * result.test['mAP']:.2f} (best epoch {result.best_epoch + 1}, {result.best_source})")
     return 0
 
 

@@ -101,13 +101,15 @@ class MultiLabelDataset(Dataset):
         """All targets of the split, [N, C'] int8."""
         return self.manifest.dense_targets(self.split_name, self.labels)
 
-    def __getitem__(self, i: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        # (index, epoch_seed) from mlc.data.sampler.TrainSampler, or an index (seeded by augment_seed, if set)
+        i, seed = key if isinstance(key, tuple) else (key, self.augment_seed)
         img = self.load_image(i)
         if self.transform is not None:
-            if self.augment_seed is None:
+            if seed is None:
                 img = self.transform(img)
             else:
-                with _seeded((self.augment_seed * 1_000_003 + i) % 2**63):
+                with _seeded((seed * 1_000_003 + i) % 2**63):
                     img = self.transform(img)
         target = target_row(self._records[i], self.manifest.num_labels, self._absent)[self.labels]
         return {"image": img, "target": torch.from_numpy(target.astype(np.float32)), "index": i}
