@@ -1,0 +1,179 @@
+"""Multi-process training on the CPU: torchrun with gloo and 2 processes, as a user starts it."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def torchrun(params_file, method, nproc=2, wait=True, **env_extra):
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLC_PROGRESS": "lines", **env_extra}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "mlc.train", str(params_file), "--method", method]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
+                                start_new_session=True)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """toy_ci in a fresh output root, with the toy CLIP and label embeddings that MKT and QKS need (built by
+    notebooks 02 and 03 in a full run)."""
+    from mlc.params import load_params
+    root = tmp_path_factory.mktemp("ddp")
+    pf = root / "params.yaml"
+    pf.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: ddp\noutput_root: {root / 'out'}\n"
+                  f"data:\n  root: {root / 'world'}\n")
+    params = load_params(pf)
+    return pf, params, root
+
+
+def _prepare_open_vocab(params):
+    from mlc.clip import train_toy_clip
+    from mlc.embeddings import build_run_embeddings
+    from mlc.train import prepare_data
+    manifest = prepare_data(params, progress=False)
+    train_toy_clip(params, manifest, progress=False)
+    build_run_embeddings(params, manifest=manifest, progress=False)
+
+
+@pytest.mark.parametrize("method", ["q2l", "salgl", "sgre", "mkt", "qks"])
+def test_torchrun_two_processes_train_one_run_that_scores_every_test_image_once(ddp_run, method):
+    from mlc.evaluate import evaluate_method
+    pf, params, root = ddp_run
+    if method in ("mkt", "qks"):
+        _prepare_open_vocab(params)
+    # the first run also generates the toy world: both ranks ask for it, one builds it
+    done = torchrun(pf, method)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert sum(line.startswith("test mAP") for line in lines) == 1, done.stdout        # one process reports
+    assert sum(line.startswith(f"[{method}] epoch 1/") for line in lines) == 1, done.stdout
+    stage_dir = params.run_dir / method
+    result = json.loads((stage_dir / "result.json").read_text())
+    # one set of files, no temporary leftovers of a second writer
+    assert set(p.name for p in (stage_dir / "checkpoints").iterdir()) <= {"best.pt", "last.pt", "last.prev.pt"}
+    assert "global batch 16 = 2 process(es) x 8 images" in (stage_dir / "train.log").read_text()
+    saved = np.load(stage_dir / "test_scores.npz")
+    # every test image exactly once, in the dataset's order: a single-process evaluation of the same
+    # checkpoint gives the same scores and the same metrics
+    single = evaluate_method(params, method, device="cpu", progress=False)
+    assert saved["scores"].shape == single["scores"].shape
+    np.testing.assert_array_equal(saved["targets"], single["targets"])
+    np.testing.assert_allclose(saved["scores"], single["scores"], rtol=1e-5, atol=1e-6)
+    assert result["test"]["mAP"] == pytest.approx(single["report"]["mAP"], abs=1e-9)
+
+
+def test_resume_after_the_launcher_and_its_workers_are_killed(tmp_path):
+    """kill -9 of torchrun and its workers (a node lost) after the first epoch; the rerun resumes from last.pt
+    and ends with the numbers of an uninterrupted run."""
+    from conftest import toy_params_file
+    ref = toy_params_file(tmp_path, "ref", "epochs: 3, batch_size: 16")
+    killed = toy_params_file(tmp_path, "killed", "epochs: 3, batch_size: 16")
+    full = torchrun(ref, "q2l")
+    assert full.returncode == 0, full.stdout[-2000:] + full.stderr[-2000:]
+    last = tmp_path / "killed" / "rel" / "q2l" / "checkpoints" / "last.pt"
+    proc = torchrun(killed, "q2l", wait=False, MLC_KILL_AT_STEP="9999")
+    deadline = time.time() + 300
+    while not last.is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    # torchrun starts its workers in sessions of their own: kill -9 the launcher and every worker (the job's
+    # processes all name this params file), as a scheduler ending the job does
+    subprocess.run(["pkill", "-9", "-f", str(killed)], check=False)
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert last.is_file() and not (last.parent.parent / "result.json").is_file()
+    again = torchrun(killed, "q2l")
+    assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "resuming" in again.stdout
+    a = json.loads((tmp_path / "ref" / "rel" / "q2l" / "result.json").read_text())
+    b = json.loads((tmp_path / "killed" / "rel" / "q2l" / "result.json").read_text())
+    assert b["test"]["mAP"] == pytest.approx(a["test"]["mAP"], abs=1e-6)
+    assert [r["train_loss"] for r in b["history"]] == pytest.approx([r["train_loss"] for r in a["history"]], rel=1e-5)
+
+
+def test_notebook_path_launches_torchrun_and_streams_its_progress(tmp_path, capfd):
+    """``train.devices: 2`` in the params: train_method (what the notebooks call) starts torchrun, prints its
+    lines as they come, and returns the result; a failing rank fails the call with its output."""
+    from conftest import toy_params_file
+    from mlc.launch import LaunchError
+    from mlc.params import load_params
+    from mlc.train import train_method
+    params = load_params(toy_params_file(tmp_path, "nb", "epochs: 1, batch_size: 16, devices: 2"))
+    result = train_method(params, "q2l")
+    out = capfd.readouterr().out
+    assert "global batch 16 = 2 process(es)" in out and "test mAP" in out
+    assert result.test["mAP"] == json.loads((params.run_dir / "q2l" / "result.json").read_text())["test"]["mAP"]
+    bad = load_params(toy_params_file(tmp_path, "bad", "epochs: 1, batch_size: 16, devices: 2, lr: 1.0e+30"))
+    with pytest.raises(LaunchError, match="diverged"):
+        train_method(bad, "q2l", progress=False)
+
+
+def test_global_batch_must_divide_over_processes_and_accumulation(tmp_path):
+    from conftest import toy_params_file
+    from mlc.params import load_params
+    from mlc.train import per_process_batch
+    params = load_params(toy_params_file(tmp_path, "b", "batch_size: 12, accumulate_steps: 2"))
+    assert per_process_batch(params, "q2l", 1) == 6
+    assert per_process_batch(params, "q2l", 2) == 3
+    with pytest.raises(ValueError, match=r"batch_size 12 \(the global batch\) does not divide into 5"):
+        per_process_batch(params, "q2l", 5)
+
+
+def test_accumulation_gives_the_gradient_of_the_whole_batch():
+    """Two forwards of 8 images with accumulate_steps 2 update the weights as one forward of 16 does."""
+    from types import SimpleNamespace
+
+    from mlc.engine import _Autocast, _LossMeter, _Run, build_scheduler, make_adamw, train_one_epoch  # noqa: F401
+    from mlc.method import Method
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 5), (torch.rand(32, 3) > 0.5).float()
+
+    def run_with(accumulate):
+        torch.manual_seed(1)
+        model = torch.nn.Linear(5, 3)
+        batch = 16 // accumulate
+        loader = [{"image": x[i:i + batch], "target": y[i:i + batch], "index": torch.arange(i, i + batch)}
+                  for i in range(0, 32, batch)]
+        tp = SimpleNamespace(lr=0.1, weight_decay=0.0, fused_adamw=False, epochs=1, scheduler="constant",
+                             accumulate_steps=accumulate, channels_last=False, log_every=1, grad_clip_norm=None)
+        method = Method(model=model, loss_fn=lambda out, t: {
+            "loss": torch.nn.functional.binary_cross_entropy_with_logits(out["logits"], t)},
+            forward_fn=lambda m, images, t: {"logits": m(images)})
+        opt = make_adamw([{"params": list(model.parameters())}], tp, torch.device("cpu"))
+        sched, per_it = build_scheduler(opt, tp, 2)
+        from mlc.logs import RunLogger
+        run = _Run(method, model, model, None, opt, sched, per_it, None, torch.amp.GradScaler("cpu", enabled=False),
+                   _Autocast(torch.device("cpu"), "none"), torch.device("cpu"), tp, {}, lambda e: loader, 2,
+                   None, "t", 0, False, RunLogger("/nonexistent", "t", tensorboard=False, enabled=False))
+        record = train_one_epoch(run, 0)
+        return model.weight.detach().clone(), record["train_loss"]
+
+    w1, l1 = run_with(1)
+    w2, l2 = run_with(2)
+    torch.testing.assert_close(w1, w2, rtol=1e-5, atol=1e-6)
+    assert l1 == pytest.approx(l2, rel=1e-6)
+
+
+def test_two_processes_preparing_the_same_toy_world_build_it_once(tmp_path):
+    """Two jobs sharing one data folder: the first builds the world under a lock, the second waits and reuses it."""
+    code = ("import sys; from mlc.params import load_params; from mlc.train import prepare_data;"
+            "m = prepare_data(load_params(sys.argv[1]), progress=False); print(len(m.split('train')))")
+    from conftest import toy_params_file
+    pf = toy_params_file(tmp_path, "w")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(pf)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
+    assert [o[0].strip() for o in outs] == ["64"] * 3
+    assert not list((tmp_path / "world").parent.glob(".*.partial"))
