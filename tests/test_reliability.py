@@ -313,3 +313,23 @@ def test_params_file_details(tmp_path):
     for name in ("../../x", "/tmp/abs", ".hidden"):
         with pytest.raises(ParamsError, match=r":\d+: name: .* (must|outside)"):
             load_params(toy_params_file(tmp_path, name=name))
+
+
+def test_a_nan_selection_map_from_classes_without_positives_is_named_not_called_divergence():
+    """Finite scores with eval.empty_class: nan on a val split missing a class: a clear error, not 'diverged'."""
+    from types import SimpleNamespace
+
+    import torch
+    from mlc.engine import Method, _validate
+
+    class Net(torch.nn.Module):
+        def forward(self, x):
+            return {"logits": x[:, :3]}
+
+    batch = {"image": torch.randn(4, 3), "target": torch.tensor([[1., 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]]),
+             "index": torch.arange(4)}
+    tp = SimpleNamespace(select_on="val", amp="none")
+    ev = SimpleNamespace(ap_mode="voc", empty_class="nan")
+    with pytest.raises(ValueError, match=r"1 of 3 classes have no positive image in the val split.*empty_class: skip"):
+        _validate(Method(model=Net(), loss_fn=None), {"live": Net()}, {"val": [batch]}, torch.device("cpu"), tp, ev,
+                  {}, progress=False)

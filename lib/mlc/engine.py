@@ -548,6 +548,8 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
     accumulate, channels_last = int(getattr(tp, "accumulate_steps", 1)), bool(getattr(tp, "channels_last", False))
     check_every = 1 if device.type == "cpu" else max(1, tp.log_every)
     model.train()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     t0, epoch_meter, log_meter = time.time(), _LossMeter(device), _LossMeter(device)
     nonfinite = torch.zeros((), device=device)
     skipped = torch.zeros((), device=device)
@@ -606,6 +608,8 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
         _maybe_die_for_test(epoch * run.steps_per_epoch + step)
     record = {"epoch": epoch, **{f"train_{k}": v for k, v in epoch_meter.means(reduce=True).items()},
               "lr": optimizer.param_groups[-1]["lr"], "train_seconds": round(time.time() - t0, 2)}
+    if device.type == "cuda":
+        record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     if scaler.is_enabled():
         record["amp_skipped_steps"] = int(dist.all_reduce_max(skipped).item())
     return record
@@ -626,11 +630,22 @@ def _validate(method, candidates: dict, loaders, device, tp, eval_params, record
             else:
                 m, _ = mean_average_precision(pred["scores"], pred["targets"], eval_params.ap_mode,
                                               eval_params.empty_class)
+                if not np.isfinite(m) and split == tp.select_on:
+                    raise ValueError(_no_positives_message(pred["targets"], split, eval_params))
             record[f"{split}_mAP_{source}"] = m
             record[f"{split}_loss_{source}"] = pred["loss"]
         if finite and np.isfinite(record[f"{tp.select_on}_mAP_{source}"]):
             scores[source] = float(record[f"{tp.select_on}_mAP_{source}"])
     return scores
+
+
+def _no_positives_message(targets: np.ndarray, split: str, eval_params) -> str:
+    """Why an mAP of finite scores is NaN: classes without a positive image under ``empty_class: nan``."""
+    empty = int(((targets == 1).sum(0) == 0).sum())
+    return (f"the {split} mAP is NaN although every score is finite: {empty} of {targets.shape[1]} classes have no "
+            f"positive image in the {split} split, and eval.empty_class is {eval_params.empty_class!r} (the official "
+            f"voc_mAP gives such a class NaN). Models cannot be selected on it: use a {split} split with positives "
+            f"for every class, or set eval.empty_class: skip")
 
 
 def _diverged(stage_dir: Path, model: nn.Module, epoch: int, step: int | None, what: str,

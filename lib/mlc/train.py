@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from dataclasses import dataclass
 
@@ -105,6 +106,34 @@ def build_method(mp: MethodParams, num_classes: int, model: torch.nn.Module | No
         return builder(model, mp.loss)
     criterion = build_loss(mp.loss)
     return Method(model=model, loss_fn=lambda out, target: {"loss": criterion(out["logits"], target)})
+
+
+# training labels of each real dataset (open vocabulary: the seen ones), for models built without data
+DATASET_CLASSES = {"coco": 80, "voc": 20, "nuswide81": 81, "nuswide_zsl": 925, "openimages": 7186, "vg500": 500}
+
+
+def untrained_method(mp: MethodParams, num_classes: int, on_meta: bool = False) -> Method:
+    """The method at its configured size with random weights, reading no file: no pretrained backbone, CLIP
+    or stage-1 checkpoint, word-sum label embeddings, random text embeddings for open-vocabulary label sets.
+    For shapes, parameter counts and speed (benchmarks/), never for results.  ``on_meta``: on the meta device
+    (closed-set models only; open_clip moves its models, which meta cannot)."""
+    import dataclasses
+    changes = {"pretrained": False} if hasattr(mp.model, "pretrained") else {}
+    for key, value in (("clip_pretrained", None), ("image_checkpoint", None), ("label_embeddings", "words")):
+        if hasattr(mp.model, key):
+            changes[key] = value
+    cfg = dataclasses.replace(mp.model, **changes)
+    with torch.device("meta") if on_meta else contextlib.nullcontext():
+        model = create_model(mp.model_name, cfg, num_classes, label_names=None)
+        table = getattr(model, "label_embeddings", None)
+        if isinstance(table, torch.Tensor) and not on_meta and not table.any():     # no label names: random ones
+            random = torch.nn.functional.normalize(torch.randn(table.shape), dim=-1)
+            if hasattr(model, "set_label_embeddings"):
+                model.set_label_embeddings(random)
+            else:
+                with torch.no_grad():
+                    table.copy_(random)
+    return build_method(dataclasses.replace(mp, model=cfg), num_classes, model=model)
 
 
 @dataclass

@@ -1,0 +1,177 @@
+"""One training step of each method at its paper configuration, with the speed switches off and on.
+
+    PYTHONPATH=lib python benchmarks/train_step.py                         # CPU: batch 2, 2 threads, fp32
+    PYTHONPATH=lib python benchmarks/train_step.py --device cuda --batch 32 --steps 30 --json out.json
+
+A step is what the engine does per optimizer step: forward, the method's loss, backward, AdamW (and
+the AMP scaler).  Models are built at paper size with random weights (:func:`mlc.train.untrained_method`,
+nothing downloaded) and fed synthetic batches at the paper resolution, so the numbers are about speed
+only.  Settings ("modes"):
+
+* ``baseline``: fp32, NCHW, the multi-tensor (foreach) AdamW, no cuDNN autotuning: the engine with
+  every switch off (what the official code runs, apart from its AMP).
+* ``fast_fp32``: channels_last, fused AdamW, cudnn.benchmark, still fp32 (the maths of the baseline).
+* ``fast``: the same with ``amp: auto`` (bf16 autocast where the GPU has it, fp16 + GradScaler else);
+  on the CPU it equals ``fast_fp32`` and is skipped.
+* ``compile`` (only with ``--compile``): ``fast`` plus torch.compile of the forward.
+
+Reported per method and mode: seconds per step (median of the timed steps), images/s and, on CUDA, the
+peak memory allocated.  ``--json`` writes the rows (with the device, torch version and settings).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from mlc.engine import _Autocast, make_adamw  # noqa: E402
+from mlc.params import load_params  # noqa: E402
+from mlc.train import DATASET_CLASSES, untrained_method  # noqa: E402
+
+PAPER_CONFIGS = {"q2l": "params/q2l/coco_r101_448.yaml", "salgl": "params/salgl/coco_r101_448.yaml",
+                 "sgre": "params/sgre/coco_r101_448.yaml", "mkt": "params/mkt/nuswide_vitb16.yaml",
+                 "qks": "params/qks/nuswide_vitb16.yaml"}
+MODES = {"baseline": dict(amp="none", channels_last=False, fused=False, cudnn_benchmark=False, compile=False),
+         "fast_fp32": dict(amp="none", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
+         "fast": dict(amp="auto", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
+         "compile": dict(amp="auto", channels_last=True, fused=True, cudnn_benchmark=True, compile=True)}
+
+
+def synthetic_batch(batch: int, size: int, classes: int, device: torch.device, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch, 3, size, size, generator=g)
+    targets = (torch.rand(batch, classes, generator=g) < 3 / classes).float()
+    targets[:, 0] = 1                                  # every image has a label (MKT's ranking loss needs one)
+    return images.to(device), targets.to(device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(method_name: str, mode: str, device: torch.device, batch: int, steps: int, warmup: int,
+            params_file: str | None = None) -> dict:
+    """Time ``steps`` training steps (after ``warmup``) of one method in one mode."""
+    switches = MODES[mode]
+    params = load_params(ROOT / (params_file or PAPER_CONFIGS[method_name]))
+    mp = params.methods[method_name]
+    classes = DATASET_CLASSES[params.data.source]
+    torch.manual_seed(0)
+    method = untrained_method(mp, classes)
+    model = method.model.to(device).train()
+    if switches["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = switches["cudnn_benchmark"]
+    from mlc.engine import build_param_groups
+    tp = SimpleNamespace(**{**vars(mp.train), "fused_adamw": switches["fused"]})
+    optimizer = make_adamw(build_param_groups(model, mp.train), tp, device)
+    autocast = _Autocast(device, switches["amp"])
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
+    net = torch.compile(model) if switches["compile"] else model
+    images, targets = synthetic_batch(batch, mp.input.image_size, classes, device)
+    if switches["channels_last"]:
+        images = images.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with autocast():
+            out = method.forward_fn(net, images, targets)
+            loss = method.loss_fn(out, targets)["loss"]
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        return loss
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    t_first = time.perf_counter()
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    warm_seconds = time.perf_counter() - t_first
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        loss = step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    per_step = statistics.median(times)
+    row = {"method": method_name, "mode": mode, "params": params_file or PAPER_CONFIGS[method_name],
+           "image_size": mp.input.image_size, "batch": batch, "classes": classes,
+           "autocast": str(autocast.dtype).removeprefix("torch.") if autocast.enabled else "fp32",
+           "fused_adamw": bool(optimizer.defaults.get("fused")), "steps": steps, "warmup_seconds": round(warm_seconds, 2),
+           "seconds_per_step": round(per_step, 4), "images_per_second": round(batch / per_step, 1),
+           "loss_finite": bool(torch.isfinite(loss).item())}
+    if device.type == "cuda":
+        row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+    del method, model, net, optimizer
+    return row
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--methods", default=",".join(PAPER_CONFIGS))
+    ap.add_argument("--modes", default=None, help="comma-separated (default: baseline,fast_fp32 and, on CUDA, fast)")
+    ap.add_argument("--compile", action="store_true", help="add the torch.compile mode")
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    ap.add_argument("--json", default=None, help="write the rows here (rewritten after each measurement)")
+    args = ap.parse_args(argv)
+    logging.disable(logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    modes = args.modes.split(",") if args.modes else ["baseline", "fast_fp32"] + (["fast"] if device.type == "cuda"
+                                                                                   else [])
+    if args.compile:
+        modes.append("compile")
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "threads": args.threads, "python": platform.python_version()}
+    rows = []
+    for name in args.methods.split(","):
+        for mode in modes:
+            try:
+                row = measure(name, mode, device, args.batch, args.steps, args.warmup)
+            except Exception as e:                     # one failing mode must not hide the others' numbers
+                row = {"method": name, "mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
+            with contextlib.suppress(Exception):
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"info": info, "rows": rows}, indent=1))
+    _table(rows)
+
+
+def _table(rows: list[dict]) -> None:
+    ok = [r for r in rows if "error" not in r]
+    if not ok:
+        return
+    base = {r["method"]: r["seconds_per_step"] for r in ok if r["mode"] == "baseline"}
+    print(f"\n{'method':8} {'mode':10} {'precision':9} {'s/step':>8} {'img/s':>8} {'vs baseline':>11} {'peak GB':>8}")
+    for r in ok:
+        speedup = base.get(r["method"], float("nan")) / r["seconds_per_step"]
+        print(f"{r['method']:8} {r['mode']:10} {r['autocast']:9} {r['seconds_per_step']:8.3f} "
+              f"{r['images_per_second']:8.1f} {speedup:10.2f}x {r.get('peak_memory_gb', float('nan')):8.2f}")
+
+
+if __name__ == "__main__":
+    main()
