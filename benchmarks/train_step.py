@@ -13,6 +13,7 @@ only.  Settings ("modes"):
 * ``fast_fp32``: channels_last, fused AdamW, cudnn.benchmark, still fp32 (the maths of the baseline).
 * ``fast``: the same with ``amp: auto`` (bf16 autocast where the GPU has it, fp16 + GradScaler else);
   on the CPU it equals ``fast_fp32`` and is skipped.
+* ``fast_fp16``: the same with fp16 autocast and the GradScaler (what GPUs without bf16 get).
 * ``compile`` (only with ``--compile``): ``fast`` plus torch.compile of the forward.
 
 Reported per method and mode: seconds per step (median of the timed steps), images/s and, on CUDA, the
@@ -46,6 +47,7 @@ PAPER_CONFIGS = {"q2l": "params/q2l/coco_r101_448.yaml", "salgl": "params/salgl/
 MODES = {"baseline": dict(amp="none", channels_last=False, fused=False, cudnn_benchmark=False, compile=False),
          "fast_fp32": dict(amp="none", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
          "fast": dict(amp="auto", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
+         "fast_fp16": dict(amp="fp16", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
          "compile": dict(amp="auto", channels_last=True, fused=True, cudnn_benchmark=True, compile=True)}
 
 
@@ -114,12 +116,12 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
     row = {"method": method_name, "mode": mode, "params": params_file or PAPER_CONFIGS[method_name],
            "image_size": mp.input.image_size, "batch": batch, "classes": classes,
            "autocast": str(autocast.dtype).removeprefix("torch.") if autocast.enabled else "fp32",
-           "fused_adamw": bool(optimizer.defaults.get("fused")), "steps": steps, "warmup_seconds": round(warm_seconds, 2),
+           "fused_adamw": bool(optimizer.defaults.get("fused")), "steps": steps,
+           "warmup_seconds": round(warm_seconds, 2),
            "seconds_per_step": round(per_step, 4), "images_per_second": round(batch / per_step, 1),
            "loss_finite": bool(torch.isfinite(loss).item())}
     if device.type == "cuda":
         row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    del method, model, net, optimizer
     return row
 
 

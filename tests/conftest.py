@@ -6,6 +6,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# tests/gpu needs a GPU: collected only where one is promised (benchmarks/gpu_check.sh), so that it fails
+# there without one instead of skipping itself anywhere
+collect_ignore = [] if os.environ.get("MLC_GPU_TESTS") == "1" else ["gpu"]
+
 
 def shared_dir() -> Path | None:
     """../shared beside the checkout (or $MLC_SHARED): the oracle records of the official code."""
@@ -60,3 +64,46 @@ class RunsCode:
     def __reduce__(self):
         import pathlib
         return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+class SpeedSwitches:
+    """How an oracle test runs its forward: on ``MLC_TEST_DEVICE`` (cpu by default; the GPU check sets cuda),
+    in fp32, with the engine's speed switches of this parametrisation (channels_last, torch.compile)."""
+
+    def __init__(self, name: str):
+        import torch
+        self.name = name
+        self.device = torch.device(os.environ.get("MLC_TEST_DEVICE", "cpu"))
+
+    def forward(self, model, *inputs, call=None):
+        """``call(model, *inputs)`` (default: the model's forward) under no_grad, outputs back on the CPU."""
+        import torch
+        torch.backends.cudnn.allow_tf32 = False           # fp32 means fp32 on a GPU too (the oracles are fp32)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        model = model.to(self.device).eval()
+        inputs = [x.to(self.device) if isinstance(x, torch.Tensor) else x for x in inputs]
+        if self.name in ("channels_last", "compiled"):
+            model = model.to(memory_format=torch.channels_last)
+            inputs = [x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4
+                      else x for x in inputs]
+        net = torch.compile(model) if self.name == "compiled" else model
+        with torch.no_grad():
+            out = (call or (lambda m, *a: m(*a)))(net, *inputs)
+        return _to_cpu(out)
+
+
+def _to_cpu(x):
+    import torch
+    if isinstance(x, torch.Tensor):
+        return x.cpu()
+    if isinstance(x, dict):
+        return {k: _to_cpu(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_to_cpu(v) for v in x)
+    return x
+
+
+@pytest.fixture(params=["plain", "channels_last"])
+def speed(request):
+    """Every oracle test runs with the speed switches off and on (fp32; see SpeedSwitches)."""
+    return SpeedSwitches(request.param)

@@ -22,7 +22,7 @@ def register_oracle_clip(tmp_path, name, ctor):
     open_clip.add_model_config(d)
 
 
-def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
+def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path, speed):
     from mlc.models.qks import QKS, QKSConfig, convert_official_state_dict
     from regen import official_state_dict
     sd, rec = official_state_dict(oracles / "qks-small")
@@ -34,9 +34,7 @@ def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
     missing, unexpected = model.load_state_dict(convert_official_state_dict(sd), strict=False)
     assert not unexpected and not missing
     model.set_label_embeddings(rec["extra"]["test_text_features"])
-    model.eval()
-    with torch.no_grad():
-        out = model(rec["input"])
+    out = speed.forward(model, rec["input"])
     o = rec["outputs"]
     torch.testing.assert_close(out["logits"], o["logits"], atol=1e-4, rtol=1e-4)
     assert torch.equal(out["indices"], o["indices"])
@@ -46,7 +44,7 @@ def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
     assert out["attention"].shape == (2, 30, 14, 14)
 
 
-def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp_path):
+def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp_path, speed):
     from mlc.models.mkt import MKT, MKTConfig, convert_official_state_dict
     from regen import official_state_dict
     sd, rec = official_state_dict(oracles / "mkt-small")
@@ -57,16 +55,17 @@ def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp
     model.eval()
     emb = rec["extra"]["label_embeddings"]
     o = rec["outputs"]
-    with torch.no_grad():
-        model.set_label_embeddings(emb)
-        out = model(rec["input"])
-        torch.testing.assert_close(out["logits"], o["logits"], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(out["pred_feat"], o["pred_feat"], atol=1e-4, rtol=1e-4)
-        torch.testing.assert_close(out["dist_feat"], o["dist_feat"], atol=1e-4, rtol=1e-4)
-        model.set_label_embeddings(emb[:20])
-        torch.testing.assert_close(model(rec["input"])["logits"], o["logits_seen"], atol=1e-4, rtol=1e-4)
-        model.set_label_embeddings(emb[20:])
-        torch.testing.assert_close(model(rec["input"])["logits"], o["logits_unseen"], atol=1e-4, rtol=1e-4)
+
+    def with_labels(table):
+        return lambda m, x: (m.set_label_embeddings(table.to(x.device)), m(x))[1]
+    out = speed.forward(model, rec["input"], call=with_labels(emb))
+    torch.testing.assert_close(out["logits"], o["logits"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["pred_feat"], o["pred_feat"], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(out["dist_feat"], o["dist_feat"], atol=1e-4, rtol=1e-4)
+    seen = speed.forward(model, rec["input"], call=with_labels(emb[:20]))
+    torch.testing.assert_close(seen["logits"], o["logits_seen"], atol=1e-4, rtol=1e-4)
+    unseen = speed.forward(model, rec["input"], call=with_labels(emb[20:]))
+    torch.testing.assert_close(unseen["logits"], o["logits_unseen"], atol=1e-4, rtol=1e-4)
     assert out["attention"].shape == (2, 30, 14, 14)
 
 

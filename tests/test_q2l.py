@@ -8,7 +8,7 @@ from mlc.models.q2l import Q2LConfig, Query2Label, convert_official_state_dict
 from mlc.params import load_params
 
 
-def test_official_checkpoint_reproduces_official_outputs(oracles):
+def test_official_checkpoint_reproduces_official_outputs(oracles, speed):
     from regen import official_state_dict
     sd, rec = official_state_dict(oracles / "q2l-small")
     c = rec["config"]
@@ -16,9 +16,7 @@ def test_official_checkpoint_reproduces_official_outputs(oracles):
                     dec_layers=c["dec_layers"], dim_feedforward=c["dim_feedforward"], dropout=c["dropout"])
     model = Query2Label(cfg, c["num_class"])
     model.load_state_dict(convert_official_state_dict(sd), strict=True)
-    model.eval()
-    with torch.no_grad():
-        out = model(rec["input"])
+    out = speed.forward(model, rec["input"])
     o = rec["outputs"]
     torch.testing.assert_close(out["logits"], o["logits"], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["hs"], o["intermediate.hs"], atol=1e-4, rtol=1e-4)
@@ -28,6 +26,13 @@ def test_official_checkpoint_reproduces_official_outputs(oracles):
     h = w = c["img_size"] // 32
     pe = sine_position_encoding(h, w, c["hidden_dim"]).T.reshape(1, -1, h, w)
     torch.testing.assert_close(pe, rec["fixed"]["backbone.1.pe"])
+
+
+@pytest.mark.slow
+def test_official_outputs_under_torch_compile(oracles):
+    """train.compile: the compiled forward (with channels_last) still gives the official outputs in fp32."""
+    from conftest import SpeedSwitches
+    test_official_checkpoint_reproduces_official_outputs(oracles, SpeedSwitches("compiled"))
 
 
 def test_converter_handles_ddp_prefix_and_rejects_unknown_keys():

@@ -619,10 +619,13 @@ def _validate(method, candidates: dict, loaders, device, tp, eval_params, record
     """Selection score of every candidate (live, EMA) whose scores are all finite; fills ``record``."""
     scores = {}
     for source, net in candidates.items():
-        finite = True
+        finite, done = True, {}
         for split in ("val", "test") if tp.select_on == "test" else ("val",):
-            pred = predict(net, method, loaders[split], device, tp.amp, desc=f"{split} ({source})",
-                           progress=progress, channels_last=bool(getattr(tp, "channels_last", False)))
+            loader = loaders[split]
+            if id(loader) not in done:        # with select_on: test, val is the test loader: score it once
+                done[id(loader)] = predict(net, method, loader, device, tp.amp, desc=f"{split} ({source})",
+                                           progress=progress, channels_last=bool(getattr(tp, "channels_last", False)))
+            pred = done[id(loader)]
             m = math.nan
             if pred["nonfinite"]:
                 finite = False
