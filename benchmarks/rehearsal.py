@@ -99,7 +99,7 @@ def params_file(work: Path, method: str, paper: str, batch: int, device: str, wo
             "eval": {"empty_class": "skip"}}
     if method in OPEN_VOCAB:
         over["clip"] = {"model": "ViT-B-16-quickgelu", "pretrained": str(work / "clip" / "ViT-B-16-random.pt")}
-        over["text"] = {"encoders": ["clip_qks", "clip_mkt"]}
+        over["text"] = {"encoders": ["clip_mkt" if method == "mkt" else "clip_qks"]}
         over["methods"][method]["label_subset"] = "all"   # COCO has no seen / unseen split
         over["eval"]["zsl_top_k"] = [3, 5]
     import yaml
