@@ -89,23 +89,31 @@ def params_file(work: Path, method: str, paper: str, batch: int, device: str, wo
     model = {"pretrained": False} if method in CLOSED_SET else {}
     if method in ("salgl", "sgre"):
         model["label_embeddings"] = "words"          # BERT weights cannot be read here; same shape of table
+    # amp auto (bf16 where the GPU has it): random weights overflow fp16 in the first forward (a ResNet-101
+    # without pretrained weights grows activations past 65504), which trained weights do not
     train = {"epochs": 2, "batch_size": batch, "eval_batch_size": batch, "device": device, "log_every": 1,
-             "early_stop_patience": None}
-    over = {"extends": str(ROOT / paper), "name": f"rehearsal_{method}", "output_root": str(work / "outputs"),
-            "data": {"source": "coco", "raw_root": str(work / "coco"), "manifest": str(work / "manifests" / method),
-                     "num_workers": workers, "source_options": {"keep_empty": False}},
-            "methods": {method: {"model": model, "train": train}},
-            # a few hundred images leave some of the 80 classes without a positive: their AP is skipped, not NaN
-            "eval": {"empty_class": "skip"}}
+             "early_stop_patience": None, "amp": "auto"}
+    import yaml
+    over = yaml.safe_load((ROOT / paper).read_text())
+    if over.get("extends"):
+        over["extends"] = str((ROOT / paper).parent / over["extends"])
+    over["methods"] = {method: over["methods"][method]}      # e.g. mkt_prompt stays out of the rehearsal
+    mp = over["methods"][method]
+    mp.setdefault("model", {}).update(model)
+    mp.setdefault("train", {}).update(train)
+    over.update(name=f"rehearsal_{method}", output_root=str(work / "outputs"))
+    # the paper's dataset settings are replaced whole (NUS-WIDE's layout option means nothing to COCO)
+    over["data"] = {"dataset": "manifest", "source": "coco", "raw_root": str(work / "coco"),
+                    "manifest": str(work / "manifests" / method), "num_workers": workers,
+                    "source_options": {"keep_empty": False}}
+    # a few hundred images leave some of the 80 classes without a positive: their AP is skipped, not NaN
+    over["eval"] = {**over.get("eval", {}), "empty_class": "skip"}
     if method in OPEN_VOCAB:
         over["clip"] = {"model": "ViT-B-16-quickgelu", "pretrained": str(work / "clip" / "ViT-B-16-random.pt")}
         over["text"] = {"encoders": ["clip_mkt" if method == "mkt" else "clip_qks"]}
-        over["methods"][method]["label_subset"] = "all"   # COCO has no seen / unseen split
-        over["eval"]["zsl_top_k"] = [3, 5]
-    import yaml
+        mp["label_subset"] = "all"                   # COCO has no seen / unseen split
     path = work / f"{method}.yaml"
     path.write_text(yaml.safe_dump(over, sort_keys=False))
-    # the paper config's other methods (e.g. mkt_prompt) stay out of the rehearsal
     return path
 
 

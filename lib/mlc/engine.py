@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader
 
 from . import distributed as dist
 from . import stage
+from .data.transforms import normalize_batch
 from .io import atomic_write_stream, atomic_write_text
 from .logs import RunLogger
 from .method import Method
@@ -186,10 +187,11 @@ def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.
     model.eval()
     autocast = _Autocast(device, amp)
     scores, targets, indices = [], [], []
+    normalize = getattr(getattr(loader, "dataset", None), "device_normalize", None)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)      # on the device: no sync per batch
     n = 0
     for batch in progress_bar(loader, desc=desc, leave=False, disable=not progress or not dist.is_main_process()):
-        images, target = to_device(batch, device, channels_last)
+        images, target = to_device(batch, device, channels_last, normalize)
         with autocast():
             out = method.forward_fn(model, images, target)
             loss = method.loss_fn(out, target)["loss"] if method.loss_fn is not None else torch.zeros(())
@@ -497,9 +499,16 @@ def _final_test(run: _Run, state: _State, eval_params) -> FitResult:
     return result
 
 
-def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch's images and targets on the device (asynchronously from pinned memory), in NHWC when asked."""
+def to_device(batch: dict, device: torch.device, channels_last: bool = False,
+              normalize: tuple | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch's images and targets on the device (asynchronously from pinned memory), in NHWC when asked.
+    A uint8 batch (``data.uint8_batches``) travels as uint8 and is normalised there with ``normalize``
+    (the dataset's ``device_normalize``: mean, std)."""
     images = batch["image"].to(device, non_blocking=True)
+    if images.dtype == torch.uint8:
+        if normalize is None:
+            raise ValueError("a uint8 image batch without the dataset's device_normalize (mean, std)")
+        images = normalize_batch(images, *normalize)
     if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, batch["target"].to(device, non_blocking=True)
@@ -556,14 +565,16 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
     ticker = StepTicker(f"[{run.stage_name}] epoch {epoch + 1}/{tp.epochs}", run.steps_per_epoch,
                         emit=run.logger.info)
     group_names = [g.get("name", str(i)) for i, g in enumerate(optimizer.param_groups)]
-    batches = iter(run.get_train_loader(epoch))
+    loader = run.get_train_loader(epoch)
+    normalize = getattr(getattr(loader, "dataset", None), "device_normalize", None)
+    batches = iter(loader)
     bar = progress_bar(range(run.steps_per_epoch), desc=f"{run.stage_name} epoch {epoch + 1}/{tp.epochs}",
                        leave=False, disable=not run.show)
     first_unchecked = 0
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         for micro in range(accumulate):
-            images, target = to_device(next(batches), device, channels_last)
+            images, target = to_device(next(batches), device, channels_last, normalize)
             last_micro = micro == accumulate - 1
             with run.ddp.no_sync() if run.ddp is not None and not last_micro else contextlib.nullcontext():
                 with run.autocast():
@@ -579,7 +590,8 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
                 at = step if step == first_unchecked else None
                 _diverged(run.stage_dir, model, epoch, at, f"the training loss became non-finite "
                           f"(steps {first_unchecked + 1}-{step + 1} of the epoch)" if at is None else
-                          f"the training loss is {float(losses['loss'])}", {k: float(v) for k, v in losses.items()})
+                          f"the training loss is {float(losses['loss'].detach())}",
+                          {k: float(v.detach()) for k, v in losses.items()})
             first_unchecked = step + 1
         if tp.grad_clip_norm:
             scaler.unscale_(optimizer)

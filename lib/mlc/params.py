@@ -43,6 +43,10 @@ class DataParams:
     toy: ToyWorldConfig = field(default_factory=ToyWorldConfig)
     num_workers: int = 0
     check_images: bool = True              # stat every listed image before training (off for huge sets)
+    # speed (neither changes a number; docs/performance.md): images resized once to the training size and
+    # stored as uint8 (<manifest>/cache/, N x S x S x 3 bytes), and uint8 batches normalised on the device
+    image_cache: Literal["none", "uint8"] = "none"
+    uint8_batches: bool = True
 
 
 @dataclass

@@ -33,6 +33,7 @@ class RunConflictError(RuntimeError):
 # build one run directory (resume on another machine, more loader workers).  Loader workers qualify because
 # each image's augmentation is seeded from (epoch, image), not from the worker that loads it.
 NON_RESULT_KEYS = ("description", "output_root", "log.*", "data.num_workers", "data.check_images",
+                   "data.image_cache", "data.uint8_batches",
                    "methods.*.train.device", "methods.*.train.log_every", "methods.*.train.devices",
                    "methods.*.train.channels_last", "methods.*.train.cudnn_benchmark", "methods.*.train.fused_adamw",
                    "methods.*.train.compile")

@@ -184,6 +184,25 @@ def check_method_data(data: MethodData, tp, check_files: bool = True, progress: 
             check_images(ds, progress=progress)
 
 
+def speed_up_data(params: RunParams, mp: MethodParams, data: MethodData, progress: bool = True) -> None:
+    """The data switches that change no number: uint8 batches normalised on the device
+    (``data.uint8_batches``) and the resized-image cache (``data.image_cache: uint8``).  Both need the
+    kit's own transforms, which begin with the deterministic resize (not ``input.timm_augment``)."""
+    from .data.image_cache import attach_cache
+    from .data.transforms import NORMALIZE, starts_with_resize
+    inp, d = mp.input, params.data
+    if not starts_with_resize(inp):
+        return
+    datasets = {id(ds): (split, ds) for split, ds in data.datasets.items()}.values()
+    if d.uint8_batches:
+        for split, ds in datasets:
+            ds.transform = build_transform(inp, train=split == "train", uint8=True)
+            ds.device_normalize = NORMALIZE[inp.normalize]
+    if d.image_cache == "uint8":
+        for _, ds in datasets:
+            attach_cache(ds, inp.image_size, d.num_workers, progress)
+
+
 def per_process_batch(params: RunParams, name: str, world_size: int) -> int:
     """Images per forward in each process: the global ``train.batch_size`` split over the processes and the
     accumulation steps (an error naming the params when it does not divide)."""
@@ -213,6 +232,7 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
         data = method_data(params, name)
         if dist.is_main_process() and not stage.is_finished(run_dir / name):
             check_method_data(data, tp, params.data.check_images, progress)
+        speed_up_data(params, mp, data, progress and dist.is_main_process())
     workers = params.data.num_workers
     train_set = data.datasets["train"]
     sampler = TrainSampler(len(train_set), rank, world)

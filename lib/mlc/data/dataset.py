@@ -64,6 +64,8 @@ class MultiLabelDataset(Dataset):
         self._absent = manifest.meta["absent"]
         self._records = self.rows.to_dict("records")
         self.augment_seed: int | None = None
+        self.cache = None                   # mlc.data.image_cache.CachedImages: images resized once, read from it
+        self.device_normalize = None        # (mean, std) when the transform returns uint8 (normalised on the device)
         if not manifest.meta.get("absolute_paths", False) and len(self.rows):
             bad = escaping_paths(self.rows["image"])
             if bad.any():
@@ -104,7 +106,7 @@ class MultiLabelDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
         # (index, epoch_seed) from mlc.data.sampler.TrainSampler, or an index (seeded by augment_seed, if set)
         i, seed = key if isinstance(key, tuple) else (key, self.augment_seed)
-        img = self.load_image(i)
+        img = self.load_image(i) if self.cache is None else self.cache.image(i)
         if self.transform is not None:
             if seed is None:
                 img = self.transform(img)

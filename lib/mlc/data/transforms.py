@@ -120,9 +120,17 @@ class OfficialRandAugment:
         return img
 
 
-def build_transform(inp, train: bool) -> T.Compose:
+def starts_with_resize(inp) -> bool:
+    """Whether the transforms begin with the deterministic Resize((S, S)) (so images can be cached resized)."""
+    return not getattr(inp, "timm_augment", None)
+
+
+def build_transform(inp, train: bool, uint8: bool = False) -> T.Compose:
     """Transform from ``InputParams``: Resize((S, S)) [-> flip -> cutout -> RandAugment] -> tensor -> normalise;
-    with ``timm_augment`` timm's own ``create_transform`` (as MKT's official code builds it)."""
+    with ``timm_augment`` timm's own ``create_transform`` (as MKT's official code builds it).
+
+    ``uint8``: end with a uint8 tensor instead of the normalised float one; the engine converts and
+    normalises whole batches on the device (the same arithmetic, once per batch instead of per image)."""
     mean, std = NORMALIZE[inp.normalize]
     if getattr(inp, "timm_augment", None):
         if inp.hflip or inp.cutout_factor > 0 or inp.randaugment != "none":
@@ -142,8 +150,18 @@ def build_transform(inp, train: bool) -> T.Compose:
             steps.append(OfficialRandAugment())
         elif inp.randaugment == "torchvision":
             steps.append(T.RandAugment())
-    steps += [T.ToTensor(), T.Normalize(mean, std)]
+    steps += [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
+
+
+def normalize_batch(images, mean, std):
+    """A uint8 batch [B, 3, H, W] as ``ToTensor`` + ``Normalize`` would make it, image by image: x / 255, then
+    (x - mean) / std, in float32 on the batch's device."""
+    import torch
+    x = images.float().div_(255)
+    m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+    return x.sub_(m).div_(s)
 
 
 def denormalize(images, normalize: str = "imagenet"):
