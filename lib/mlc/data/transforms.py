@@ -150,14 +150,23 @@ def build_transform(inp, train: bool, uint8: bool = False) -> T.Compose:
             steps.append(OfficialRandAugment())
         elif inp.randaugment == "torchvision":
             steps.append(T.RandAugment())
-    steps += [T.PILToTensor()] if uint8 else [T.ToTensor(), T.Normalize(mean, std)]
+    steps += [to_hwc_uint8] if uint8 else [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(steps)
 
 
-def normalize_batch(images, mean, std):
-    """A uint8 batch [B, 3, H, W] as ``ToTensor`` + ``Normalize`` would make it, image by image: x / 255, then
-    (x - mean) / std, in float32 on the batch's device."""
+def to_hwc_uint8(img: Image.Image):
+    """The image as a uint8 tensor [H, W, 3] (one copy; the batch is permuted to [B, 3, H, W] as a view)."""
     import torch
+    return torch.from_numpy(np.array(img.convert("RGB"), dtype=np.uint8))
+
+
+def normalize_batch(images, mean, std):
+    """A uint8 batch [B, H, W, 3] (from :func:`to_hwc_uint8`) or [B, 3, H, W] as ``ToTensor`` + ``Normalize``
+    would make it, image by image: x / 255, then (x - mean) / std, in float32 on the batch's device.  An HWC
+    batch comes back as the [B, 3, H, W] view of channels-last memory (same values)."""
+    import torch
+    if images.shape[-1] == 3 and images.shape[1] != 3:
+        images = images.permute(0, 3, 1, 2)
     x = images.float().div_(255)
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
