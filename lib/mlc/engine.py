@@ -508,7 +508,7 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False,
     if images.dtype == torch.uint8:
         if normalize is None:
             raise ValueError("a uint8 image batch without the dataset's device_normalize (mean, std)")
-        images = normalize_batch(images, *normalize)
+        images = normalize_batch(images, *normalize, channels_last=channels_last)
     if channels_last and images.dim() == 4:
         images = images.contiguous(memory_format=torch.channels_last)
     return images, batch["target"].to(device, non_blocking=True)
