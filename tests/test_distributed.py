@@ -177,3 +177,21 @@ def test_two_processes_preparing_the_same_toy_world_build_it_once(tmp_path):
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-1500:] for o in outs]
     assert [o[0].strip() for o in outs] == ["64"] * 3
     assert not list((tmp_path / "world").parent.glob(".*.partial"))
+
+
+def test_training_notebook_with_devices_2_under_papermill(tmp_path):
+    """notebooks/10 with the parameter devices=2, executed headless: the cell launches torchrun, its progress
+    lines land in the notebook, and the notebook goes on with the result."""
+    import nbformat
+    import papermill
+    p = tmp_path / "nb.yaml"
+    p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\noutput_root: {tmp_path / 'outputs'}\n"
+                 f"data:\n  root: {tmp_path / 'world'}\n")
+    out = tmp_path / "10.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / "10_train_q2l.ipynb"), str(out), cwd=str(ROOT),
+                               parameters={"params_file": str(p), "devices": 2}, kernel_name="python3",
+                               progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "global batch 16 = 2 process(es) x 8 images" in text
+    assert (tmp_path / "outputs" / "toy_ci" / "q2l" / "result.json").is_file()

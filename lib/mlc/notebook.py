@@ -17,12 +17,17 @@ def repo_root(start: Path | None = None) -> Path:
     return root
 
 
-def setup(params_file: str) -> RunParams:
-    """Run from the repository root (so relative paths in params work from JupyterLab too) and load params."""
+def setup(params_file: str, devices: int = 1) -> RunParams:
+    """Run from the repository root (so relative paths in params work from JupyterLab too) and load params.
+    ``devices`` above 1 trains every method on that many GPUs (processes): ``train_method`` then launches
+    torchrun and streams its progress into the notebook (see :mod:`mlc.launch`)."""
     root = repo_root()
     os.chdir(root)
     set_style()
     params = load_params(params_file)
+    if devices > 1:
+        for mp in params.methods.values():
+            mp.train.devices = int(devices)
     (params.run_dir / "figures").mkdir(parents=True, exist_ok=True)
     return params
 
