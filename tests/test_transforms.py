@@ -135,3 +135,18 @@ def test_mkt_paper_config_trains_with_timms_official_pipeline():
         assert T.build_transform(inp, train=True)(_photo(300)).shape == (3, 224, 224)
     with pytest.raises(ValueError, match="timm_augment replaces hflip"):
         T.build_transform(InputParams(timm_augment="rand-m9-mstd0.5-inc1", hflip=True), train=True)
+
+
+def test_timm_posterize_at_zero_bits_gives_a_black_image_as_old_pillow_did():
+    """MKT's rand-m9-mstd0.5-inc1 can draw 0 bits to keep; Pillow >= 11 raises there, which killed loader workers."""
+    import numpy as np
+    from mlc.data.transforms import build_transform
+    from mlc.params import InputParams
+    from PIL import Image
+    tf = build_transform(InputParams(image_size=32, normalize="imagenet", timm_augment="rand-m9-mstd0.5-inc1"), True)
+    ops = [op for step in tf.transforms for op in getattr(step, "ops", []) if op.name.startswith("Posterize")]
+    assert ops
+    img = Image.fromarray(np.full((8, 8, 3), 200, np.uint8))
+    assert np.asarray(ops[0].aug_fn(img, 0)).max() == 0
+    assert np.asarray(ops[0].aug_fn(img, 8)).min() == 200
+    assert np.asarray(ops[0].aug_fn(img, 2)).max() == 192

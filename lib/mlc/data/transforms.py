@@ -137,8 +137,9 @@ def build_transform(inp, train: bool, uint8: bool = False) -> T.Compose:
             raise ValueError("input.timm_augment replaces hflip, cutout_factor and randaugment: leave those unset")
         from timm.data import create_transform
         if train:
-            return create_transform(inp.image_size, is_training=True, color_jitter=False, re_prob=0.0,
-                                    auto_augment=inp.timm_augment, interpolation="bicubic", mean=mean, std=std)
+            return _posterize_zero_bits(create_transform(
+                inp.image_size, is_training=True, color_jitter=False, re_prob=0.0, auto_augment=inp.timm_augment,
+                interpolation="bicubic", mean=mean, std=std))
         return create_transform(inp.image_size, is_training=False, interpolation="bicubic", mean=mean, std=std)
     steps = [T.Resize((inp.image_size, inp.image_size))]
     if train:
@@ -173,6 +174,25 @@ def normalize_batch(images, mean, std, channels_last: bool = False):
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     return x.sub_(m).div_(s)
+
+
+def _posterize_to_black(img: Image.Image, bits_to_keep: int, **_) -> Image.Image:
+    if bits_to_keep >= 8:
+        return img
+    if bits_to_keep <= 0:                 # what PIL < 11 did with bits=0: every value & ~255 = 0, a black image
+        return Image.new(img.mode, img.size)
+    return ImageOps.posterize(img, bits_to_keep)
+
+
+def _posterize_zero_bits(transform):
+    """timm's increasing posterize reaches 0 bits when the magnitude noise (mstd) draws the top level; Pillow
+    11 and later refuse 0 bits (ValueError in a loader worker), Pillow 10 and before made the image black, as
+    in the official MKT runs.  Give timm's posterize ops that older behaviour."""
+    for step in getattr(transform, "transforms", []):
+        for op in getattr(step, "ops", []):
+            if getattr(op, "name", "").startswith("Posterize"):
+                op.aug_fn = _posterize_to_black
+    return transform
 
 
 def denormalize(images, normalize: str = "imagenet"):
