@@ -71,6 +71,19 @@ def test_torchrun_two_processes_train_one_run_that_scores_every_test_image_once(
     np.testing.assert_array_equal(saved["targets"], single["targets"])
     np.testing.assert_allclose(saved["scores"], single["scores"], rtol=1e-5, atol=1e-6)
     assert result["test"]["mAP"] == pytest.approx(single["report"]["mAP"], abs=1e-9)
+    if method == "salgl":
+        # the co-occurrence memory counted the global batch in both processes: after 2 epochs over all 96
+        # training images (6 batches of 8 per process), its diagonal holds every positive label twice
+        from mlc import stage as st
+        last, _ = st.load_checkpoint(stage_dir / "checkpoints" / "last.pt")
+        comatrix = last["model"]["comatrix"]
+        train_positives = int((params_targets(params, method) == 1).sum())
+        assert float(comatrix.diagonal(dim1=1, dim2=2).sum()) == 2 * train_positives
+
+
+def params_targets(params, method):
+    from mlc.train import method_data
+    return method_data(params, method).datasets["train"].targets()
 
 
 def test_resume_after_the_launcher_and_its_workers_are_killed(tmp_path):
