@@ -20,7 +20,7 @@ def repo_root(start: Path | None = None) -> Path:
 def setup(params_file: str, devices: int = 1) -> RunParams:
     """Run from the repository root (so relative paths in params work from JupyterLab too) and load params.
     ``devices`` above 1 trains every method on that many GPUs (processes): ``train_method`` then launches
-    torchrun and streams its progress into the notebook (see :mod:`mlc.launch`)."""
+    torchrun and streams its progress into the notebook (see :mod:`mlc.torchrun`)."""
     root = repo_root()
     os.chdir(root)
     set_style()

@@ -560,7 +560,7 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
     params = conv.dataclass(data, RunParams, "")
     params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
     params.source = str(path)
-    # a launcher that hands resolved params to a subprocess (mlc.launch) keeps their original base
+    # a launcher that hands resolved params to a subprocess (mlc.torchrun) keeps their original base
     params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or str(base_dir_of(path))
     if output_root or os.environ.get(OUTPUT_ROOT_ENV):
         params.output_root = output_root or os.environ[OUTPUT_ROOT_ENV]

@@ -218,12 +218,12 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
     """Train method ``name`` of the params into ``<run>/<name>/`` (resumes, reuses a finished run); its result.
 
     With ``train.devices`` above 1, outside torchrun, this launches ``torchrun --nproc_per_node N -m mlc.train``
-    and streams its output (see :mod:`mlc.launch`).  Under torchrun, rank 0 prepares the run folder and
+    and streams its output (see :mod:`mlc.torchrun`).  Under torchrun, rank 0 prepares the run folder and
     the data while the others wait; each process then trains on its shard."""
     mp = method_params(params, name)
     tp = mp.train
     if tp.devices > 1 and not dist.is_dist():
-        from .launch import train_with_torchrun
+        from .torchrun import train_with_torchrun
         return train_with_torchrun(params, name, tp.devices, progress=progress)
     world, rank = dist.world_size(), dist.rank()
     per_process = per_process_batch(params, name, world)
