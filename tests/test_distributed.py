@@ -208,3 +208,15 @@ def test_training_notebook_with_devices_2_under_papermill(tmp_path):
     text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "global batch 16 = 2 process(es) x 8 images" in text
     assert (tmp_path / "outputs" / "toy_ci" / "q2l" / "result.json").is_file()
+
+
+def test_a_run_conflict_under_torchrun_is_one_line_from_rank_0(tmp_path):
+    from conftest import toy_params_file
+    pf = toy_params_file(tmp_path, "c", "epochs: 1, batch_size: 16")
+    assert torchrun(pf, "q2l").returncode == 0
+    other = toy_params_file(tmp_path, "c", "epochs: 1, batch_size: 16, lr: 3.0e-4")
+    done = torchrun(other, "q2l")
+    assert done.returncode != 0
+    assert done.stderr.count("error (RunConflictError)") == 1, done.stderr[-3000:]
+    # no rank prints a traceback (torchrun's own failure summary aside)
+    assert "[rank1]: Traceback" not in done.stderr and "[rank0]: Traceback" not in done.stderr

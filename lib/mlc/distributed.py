@@ -85,6 +85,10 @@ def broadcast_object(obj=None, src: int = 0):
     return box[0]
 
 
+class PeerFailed(RuntimeError):
+    """Rank 0 failed in a block the others were waiting for; rank 0 reports the error itself."""
+
+
 @contextlib.contextmanager
 def main_first():
     """Rank 0 runs the block first (e.g. writes a cache) while the others wait; then the others run it and
@@ -104,7 +108,7 @@ def main_first():
         return
     failed = broadcast_object(None)
     if failed is not None:
-        raise RuntimeError(f"rank 0 failed: {failed}")
+        raise PeerFailed(f"rank 0 failed: {failed}")
     yield
 
 

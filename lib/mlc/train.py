@@ -290,7 +290,7 @@ def run_training(params: RunParams, name: str) -> int:
     main = dist.is_main_process()
     try:
         result = train_method(params, name)
-    except (TrainingDivergedError, stage.StageLockedError, RunConflictError) as e:
+    except (TrainingDivergedError, stage.StageLockedError, RunConflictError, dist.PeerFailed) as e:
         if main:                            # every rank stops with the same error; one line says it
             print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
         return 1
