@@ -220,3 +220,15 @@ def test_a_run_conflict_under_torchrun_is_one_line_from_rank_0(tmp_path):
     assert done.stderr.count("error (RunConflictError)") == 1, done.stderr[-3000:]
     # no rank prints a traceback (torchrun's own failure summary aside)
     assert "[rank1]: Traceback" not in done.stderr and "[rank0]: Traceback" not in done.stderr
+
+
+def test_devices_flag_is_the_params_key():
+    import argparse
+
+    from mlc.cliargs import add_params_arguments, add_train_arguments, train_set_args
+    ap = argparse.ArgumentParser()
+    add_params_arguments(ap)
+    add_train_arguments(ap)
+    args = ap.parse_args(["p.yaml", "--method", "salgl", "--devices", "4", "--set", "seed=1"])
+    assert train_set_args(args) == ["seed=1", "methods.salgl.train.devices=4"]
+    assert train_set_args(ap.parse_args(["p.yaml", "--method", "q2l"])) == []

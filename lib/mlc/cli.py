@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cliargs import add_params_arguments, add_run_all_arguments, load_from_args
+from .cliargs import add_params_arguments, add_run_all_arguments, add_train_arguments, load_from_args, train_set_args
 from .params import ParamsError
 
 
 def _train(args) -> int:
     from .train import run_training
+    args.set_args = train_set_args(args)
     return run_training(load_from_args(args), args.method)
 
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one method of a params file (resumes an interrupted run)")
     add_params_arguments(p)
-    p.add_argument("--method", required=True, help="a method name under 'methods' in the params")
+    add_train_arguments(p)
     p.set_defaults(func=_train)
     p = sub.add_parser("evaluate", help="test metrics of finished runs (writes metrics_test.json)")
     add_params_arguments(p)

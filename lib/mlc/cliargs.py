@@ -18,6 +18,19 @@ def add_params_arguments(p: argparse.ArgumentParser, default: str | None = None)
                    "output_root, or $MLC_OUTPUT_ROOT)")
 
 
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """``--method M`` and ``--devices N`` (what ``mlc train`` and ``python -m mlc.train`` take)."""
+    p.add_argument("--method", required=True, help="a method name under 'methods' in the params")
+    p.add_argument("--devices", type=int, default=None, help="GPUs (processes) to train on: above 1 this launches "
+                   "torchrun on this node (the same as --set methods.M.train.devices=N)")
+
+
+def train_set_args(args) -> list[str]:
+    """``--set`` of a train command, with ``--devices`` turned into its params key."""
+    extra = [f"methods.{args.method}.train.devices={args.devices}"] if args.devices else []
+    return [*args.set_args, *extra]
+
+
 def load_from_args(args):
     """The params of parsed arguments; the process moves to the params' base folder, so that model-level
     paths (weight files, embedding tables) resolve as the params' own do."""

@@ -13,7 +13,7 @@ import torch
 
 from . import distributed as dist
 from . import stage
-from .cliargs import add_params_arguments, load_from_args
+from .cliargs import add_params_arguments, add_train_arguments, load_from_args, train_set_args
 from .data.dataset import MultiLabelDataset, check_images
 from .data.manifest import Manifest
 from .data.sampler import EvalSampler, TrainSampler
@@ -306,8 +306,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m mlc.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_params_arguments(ap)
-    ap.add_argument("--method", required=True, help="a method name under 'methods' in the params")
+    add_train_arguments(ap)
     args = ap.parse_args(argv)
+    args.set_args = train_set_args(args)
     try:
         params = load_from_args(args)
     except ParamsError as e:
