@@ -2,10 +2,11 @@
 
     python benchmarks/augment_seeding.py [--params params/toy.yaml] [--method q2l] [--images 1500]
 
-Times one item of the training dataset (decode, augment, tensor) with ``augment_seed`` unset and set, over
-the first N training images of the params' dataset, and the seeding calls themselves: ``torch.manual_seed``
-(which also seeds every accelerator) against ``torch.default_generator.manual_seed`` (what the dataset uses),
-and numpy's legacy state save/restore (which the dataset skips).  Medians of 3 passes, 1 thread.
+Times one item of the training dataset (decode, augment, tensor) asked for by index and by (index, epoch
+seed), as the training sampler does, over the first N training images of the params' dataset, and the
+seeding calls themselves: ``torch.manual_seed`` (which also seeds every accelerator) against
+``torch.default_generator.manual_seed`` (what the dataset uses), and numpy's legacy state save/restore
+(which the dataset skips).  Medians of 3 passes, 1 thread.
 """
 from __future__ import annotations
 
@@ -35,12 +36,11 @@ def main() -> None:
     n = min(args.images, len(ds))
 
     def per_item(seed) -> float:
-        ds.augment_seed = seed
         times = []
         for _ in range(3):
             t0 = time.perf_counter()
             for i in range(n):
-                ds[i]
+                ds[i if seed is None else (i, seed)]
             times.append((time.perf_counter() - t0) / n)
         return statistics.median(times) * 1e6
 

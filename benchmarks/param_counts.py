@@ -8,32 +8,21 @@ what the engine optimises after the params' ``train.freeze`` rules.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
-import torch
 from mlc.engine import build_param_groups
-from mlc.models.registry import create_model
 from mlc.params import load_params
-
-TRAINING_LABELS = {"coco": 80, "voc": 20, "nuswide81": 81, "nuswide_zsl": 925, "openimages": 7186, "vg500": 500}
+from mlc.train import DATASET_CLASSES, untrained_method
 
 
 def count(params_file: Path) -> list[dict]:
     params = load_params(params_file)
-    n = TRAINING_LABELS[params.data.source]
+    n = DATASET_CLASSES[params.data.source]
     rows = []
     for name, mp in params.methods.items():
-        changes = {"pretrained": False} if hasattr(mp.model, "pretrained") else {}
-        for key, value in (("clip_pretrained", None), ("image_checkpoint", None), ("label_embeddings", "words")):
-            if hasattr(mp.model, key):
-                changes[key] = value
-        cfg = dataclasses.replace(mp.model, **changes)
         on_meta = not hasattr(mp.model, "clip_model")          # open_clip moves models, which meta cannot
-        with torch.device("meta") if on_meta else torch.device("cpu"):
-            model = create_model(mp.model_name, cfg, n, label_names=[f"label {i}" for i in range(n)]
-                                 if getattr(cfg, "stage", None) == "prompt" else None)
+        model = untrained_method(mp, n, on_meta=on_meta).model
         trained = sum(p.numel() for g in build_param_groups(model, mp.train) for p in g["params"])
         rows.append({"params": str(params_file), "method": name, "classes": n,
                      "total (M)": round(sum(p.numel() for p in model.parameters()) / 1e6, 2),

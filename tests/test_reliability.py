@@ -213,18 +213,22 @@ def test_speed_and_logging_settings_are_not_conflicts(tmp_path):
 
 
 def test_augmentations_do_not_depend_on_loader_workers(tiny_world):
+    from mlc.data.sampler import TrainSampler
     from mlc.data.transforms import build_transform
     from mlc.engine import make_loader
     from mlc.params import InputParams
     tf = build_transform(InputParams(hflip=True, randaugment="official", cutout_factor=0.5), train=True)
     ds = MultiLabelDataset(tiny_world, "train", tf)
-    ds.augment_seed = 1234
+    epoch_seed = 1234
 
     def epoch(workers):
-        return torch.cat([b["image"] for b in make_loader(ds, 16, shuffle=True, num_workers=workers, seed=7)])
+        sampler = TrainSampler(len(ds))
+        sampler.set_epoch(epoch_seed)
+        return torch.cat([b["image"] for b in make_loader(ds, 16, shuffle=False, num_workers=workers, seed=7,
+                                                          sampler=sampler)])
     a, b = epoch(0), epoch(2)
     assert torch.equal(a, b)
-    ds.augment_seed = 99
+    epoch_seed = 99
     assert not torch.equal(a, epoch(0))
 
 

@@ -67,24 +67,35 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_stream(path, lambda f: f.write(text.encode()))
 
 
-@contextlib.contextmanager
-def exclusive(path: str | os.PathLike, what: str = ""):
-    """Hold an exclusive lock on ``path`` (created if needed) while the block runs, waiting for another process
-    that holds it (``flock``; released by the kernel if that process dies).  Guards shared caches (the toy
-    world, a converted dataset) that several processes or jobs may want to build at once: the first builds,
-    the others wait and then find the work done."""
+def open_locked(path: str | os.PathLike) -> tuple[int, bool]:
+    """Open (creating it and its folder) the lock file ``path`` and try an exclusive ``flock`` without waiting:
+    (file descriptor, whether this process got the lock).  Closing the descriptor releases it; so does the
+    kernel when the process dies."""
     import fcntl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            print(f"waiting for another process to finish {what or path.name} (lock {path}) ...", flush=True)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return fd, True
+    except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            raise
+        return fd, False
+
+
+@contextlib.contextmanager
+def exclusive(path: str | os.PathLike, what: str = ""):
+    """Hold an exclusive lock on ``path`` while the block runs, waiting for another process that holds it.
+    Guards shared caches (the toy world, a converted dataset, the image cache) that several processes or
+    jobs may want to build at once: the first builds, the others wait and then find the work done."""
+    import fcntl
+    fd, got = open_locked(path)
+    try:
+        if not got:
+            print(f"waiting for another process to finish {what or Path(path).name} (lock {path}) ...", flush=True)
             fcntl.flock(fd, fcntl.LOCK_EX)
-        yield path
+        yield Path(path)
     finally:
         os.close(fd)              # closing releases the lock

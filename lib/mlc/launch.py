@@ -61,9 +61,10 @@ def submit(params_file: str, method: str, nodes: int = 1, gpus_per_node: int = 1
     import submitit
 
     from .params import load_params
+    from .train import no_such_method
     params = load_params(params_file, set_args=set_args, output_root=output_root)
     if method not in params.methods:
-        raise KeyError(f"{params_file}: no method {method!r} under 'methods' (has {', '.join(params.methods)})")
+        raise KeyError(no_such_method(params, method))
     tasks = tasks_per_node or max(1, gpus_per_node)
     folder = folder or str(params.run_dir / method / "submitit" / "%j")
     ex = submitit.AutoExecutor(folder=folder, cluster=None if executor == "slurm" else executor)

@@ -17,7 +17,6 @@ the new one is complete, so a truncated or corrupt ``last.pt`` falls back to the
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from .io import atomic_write_stream, atomic_write_text, previous_path
+from .io import atomic_write_stream, atomic_write_text, open_locked, previous_path
 from .safe_load import CheckpointError, UnsafeFileError, load_torch
 
 RESULT, FAILED, LOCK = "result.json", "failed.json", ".lock"
@@ -86,18 +85,13 @@ def lock(stage_dir: str | os.PathLike):
     """Hold ``<stage>/.lock`` exclusively while the block runs; :class:`StageLockedError` names the holder."""
     import fcntl
     d = Path(stage_dir)
-    d.mkdir(parents=True, exist_ok=True)
     path = d / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd, got = open_locked(path)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
+        if not got:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unknown process"
             raise StageLockedError(f"{d} is being trained by {holder} (lock file {path}); wait for it to finish, "
-                                   f"or stop that process, then run again") from None
+                                   f"or stop that process, then run again")
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)

@@ -23,25 +23,21 @@ class LaunchError(RuntimeError):
     """A launched training process failed; the message holds the end of its output."""
 
 
-def _params_file(params: RunParams, overrides: dict) -> Path:
-    """The params as a file a subprocess can read (the resolved params, with ``overrides`` applied)."""
+def _params_file(params: RunParams, name: str) -> Path:
+    """The resolved params as a file the torchrun processes read, with ``name`` set to train in one process
+    each (so that they do not launch torchrun again)."""
     d = params_to_dict(params)
-    for key, value in overrides.items():
-        node = d
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node[p]
-        node[last] = value
+    d["methods"][name]["train"]["devices"] = 1
     fd, path = tempfile.mkstemp(prefix=f"mlc-{params.name}-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         yaml.safe_dump(d, f, sort_keys=False)
     return Path(path)
 
 
-def torchrun_command(params_file: str | os.PathLike, method: str, nproc: int, extra: list[str] = ()) -> list[str]:
+def torchrun_command(params_file: str | os.PathLike, method: str, nproc: int) -> list[str]:
     """The torchrun command line of one method's training on this node."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "mlc.train", str(params_file), "--method", method, *extra]
+            "-m", "mlc.train", str(params_file), "--method", method]
 
 
 def train_with_torchrun(params: RunParams, name: str, devices: int, progress: bool = True):
@@ -49,12 +45,12 @@ def train_with_torchrun(params: RunParams, name: str, devices: int, progress: bo
     :class:`LaunchError` with the failing rank's output."""
     from .engine import _load_result
     from .stage import is_finished
-    pf = _params_file(params, {f"methods.{name}.train.devices": 1})
+    pf = _params_file(params, name)
     env = dict(os.environ, MLC_PROGRESS="lines", PYTHONUNBUFFERED="1", **{LAUNCH_BASE_DIR_ENV: params.base_dir},
                OMP_NUM_THREADS=os.environ.get(
         "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices))))
     lib = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = lib + os.pathsep + env.get("PYTHONPATH", "") if env.get("PYTHONPATH") else lib
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [lib, env.get("PYTHONPATH")]))
     tail: list[str] = []
     try:
         with subprocess.Popen(torchrun_command(pf, name, devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -123,8 +123,10 @@ def untrained_method(mp: MethodParams, num_classes: int, on_meta: bool = False) 
         if hasattr(mp.model, key):
             changes[key] = value
     cfg = dataclasses.replace(mp.model, **changes)
+    # a prompt-tuning model (MKT stage 2) needs label names to build its prompts
+    names = [f"label {i}" for i in range(num_classes)] if getattr(cfg, "stage", None) == "prompt" else None
     with torch.device("meta") if on_meta else contextlib.nullcontext():
-        model = create_model(mp.model_name, cfg, num_classes, label_names=None)
+        model = create_model(mp.model_name, cfg, num_classes, label_names=names)
         table = getattr(model, "label_embeddings", None)
         if isinstance(table, torch.Tensor) and not on_meta and not table.any():     # no label names: random ones
             random = torch.nn.functional.normalize(torch.randn(table.shape), dim=-1)

@@ -52,9 +52,10 @@ class MultiLabelDataset(Dataset):
     Image paths are relative to the manifest's image root and may not leave it (no absolute path, no
     ``..``) unless the manifest's meta says ``"absolute_paths": true``.
 
-    ``augment_seed``: when set (the engine sets it every epoch), each item's random transform is seeded
-    from (``augment_seed``, index), so an epoch's augmentations do not depend on the number of loader
-    workers or on which process loads an image.
+    An item is asked for by index (its transform draws from the process's random state) or, as the
+    training sampler :class:`mlc.data.sampler.TrainSampler` does, by ``(index, epoch_seed)``: its random
+    transform is then seeded from (epoch seed, index), so an epoch's augmentations do not depend on the
+    number of loader workers or on which process loads an image.
     """
 
     def __init__(self, manifest: Manifest, split: str, transform=None, labels=None):
@@ -63,7 +64,6 @@ class MultiLabelDataset(Dataset):
         self.labels = np.arange(manifest.num_labels) if labels is None else np.asarray(labels, dtype=np.int64)
         self._absent = manifest.meta["absent"]
         self._records = self.rows.to_dict("records")
-        self.augment_seed: int | None = None
         self.cache = None                   # mlc.data.image_cache.CachedImages: images resized once, read from it
         self.device_normalize = None        # (mean, std) when the transform returns uint8 (normalised on the device)
         if not manifest.meta.get("absolute_paths", False) and len(self.rows):
@@ -104,8 +104,7 @@ class MultiLabelDataset(Dataset):
         return self.manifest.dense_targets(self.split_name, self.labels)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict:
-        # (index, epoch_seed) from mlc.data.sampler.TrainSampler, or an index (seeded by augment_seed, if set)
-        i, seed = key if isinstance(key, tuple) else (key, self.augment_seed)
+        i, seed = key if isinstance(key, tuple) else (key, None)
         img = self.load_image(i) if self.cache is None else self.cache.image(i)
         if self.transform is not None:
             if seed is None:

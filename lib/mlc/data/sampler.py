@@ -19,8 +19,8 @@ from torch.utils.data import Sampler
 class TrainSampler(Sampler):
     """Shuffled indices of one process for the current epoch, as ``(index, epoch_seed)`` pairs."""
 
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1, shuffle: bool = True):
-        self.n, self.rank, self.world_size, self.shuffle = n, rank, world_size, shuffle
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.n, self.rank, self.world_size = n, rank, world_size
         self.epoch_seed = 0
 
     def set_epoch(self, epoch_seed: int) -> None:
@@ -31,12 +31,9 @@ class TrainSampler(Sampler):
         return self.n // self.world_size
 
     def __iter__(self):
-        if self.shuffle:
-            g = torch.Generator()
-            g.manual_seed(self.epoch_seed)
-            order = torch.randperm(self.n, generator=g)
-        else:
-            order = torch.arange(self.n)
+        g = torch.Generator()
+        g.manual_seed(self.epoch_seed)
+        order = torch.randperm(self.n, generator=g)
         mine = order[: len(self) * self.world_size][self.rank::self.world_size]
         return iter([(int(i), self.epoch_seed) for i in mine])
 

@@ -162,14 +162,13 @@ def to_hwc_uint8(img: Image.Image):
 
 
 def normalize_batch(images, mean, std, channels_last: bool = False):
-    """A uint8 batch [B, H, W, 3] (from :func:`to_hwc_uint8`) or [B, 3, H, W] as ``ToTensor`` + ``Normalize``
-    would make it, image by image: x / 255, then (x - mean) / std, in float32 on the batch's device, as a
-    contiguous [B, 3, H, W] tensor (or channels-last memory when asked; the layout is set while the batch
-    is still uint8, a quarter of the bytes)."""
+    """A uint8 batch [B, H, W, 3] (of :func:`to_hwc_uint8` items) as ``ToTensor`` + ``Normalize`` would make it,
+    image by image: x / 255, then (x - mean) / std, in float32 on the batch's device, as a contiguous
+    [B, 3, H, W] tensor (or channels-last memory when asked; the layout is set while the batch is still
+    uint8, a quarter of the bytes)."""
     import torch
-    if images.shape[-1] == 3 and images.shape[1] != 3:
-        images = images.permute(0, 3, 1, 2)
-    images = images.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    images = images.permute(0, 3, 1, 2).contiguous(memory_format=layout)
     x = images.float().div_(255)
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
