@@ -2,6 +2,7 @@
 
     mlc train      params/toy.yaml --method q2l [--set methods.q2l.train.lr=2e-4 ...]
     mlc evaluate   params/toy.yaml --method q2l         (test metrics of a finished run)
+    mlc evaluate   params/released/q2l_coco_r101_448.yaml   (the authors' released weights)
     mlc embeddings params/salgl/coco_r101_448.yaml      (the label-embedding tables the params need)
     mlc run-all    params/toy.yaml [--only 10_ 20_]     (every notebook through papermill)
 
@@ -26,28 +27,8 @@ def _train(args) -> int:
 
 
 def _evaluate(args) -> int:
-    from .evaluate import evaluate_method, summary_table
-    from .rundir import finished_methods
-    from .train import no_such_method
-    params = load_from_args(args)
-    names = args.method or finished_methods(params)
-    if not names:
-        print(f"error: no finished method in {params.run_dir}; train one first (mlc train {args.params} "
-              f"--method M)", file=sys.stderr)
-        return 1
-    reports = {}
-    for name in names:
-        if name not in params.methods:
-            print(f"error: {no_such_method(params, name)}", file=sys.stderr)
-            return 2
-        reports[name] = evaluate_method(params, name)["report"]
-        print(f"{name}: metrics in {params.run_dir / name / 'metrics_test.json'}")
-        if params.methods[name].label_subset == "seen":
-            from .open_vocab import evaluate_open_vocabulary
-            zsl = evaluate_open_vocabulary(params, name)["report"]["faithful"]
-            print(f"{name}: ZSL mAP {100 * zsl['ZSL']['mAP']:.2f}, GZSL mAP {100 * zsl['GZSL']['mAP']:.2f}")
-    print(summary_table(reports).to_string())
-    return 0
+    from .evaluate import run_evaluation
+    return run_evaluation(load_from_args(args), args.method, args.checkpoint, args.device)
 
 
 def _embeddings(args) -> int:
@@ -72,9 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_params_arguments(p)
     add_train_arguments(p)
     p.set_defaults(func=_train)
-    p = sub.add_parser("evaluate", help="test metrics of finished runs (writes metrics_test.json)")
+    p = sub.add_parser("evaluate", help="test metrics of finished runs or of a checkpoint file, released weights "
+                                        "included (writes metrics_test.json)")
     add_params_arguments(p)
-    p.add_argument("--method", nargs="*", default=None, help="methods to evaluate (default: every finished one)")
+    from .evaluate import add_evaluate_arguments
+    add_evaluate_arguments(p)
     p.set_defaults(func=_evaluate)
     p = sub.add_parser("embeddings", help="build the label-embedding tables a params file needs")
     add_params_arguments(p)

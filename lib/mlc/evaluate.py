@@ -1,34 +1,77 @@
-"""Evaluation of a finished method run on the test split."""
+"""Evaluation on the test split: of a finished run, a kit checkpoint file, or the authors' released weights.
+
+    python -m mlc.evaluate PARAMS_FILE [--method M] [--checkpoint PATH] [--set KEY=VALUE ...]
+
+writes ``<run>/<method>/metrics_test.json`` (and ``metrics_zsl.json``, the SEEN / ZSL / GZSL report, for an
+open-vocabulary method); each says in ``weights`` where the weights came from ("trained" by the kit, a "kit
+checkpoint" file, or "released" official weights) with the file and its SHA-256.  A checkpoint file is
+evaluated into a run folder whose method has not trained, so no trained result is ever replaced.
+"""
 from __future__ import annotations
 
+import argparse
 import json
+import sys
+from pathlib import Path
 
+from . import stage
+from .checkpoints import load
 from .engine import make_loader, pick_device, predict
 from .io import atomic_write_text
 from .metrics import evaluate_scores, label_frequency_baseline, mean_average_precision
-from .params import RunParams
-from .train import build_method, load_trained, method_data, method_params
+from .params import ParamsError, RunParams
+from .train import build_method, method_data, method_params, no_such_method
 
 
-def _finished_on_test(params: RunParams, name: str, device: str):
-    """(method params, data, device, best model, test loader) of a finished run: what every test evaluation needs."""
+class EvaluationConflictError(RuntimeError):
+    """A checkpoint file was to be evaluated into a method folder that holds a training."""
+
+
+def _uses_file(params: RunParams, name: str, checkpoint) -> bool:
+    return checkpoint is not None or (params.released is not None and params.released.method == name)
+
+
+def result_dir(params: RunParams, name: str, checkpoint=None) -> Path:
+    """Where the evaluation of ``name`` goes: the run's method folder.  For weights from a file that folder
+    must hold no training (its metrics would be replaced by another model's); the run folder is prepared
+    (params.yaml) so the report finds the result."""
+    out = params.run_dir / name
+    if not _uses_file(params, name, checkpoint):
+        return out
+    state = stage.status(out)
+    if state != "new":
+        raise EvaluationConflictError(
+            f"{out} holds a training of {name!r} ({state}); evaluating another checkpoint there would replace its "
+            f"metrics. Evaluate under another run name: --set name={params.name}_checkpoint")
+    from .rundir import prepare_run_dir
+    prepare_run_dir(params)
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def _on_test(params: RunParams, name: str, device: str, checkpoint=None):
+    """(method params, data, device, loaded model, test loader): what every test evaluation needs."""
     mp = method_params(params, name)
     data = method_data(params, name)
     dev = pick_device(device if device != "auto" else mp.train.device)
-    model = load_trained(params, name, device=str(dev))
+    loaded = load(params, name, checkpoint, device=str(dev), label_names=data.label_names)
     loader = make_loader(data.datasets["test"], mp.train.eval_batch_size, shuffle=False,
                          num_workers=params.data.num_workers)
-    return mp, data, dev, model, loader
+    return mp, data, dev, loaded, loader
 
 
-def evaluate_method(params: RunParams, name: str, device: str = "auto", progress: bool = True) -> dict:
-    """Recompute the test scores from the best checkpoint and every metric on them.
+def evaluate_method(params: RunParams, name: str, device: str = "auto", progress: bool = True,
+                    checkpoint: str | Path | None = None) -> dict:
+    """Recompute the test scores and every metric on them, from the run's best checkpoint, or from
+    ``checkpoint`` (a kit or official file; released params evaluate their ``released.checkpoint``).
 
-    Returns ``{"scores", "targets", "label_names", "report"}``; the report holds mAP under both AP
+    Returns ``{"scores", "targets", "label_names", "report", "weights"}``; the report holds mAP under both AP
     definitions, the threshold metrics and top-k variants, and the label-frequency baseline.  It is
     also written to ``outputs/<run>/<method>/metrics_test.json``.
     """
-    mp, data, dev, model, loader = _finished_on_test(params, name, device)
+    out_dir = result_dir(params, name, checkpoint)
+    mp, data, dev, loaded, loader = _on_test(params, name, device, checkpoint)
+    model = loaded.model
     method = build_method(mp, len(data.labels), model=model)
     pred = predict(model, method, loader, dev, mp.train.amp, desc=f"test {name}", progress=progress)
     ev = params.eval
@@ -39,11 +82,10 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
         data.datasets["train"].targets(), pred["targets"], ev.ap_mode, ev.empty_class)
     report["test_loss"] = pred["loss"]
     report["n_images"] = int(len(pred["targets"]))
-    out = params.run_dir / name / "metrics_test.json"
-    atomic_write_text(out, json.dumps({"method": name, **report, "label_names":
-                                       [data.manifest.label_names[i] for i in data.labels]}, indent=1))
-    return {"scores": pred["scores"], "targets": pred["targets"],
-            "label_names": [data.manifest.label_names[i] for i in data.labels], "report": report}
+    atomic_write_text(out_dir / "metrics_test.json", json.dumps(
+        {"method": name, **report, "weights": loaded.weights, "label_names": data.label_names}, indent=1))
+    return {"scores": pred["scores"], "targets": pred["targets"], "label_names": data.label_names,
+            "report": report, "weights": loaded.weights}
 
 
 def output_maps(params: RunParams, name: str, outputs: dict[str, str], device: str = "auto",
@@ -53,8 +95,8 @@ def output_maps(params: RunParams, name: str, outputs: dict[str, str], device: s
     import torch
 
     from .method import Method
-    mp, _, dev, model, loader = _finished_on_test(params, name, device)
-    out = {}
+    mp, _, dev, loaded, loader = _on_test(params, name, device)
+    model, out = loaded.model, {}
     for label, key in outputs.items():
         scorer = Method(model, loss_fn=None, scores_fn=lambda o, key=key: torch.sigmoid(o[key].float()))
         pred = predict(model, scorer, loader, dev, mp.train.amp, desc=f"test {name} ({key})", progress=progress)
@@ -77,3 +119,80 @@ def summary_table(reports: dict[str, dict]):
         row["baseline mAP"] = 100 * r["baseline_label_frequency_mAP"]
         rows[name] = row
     return pd.DataFrame(rows).T.round(1)
+
+
+def evaluate(params: RunParams, names: list[str] | None = None, checkpoint: str | Path | None = None,
+             device: str = "auto", progress: bool = True) -> dict[str, dict]:
+    """Evaluate each method (default: the released one, else every finished one) and, for open-vocabulary
+    methods, write the SEEN / ZSL / GZSL report too.  Returns {method: metrics report}."""
+    from .rundir import finished_methods
+    if not names:
+        if params.released is not None:
+            names = [params.released.method]
+        elif checkpoint is not None and len(params.methods) == 1:
+            names = list(params.methods)
+        else:
+            names = finished_methods(params)
+    if not names:
+        raise FileNotFoundError(f"no finished method in {params.run_dir}; train one first "
+                                f"(mlc train {params.source} --method M) or give --checkpoint")
+    if checkpoint is not None and len(names) != 1:
+        raise ValueError(f"--checkpoint is one model's weights: name its method with --method ({', '.join(names)})")
+    reports = {}
+    for name in names:
+        if name not in params.methods:
+            raise KeyError(no_such_method(params, name))
+        result = evaluate_method(params, name, device, progress, checkpoint)
+        reports[name] = result["report"]
+        if params.methods[name].label_subset == "seen":
+            from .open_vocab import evaluate_open_vocabulary
+            evaluate_open_vocabulary(params, name, progress=progress, checkpoint=checkpoint)
+    return reports
+
+
+def main(argv=None) -> int:
+    """``python -m mlc.evaluate PARAMS_FILE [--method M] [--checkpoint PATH]`` (also ``mlc evaluate``)."""
+    from .cliargs import add_params_arguments, load_from_args
+    ap = argparse.ArgumentParser(prog="python -m mlc.evaluate", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_params_arguments(ap)
+    add_evaluate_arguments(ap)
+    args = ap.parse_args(argv)
+    try:
+        return run_evaluation(load_from_args(args), args.method, args.checkpoint, args.device)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def add_evaluate_arguments(ap: argparse.ArgumentParser) -> None:
+    """--method, --checkpoint and --device (shared by ``mlc evaluate`` and ``python -m mlc.evaluate``)."""
+    ap.add_argument("--method", nargs="*", default=None,
+                    help="methods to evaluate (default: the released one, else every finished one)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a kit checkpoint or an official released file (Q2L checkpoint.pkl, SALGL ema_best_model.pth, "
+                         "SGRE best_ema_model.pth, MKT model_*.pth, QKS best_model.pth)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the params' train.device)")
+
+
+def run_evaluation(params: RunParams, names, checkpoint, device: str = "auto") -> int:
+    """Evaluate and print one table; clear errors are one line on stderr and exit code 1."""
+    try:
+        reports = evaluate(params, names, checkpoint, device)
+    except (FileNotFoundError, ValueError, KeyError, EvaluationConflictError) as e:
+        print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
+        return 1
+    for name in reports:
+        out = params.run_dir / name
+        weights = json.loads((out / "metrics_test.json").read_text())["weights"]
+        print(f"{name}: {weights['kind']} weights ({weights['checkpoint']}); metrics in {out / 'metrics_test.json'}")
+        zsl = out / "metrics_zsl.json"
+        if params.methods[name].label_subset == "seen" and zsl.is_file():
+            z = json.loads(zsl.read_text())["faithful"]
+            print(f"{name}: ZSL mAP {100 * z['ZSL']['mAP']:.2f}, GZSL mAP {100 * z['GZSL']['mAP']:.2f}")
+    print(summary_table(reports).to_string())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

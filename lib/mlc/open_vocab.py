@@ -32,17 +32,21 @@ def _reports(scores, targets, n_seen, ks, zsl_scores=None) -> dict:
             "corrected": zsl_report(scores, targets, n_seen, ks, "skip", zsl_scores)}
 
 
-def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
-    """Score the test split against seen + unseen labels with a trained method; writes
+def evaluate_open_vocabulary(params, name: str, progress: bool = True, checkpoint=None) -> dict:
+    """Score the test split against seen + unseen labels with a trained method (or the weights of
+    ``checkpoint`` / the params' released file, see :func:`mlc.checkpoints.load`); writes
     ``outputs/<run>/<method>/metrics_zsl.json``.  ``faithful``: a label without test positives counts
     as AP 0 (MKT, QKS); ``corrected``: it is left out."""
-    from .train import load_trained, method_params, prepare_data
+    from .checkpoints import load
+    from .train import method_params, prepare_data
     mp = method_params(params, name)
     manifest = prepare_data(params, progress=False)
     order, n_seen = label_order(manifest)
     names = [manifest.label_names[i] for i in order]
     device = pick_device(mp.train.device)
-    model = load_trained(params, name, device=str(device))
+    loaded = load(params, name, checkpoint, device=str(device),
+                  label_names=[manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)])
+    model = loaded.model
     dataset = all_labels_dataset(params, name, manifest)
     loader = make_loader(dataset, mp.train.eval_batch_size, shuffle=False, num_workers=params.data.num_workers)
     plain = Method(model=model, loss_fn=lambda out, t: {"loss": torch.zeros((), device=device)})
@@ -54,7 +58,7 @@ def evaluate_open_vocabulary(params, name: str, progress: bool = True) -> dict:
         zsl_scores = predict(model, plain, loader, device, mp.train.amp, desc=f"test {name} (unseen labels)",
                              progress=progress)["scores"]
     ks = params.eval.zsl_top_k
-    report = {"method": name, "labels": names, "n_seen": n_seen,
+    report = {"method": name, "labels": names, "n_seen": n_seen, "weights": loaded.weights,
               **_reports(pred["scores"], pred["targets"], n_seen, ks, zsl_scores)}
     atomic_write_text(params.run_dir / name / "metrics_zsl.json", json.dumps(report, indent=1))
     return {"scores": pred["scores"], "targets": pred["targets"], "report": report}

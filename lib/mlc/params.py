@@ -169,6 +169,21 @@ class LogParams:
 
 
 @dataclass
+class ReleasedParams:
+    """The authors' released weights for one method of the params (params/released/): where the user puts the
+    file, where it is published, and the number the paper (or model zoo) gives for it."""
+    method: str                             # the method under `methods` these weights are for
+    checkpoint: str                         # the official file (relative paths: against the kit checkout)
+    model_name: str = ""                    # the authors' name for it, e.g. Q2L-R101-448
+    config: str | None = None               # Q2L: the config_new.json shipped beside checkpoint.pkl
+    url: str = ""                           # where the authors publish it
+    download: str = ""                      # how to get it (the authors host on cloud drives: by hand)
+    paper_metric: str = "mAP"               # a column of the report: mAP, ZSL mAP, ...
+    paper_value: float | None = None        # null: no published number was found
+    paper_source: str = ""
+
+
+@dataclass
 class RunParams:
     name: str
     seed: int = 0
@@ -180,6 +195,7 @@ class RunParams:
     text: TextParams = field(default_factory=TextParams)
     log: LogParams = field(default_factory=LogParams)
     methods: dict[str, MethodParams] = field(default_factory=dict)
+    released: ReleasedParams | None = None  # released official weights to evaluate (params/released/)
     source: str = ""                        # the file it was read from (filled in by load_params)
     base_dir: str = ""                      # what relative paths resolve against (filled in by load_params)
 
@@ -569,6 +585,9 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
         conv.fail("name", f"{params.name!r} {bad_name}")
     if params.data.dataset == "manifest" and not params.data.manifest:
         conv.fail("data.manifest", "required when data.dataset is 'manifest'")
+    if params.released is not None and params.released.method not in params.methods:
+        conv.fail("released.method", f"{params.released.method!r} is not a method of these params "
+                                     f"(has {', '.join(params.methods) or 'none'})")
     return params
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from ..method import Method
 from .convert import rename_state_dict, strip_module_prefix
-from .registry import register_method, register_model
+from .registry import register_method, register_model, register_official
 
 MKT_TEMPLATE = "There is a {} in the scene"
 
@@ -131,7 +131,9 @@ class MKT(nn.Module):
                                     f"stage: image) before the prompt stage")
         from ..safe_load import load_torch
         state = load_torch(path)
-        state = state.get("model", state)
+        state = strip_module_prefix(state.get("model", state.get("state_dict", state)))
+        if "conv1.weight" in state and "class_embedding" in state:      # an official stage-1 file (CLIPVIT)
+            state = convert_official_state_dict(state)
         visual = {k[len("visual."):]: v for k, v in state.items() if k.startswith("visual.")}
         try:
             self.visual.load_state_dict(visual)
@@ -225,6 +227,19 @@ def convert_official_prompt_state_dict(official: dict[str, torch.Tensor], model:
             raise ValueError(f"official MKT stage-2 checkpoint: {key!r} differs from the CLIP this model was built "
                              f"from ({model.cfg.clip_model}); load the same CLIP weights")
     return {"prompt.context": sd["token_embedding.weight"][prompt.context_ids.cpu()].clone()}
+
+
+@register_official("mkt", files=("model_epoch_*.pth", "model_*.pth"),
+                   description="MKT stage 1: the CLIPVIT image encoder's state dict (model_epoch_<e>.pth); stage 2: "
+                               "the PromptLearner's DDP state dict (model_<e>.pth, 'module.'-prefixed), whose model "
+                               "also needs the stage-1 file as image_checkpoint")
+def _official_mkt(official: dict[str, torch.Tensor], model: "MKT") -> dict[str, torch.Tensor]:
+    if model.prompt is None:
+        return convert_official_state_dict(official)
+    if "token_embedding.weight" not in strip_module_prefix(official):
+        raise ValueError("this is a stage-2 (prompt) MKT model but the checkpoint has no 'token_embedding.weight': "
+                         "give the stage-2 file (model_<epoch>.pth), or build a stage-1 model (stage: image)")
+    return {**model.state_dict(), **convert_official_prompt_state_dict(official, model)}
 
 
 @register_method("mkt")

@@ -19,7 +19,7 @@ from torch import nn
 from .backbones import create_backbone
 from .convert import rename_state_dict
 from .layers import DecoderLayer, EncoderLayer, GroupWiseLinear, sine_position_encoding
-from .registry import register_model
+from .registry import register_model, register_official
 
 
 @dataclass
@@ -94,6 +94,7 @@ def build_q2l(cfg: Q2LConfig, num_classes: int, label_names: list[str] | None = 
 # Official name -> kit name, applied in order to the key after "module." is stripped.
 _KEY_RULES = [
     (r"^backbone\.0\.body\.", "backbone.body."),
+    (r"^backbone\.0\.", "backbone.body."),          # Swin and CvT are not wrapped in an IntermediateLayerGetter
     (r"^input_proj\.", "input_proj."),
     (r"^transformer\.encoder\.layers\.(\d+)\.linear([12])\.", r"encoder.\1.ffn.linear\2."),
     (r"^transformer\.encoder\.layers\.(\d+)\.", r"encoder.\1."),
@@ -135,3 +136,27 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     if "input_proj.weight" in out and out["input_proj.weight"].ndim == 4:               # 1x1 conv -> Linear
         out["input_proj.weight"] = out["input_proj.weight"].flatten(1)
     return out
+
+
+def _timm_body_keys(state: dict[str, torch.Tensor], model: "Query2Label") -> dict[str, torch.Tensor]:
+    """Official TResNet / Swin keys (the ASL and Microsoft layouts Q2L vendors) -> timm's, through the
+    ``checkpoint_filter_fn`` timm itself uses for those layouts (InPlaceABN -> BatchNorm weights, Swin's
+    end-of-stage downsampling, non-persistent buffers dropped)."""
+    import sys
+    body = model.backbone.body
+    filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
+    if not type(body).__module__.startswith("timm.") or filter_fn is None:
+        return state
+    prefix = "backbone.body."
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    if any(k.startswith("body.") for k in body.state_dict()) and not any(k.startswith("body.") for k in sub):
+        sub = {f"body.{k}": v for k, v in sub.items()}
+    return {**rest, **{prefix + k: v for k, v in filter_fn(sub, body).items()}}
+
+
+@register_official("q2l", files=("checkpoint.pkl",), config_file="config_new.json",
+                   description="Query2Label model zoo: checkpoint.pkl ({'state_dict', 'epoch', 'best_mAP', ...}, "
+                               "keys maybe 'module.'-prefixed) + config_new.json (the training arguments)")
+def _official_q2l(official: dict[str, torch.Tensor], model: "Query2Label") -> dict[str, torch.Tensor]:
+    return _timm_body_keys(convert_official_state_dict(official), model)

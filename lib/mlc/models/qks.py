@@ -22,7 +22,7 @@ from torch import nn
 
 from ..method import Method
 from .convert import rename_state_dict, strip_module_prefix
-from .registry import register_method, register_model
+from .registry import register_method, register_model, register_official
 
 
 @dataclass
@@ -186,6 +186,13 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     rest = {k: v for k, v in sd.items() if not unused.match(k)}
     out.update(rename_state_dict(rest, rules, method="official QKS"))
     return out
+
+
+@register_official("qks", files=("best_model.pth",),
+                   description="QKS experiments/qks_<data>/<exp>/checkpoints/best_model.pth: the whole model's state "
+                               "dict (frozen CLIP included, about 600 MB); the text features come from the params")
+def _official_qks(official: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    return convert_official_state_dict(official)
 
 
 @register_method("qks")

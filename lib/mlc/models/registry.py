@@ -70,3 +70,36 @@ def create_model(name: str, cfg=None, num_classes: int = 80, label_names: list[s
     """Build a registered model; ``label_names`` (in class order) feed models with label embeddings."""
     entry = model_entry(name)
     return entry.build(cfg if cfg is not None else entry.config_class(), num_classes, label_names=label_names)
+
+
+@dataclass(frozen=True)
+class OfficialFormat:
+    """How the authors ship a model: the file names of their released checkpoints and the converter from
+    the official state dict (wrappers and ``module.`` prefixes already removed) to the kit's."""
+    model: str
+    convert: Callable[[dict, nn.Module], dict]     # (official state dict, kit model) -> kit state dict
+    files: tuple[str, ...]                         # e.g. ("checkpoint.pkl",)
+    description: str
+    config_file: str | None = None                 # a JSON beside the weights that fixes the architecture
+
+
+_OFFICIAL: dict[str, OfficialFormat] = {}
+
+
+def register_official(name: str, files: tuple[str, ...], description: str, config_file: str | None = None):
+    """Register ``fn(official_state_dict, model) -> kit_state_dict`` for model ``name``'s released checkpoints."""
+    def deco(fn):
+        if name in _OFFICIAL:
+            raise KeyError(f"official format of model {name!r} registered twice")
+        model_entry(name)
+        _OFFICIAL[name] = OfficialFormat(name, fn, tuple(files), description, config_file)
+        return fn
+    return deco
+
+
+def official_format(name: str) -> OfficialFormat:
+    """The official checkpoint format of model ``name``; a model without one is a KeyError naming those with one."""
+    model_entry(name)
+    if name not in _OFFICIAL:
+        raise KeyError(f"model {name!r} has no official checkpoint format; models with one: {', '.join(sorted(_OFFICIAL))}")
+    return _OFFICIAL[name]

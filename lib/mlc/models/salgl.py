@@ -25,7 +25,7 @@ from ..method import Method
 from .backbones import create_backbone
 from .convert import rename_state_dict
 from .layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
-from .registry import register_method, register_model
+from .registry import register_method, register_model, register_official
 
 
 @dataclass
@@ -226,3 +226,10 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     ================================  ==========================================
     """
     return rename_state_dict(official, _KEY_RULES, method="official SALGL")
+
+
+@register_official("salgl", files=("ema_best_model.pth", "best_model.pth", "latest_model.pth"),
+                   description="SALGL experiments/<exp>/checkpoints/ema_best_model.pth: the EMA model's state dict "
+                               "('module.'-prefixed, ModelEma wrapper); best_model.pth the live model's")
+def _official_salgl(official: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    return convert_official_state_dict(official)

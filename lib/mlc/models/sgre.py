@@ -21,7 +21,7 @@ from ..method import Method
 from .backbones import create_backbone
 from .convert import rename_state_dict
 from .layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
-from .registry import register_method, register_model
+from .registry import register_method, register_model, register_official
 
 
 @dataclass
@@ -165,3 +165,10 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     rebuilds them from the params (``label_embeddings``), as the official code reloads its .npy.
     """
     return rename_state_dict(official, _KEY_RULES, drop=("position_embedding.pe",), method="official SGRE")
+
+
+@register_official("sgre", files=("best_ema_model.pth", "best_model.pth"),
+                   description="SGRE experiments/mlic_<data>/<exp>/checkpoints/best_ema_model.pth: the EMA model's "
+                               "state dict ('module.'-prefixed); the label embeddings come from the params")
+def _official_sgre(official: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
+    return convert_official_state_dict(official)
