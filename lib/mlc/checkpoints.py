@@ -185,10 +185,11 @@ def load(params_file, method: str | None = None, checkpoint: str | Path | None =
     if checkpoint is None and released is not None:
         checkpoint = params.resolve_path(released.checkpoint)
         if not Path(checkpoint).is_file():
+            how = released.download or f"Download them from {released.url or 'the authors'}"
             raise FileNotFoundError(
                 f"{checkpoint}: the released {released.model_name or name} weights are not there ({params.source}, "
-                f"released.checkpoint).\n  {released.download or 'Download them from ' + (released.url or 'the authors')}"
-                f"\n  and save the file as {checkpoint}, or pass checkpoint=PATH / --checkpoint PATH.")
+                f"released.checkpoint).\n  {how}\n  and save the file as {checkpoint}, or pass checkpoint=PATH / "
+                f"--checkpoint PATH.")
     if checkpoint is None:
         from .train import load_trained
         model = load_trained(params, name, device="cpu")

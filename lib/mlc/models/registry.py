@@ -101,5 +101,6 @@ def official_format(name: str) -> OfficialFormat:
     """The official checkpoint format of model ``name``; a model without one is a KeyError naming those with one."""
     model_entry(name)
     if name not in _OFFICIAL:
-        raise KeyError(f"model {name!r} has no official checkpoint format; models with one: {', '.join(sorted(_OFFICIAL))}")
+        raise KeyError(f"model {name!r} has no official checkpoint format; models with one: "
+                       f"{', '.join(sorted(_OFFICIAL))}")
     return _OFFICIAL[name]
