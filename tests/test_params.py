@@ -52,3 +52,15 @@ def test_extends_merges_and_overrides(tmp_path):
     assert p.name == "other" and p.methods["q2l"].train.epochs == 1
     assert p.methods["q2l"].train.lr == base.methods["q2l"].train.lr
     assert p.methods["q2l"].model == base.methods["q2l"].model
+
+
+def test_a_file_that_names_another_data_source_does_not_inherit_the_converter_options(tmp_path):
+    """COCO's keep_empty must not reach the NUS-WIDE converter of a file that extends the COCO recipe."""
+    (tmp_path / "base.yaml").write_text("name: b\ndata: {dataset: manifest, manifest: m, source: coco, "
+                                        "source_options: {keep_empty: true}}\n")
+    (tmp_path / "same.yaml").write_text("extends: base.yaml\nname: s\ndata: {manifest: m2}\n")
+    (tmp_path / "other.yaml").write_text("extends: base.yaml\nname: o\n"
+                                         "data: {source: voc, source_options: {year: 2012}}\n")
+    assert load_params(tmp_path / "same.yaml").data.source_options == {"keep_empty": True}
+    assert load_params(tmp_path / "other.yaml").data.source_options == {"year": 2012}
+    assert load_params(ROOT / "params/q2l/nuswide_r101_448.yaml").data.source_options == {}

@@ -247,3 +247,24 @@ def test_missing_released_file_says_where_to_put_it(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nowhere/checkpoint.pkl: the released Q2L-X weights are not there"
                                                 r"[\s\S]*Download Q2L-X from the model zoo"):
         mlc.load_model(params)
+
+
+@pytest.mark.slow
+def test_evaluation_notebook_on_released_params_shows_the_released_weights_and_per_class_ap(oracles, tmp_path):
+    import nbformat
+    import papermill as pm
+    from conftest import ROOT
+    rec = _q2l_release(oracles, tmp_path / "released" / "Q2L-R18-224")
+    released = {"method": "q2l", "checkpoint": str(tmp_path / "released" / "Q2L-R18-224" / "checkpoint.pkl"),
+                "model_name": "Q2L-R18-224", "paper_value": 42.0}
+    params = _params(tmp_path, _manifest(tmp_path, 20, n_images=6), "q2l", _q2l_model(rec["config"]),
+                     released=released)
+    out = tmp_path / "20_evaluate.ipynb"
+    pm.execute_notebook(str(ROOT / "notebooks" / "20_evaluate.ipynb"), str(out),
+                        parameters={"params_file": str(params)}, cwd=str(ROOT), kernel_name="python3",
+                        progress_bar=False)
+    text = "".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", ""))
+                   for c in nbformat.read(out, as_version=4).cells if c.cell_type == "code" for o in c.outputs)
+    assert "q2l: released weights from" in text and "Q2L-CvT_w24-384" in text
+    figures = tmp_path / "outputs" / "released_fixture" / "figures"
+    assert (figures / "eval_q2l_per_class_ap.png").stat().st_size > 0

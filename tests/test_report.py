@@ -4,7 +4,7 @@ import json
 import numpy as np
 from conftest import ROOT
 from mlc.figures import scene_label_weights
-from mlc.report import PAPER_NUMBERS, finished_runs, paper_comparison
+from mlc.report import PAPER_NUMBERS, finished_runs, paper_comparison, released_models, rows_without_params
 
 
 def test_paper_numbers_file_is_complete_and_tagged():
@@ -13,8 +13,22 @@ def test_paper_numbers_file_is_complete_and_tagged():
     assert {"Q2L", "SALGL", "SGRE", "MKT", "QKS"} <= set(papers["paper"])
     given = papers[papers["value"] != ""]
     assert set(given["source_tag"]) <= {"P", "S", "R"} and (given["source"] != "").all()
-    for f in papers["params_file"]:
+    for f in [*papers["params_file"], *papers["released_params"]]:
         assert not f or (ROOT / f).is_file(), f
+    # every row has a params file but those listed as missing, which the report names
+    missing = rows_without_params()
+    assert set(missing["setting"]) == {"ViT-L16 (1k), 448", "ViT-L16 (22k), 448"}
+
+
+def test_every_released_model_has_a_params_file_naming_its_file_and_number():
+    table = released_models()
+    assert len(table) == 17
+    assert (table.groupby("method").size().to_dict()
+            == {"q2l": 6, "salgl": 4, "sgre": 3, "mkt": 2, "qks": 2})
+    assert table["checkpoint"].str.startswith("released/").all() and (table["download"] != "").all()
+    q2l = table[table["method"] == "q2l"].set_index("released model")["published"]
+    assert q2l.to_dict() == {"Q2L-R101-448": 84.9, "Q2L-R101-576": 86.5, "Q2L-TResL-448": 87.3,
+                             "Q2L-TResL_22k-448": 89.2, "Q2L-SwinL-384": 90.5, "Q2L-CvT_w24-384": 91.3}
 
 
 def test_runs_are_matched_to_paper_rows_by_params_file(tmp_path):
@@ -29,8 +43,19 @@ def test_runs_are_matched_to_paper_rows_by_params_file(tmp_path):
     assert runs["params"].tolist() == ["params/q2l/coco_r101_448.yaml"]
     table = paper_comparison(runs)
     row = table[(table["params_file"] == "params/q2l/coco_r101_448.yaml") & (table["metric"] == "mAP")]
-    assert row["kit"].tolist() == ["85.1"] and row["paper value"].tolist() == ["84.9"]
-    assert set(table[table["params_file"] == "params/q2l/coco_r101_576.yaml"]["kit"]) == {"not run"}
+    assert row["kit (trained)"].tolist() == ["85.1"] and row["paper value"].tolist() == ["84.9"]
+    assert row["kit (released weights)"].tolist() == ["not run"]
+    assert set(table[table["params_file"] == "params/q2l/coco_r101_576.yaml"]["kit (trained)"]) == {"not run"}
+    # the released file, evaluated by the kit: its own column, never mixed with the trained run
+    rel = tmp_path / "released_q2l_coco_r101_448"
+    (rel / "q2l").mkdir(parents=True)
+    (rel / "params.yaml").write_text(f"# resolved from {ROOT / 'params/released/q2l_coco_r101_448.yaml'}\n"
+                                     "name: released_q2l_coco_r101_448\nmethods:\n  q2l: {}\n")
+    (rel / "q2l" / "metrics_test.json").write_text(json.dumps({"mAP": 0.849, "CF1": 0.793, "OF1": 0.815,
+                                                               "weights": {"kind": "released"}}))
+    table = paper_comparison(finished_runs(tmp_path))
+    row = table[(table["params_file"] == "params/q2l/coco_r101_448.yaml") & (table["metric"] == "mAP")]
+    assert row[["kit (trained)", "kit (released weights)"]].values.tolist() == [["85.1", "84.9"]]
 
 
 def test_scene_cloud_weights_are_each_labels_share_per_scene():

@@ -333,7 +333,14 @@ def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tup
         raise ParamsError(f"{path}:{lines['extends'][1]}: 'extends' must be a file name")
     base, base_lines = _read(path.parent / base_name, seen + (path.resolve(),),
                              extended_from=f"{path}:{lines['extends'][1]}")
-    return _deep_merge(base, data), {**base_lines, **lines}
+    merged = _deep_merge(base, data)
+    # converter options belong to their converter: a file that names another data source starts from none
+    # (COCO's keep_empty must not reach the NUS-WIDE converter), and gives its own whole
+    mine, theirs = data.get("data") or {}, base.get("data") or {}
+    if isinstance(mine, dict) and isinstance(theirs, dict) and "source" in mine and \
+            mine.get("source") != theirs.get("source"):
+        merged["data"]["source_options"] = dict(mine.get("source_options") or {})
+    return merged, {**base_lines, **lines}
 
 
 # ------------------------------------------------------------------------------------------------

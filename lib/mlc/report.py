@@ -54,19 +54,51 @@ def finished_runs(output_root: str | Path = "outputs") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _kit_value(runs: pd.DataFrame, params_file: str, metric: str, weights: str) -> str:
+    if not params_file:
+        return "no kit config"
+    if not len(runs) or metric not in runs:
+        return "not run"
+    match = runs[(runs["params"] == params_file) & (runs["weights"] == weights)][metric].dropna()
+    return f"{match.iloc[-1]:.1f}" if len(match) else "not run"
+
+
 def paper_comparison(runs: pd.DataFrame, paper_csv: str | Path = PAPER_NUMBERS) -> pd.DataFrame:
-    """The papers' numbers with the kit's beside them (``not run`` when no run used that params file)."""
-    papers = pd.read_csv(paper_csv, dtype={"params_file": str}, keep_default_na=False)
-    kit = []
-    for _, p in papers.iterrows():
-        value = "not run" if p["params_file"] else "no kit config"
-        if p["params_file"] and len(runs):
-            match = runs[runs["params"] == p["params_file"]]
-            metric = p["metric"]
-            if len(match) and metric in match:
-                v = match[metric].dropna()
-                value = f"{v.iloc[-1]:.1f}" if len(v) else "not run"
-        kit.append(value)
-    out = papers.assign(kit=kit)
+    """The papers' numbers with the kit's beside them: ``kit (trained)`` from runs of the row's params file,
+    ``kit (released weights)`` from evaluations of the authors' released file (params/released/); ``not run``
+    when there is none yet, ``no kit config`` when the kit has no params file for the row."""
+    papers = pd.read_csv(paper_csv, dtype={"params_file": str, "released_params": str}, keep_default_na=False)
+    out = papers.assign(
+        **{"kit (trained)": [_kit_value(runs, p["params_file"], p["metric"], WEIGHTS["trained"])
+                             for _, p in papers.iterrows()],
+           "kit (released weights)": [_kit_value(runs, p["released_params"], p["metric"], WEIGHTS["released"])
+                                      if p["released_params"] else "none released"
+                                      for _, p in papers.iterrows()]})
     out = out.rename(columns={"paper": "method", "value": "paper value", "source_tag": "tag"})
-    return out[["method", "dataset", "setting", "metric", "paper value", "kit", "tag", "source", "params_file"]]
+    return out[["method", "dataset", "setting", "metric", "paper value", "kit (trained)", "kit (released weights)",
+                "tag", "source", "params_file", "released_params"]]
+
+
+def rows_without_params(paper_csv: str | Path = PAPER_NUMBERS) -> pd.DataFrame:
+    """The papers' rows for which the kit has no params file yet (what the reproduction does not cover)."""
+    papers = pd.read_csv(paper_csv, dtype={"params_file": str}, keep_default_na=False)
+    return papers[papers["params_file"] == ""][["paper", "dataset", "setting", "metric", "value", "source"]]
+
+
+def released_models(params_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every released official model the kit can evaluate (params/released/): its params file, the file it
+    expects and whether it is there, the number its authors (or a third party) give, and how to get it."""
+    from .params import load_params
+    params_dir = Path(params_dir) if params_dir else repo_root() / "params" / "released"
+    rows = []
+    for f in sorted(params_dir.glob("*.yaml")):
+        p = load_params(f)
+        r = p.released
+        if r is None:
+            continue
+        path = p.resolve_path(r.checkpoint)
+        rows.append({"method": p.methods[r.method].model_name, "released model": r.model_name,
+                     "params file": str(f.relative_to(repo_root())) if f.is_relative_to(repo_root()) else str(f),
+                     "metric": r.paper_metric, "published": r.paper_value, "source": r.paper_source,
+                     "checkpoint": r.checkpoint, "present": path.is_file(), "download": r.download})
+    return pd.DataFrame(rows)

@@ -191,6 +191,123 @@ def _vit_large_224(pretrained=False, weights=None):
 
 
 # ------------------------------------------------------------------------------------------------
+# CvT (Q2L's best model): not in timm; transformers' CvtModel with the official activation
+# ------------------------------------------------------------------------------------------------
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the MLP activation of Microsoft's CvT (``get_cls_model(act_layer=QuickGELU)``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # noqa: D102
+        return x * torch.sigmoid(1.702 * x)
+
+
+# Microsoft CvT key (relative to one stage / block) -> transformers CvtModel key
+_CVT_PROJ = "attention.attention.convolution_projection_{}.convolution_projection."
+_CVT_BLOCK_RULES = [
+    (r"norm1\.", "layernorm_before."), (r"norm2\.", "layernorm_after."),
+    *[(rf"attn\.conv_proj_{q}\.conv\.", _CVT_PROJ.format(name) + "convolution.")
+      for q, name in (("q", "query"), ("k", "key"), ("v", "value"))],
+    *[(rf"attn\.conv_proj_{q}\.bn\.", _CVT_PROJ.format(name) + "normalization.")
+      for q, name in (("q", "query"), ("k", "key"), ("v", "value"))],
+    (r"attn\.proj_q\.", "attention.attention.projection_query."),
+    (r"attn\.proj_k\.", "attention.attention.projection_key."),
+    (r"attn\.proj_v\.", "attention.attention.projection_value."),
+    (r"attn\.proj\.", "attention.output.dense."),
+    (r"mlp\.fc1\.", "intermediate.dense."), (r"mlp\.fc2\.", "output.dense."),
+]
+
+
+def convert_official_cvt(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Microsoft CvT keys (``stage{i}.patch_embed.*``, ``stage{i}.cls_token``, ``stage{i}.blocks.{j}.*``,
+    ``norm.*``; the classifier ``head.*`` dropped) -> :class:`CvtBody` keys (``cvt.encoder.stages...``, ``norm``)."""
+    import re
+    out = {}
+    for key, value in state.items():
+        if key.startswith("head."):
+            continue
+        m = re.match(r"stage(\d+)\.(.*)$", key)
+        if key.startswith("norm."):
+            out[key] = value
+        elif m and m.group(2) == "cls_token":
+            out[f"cvt.encoder.stages.{m.group(1)}.cls_token"] = value
+        elif m and m.group(2).startswith("patch_embed."):
+            rest = m.group(2)[len("patch_embed."):].replace("proj.", "projection.").replace("norm.", "normalization.")
+            out[f"cvt.encoder.stages.{m.group(1)}.embedding.convolution_embeddings.{rest}"] = value
+        elif m and (b := re.match(r"blocks\.(\d+)\.(.*)$", m.group(2))):
+            for pattern, repl in _CVT_BLOCK_RULES:
+                new, n = re.subn("^" + pattern, repl, b.group(2))
+                if n:
+                    out[f"cvt.encoder.stages.{m.group(1)}.layers.{b.group(1)}.{new}"] = value
+                    break
+            else:
+                raise KeyError(f"official CvT key {key!r} has no kit equivalent")
+        else:
+            raise KeyError(f"official CvT key {key!r} has no kit equivalent")
+    return out
+
+
+CVT_W24 = dict(embed_dim=[192, 768, 1024], depth=[2, 2, 20], num_heads=[3, 12, 16], cls_token=[False, False, True],
+               drop_path_rate=[0.0, 0.0, 0.3])
+
+
+class CvtBody(nn.Module):
+    """transformers' CvtModel -> the last stage's map [B, D, H, W] (CLS token split off) -> LayerNorm over D:
+    the feature map Q2L takes from Microsoft's CvT (``forward_features`` with ``cls_token`` off).  The MLPs use
+    QuickGELU, as Microsoft's CvT (transformers' port builds ``nn.GELU``, which changes every output)."""
+
+    def __init__(self, **config):
+        super().__init__()
+        from transformers import CvtConfig, CvtModel
+        cfg = CvtConfig(**config)
+        self.cvt = CvtModel(cfg, add_pooling_layer=False)
+        for stage in self.cvt.encoder.stages:
+            for layer in stage.layers:
+                layer.intermediate.activation = QuickGELU()
+        self.norm = nn.LayerNorm(cfg.embed_dim[-1], eps=1e-5)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Images [B, 3, S, S] -> the normalised last-stage map [B, D, S/16, S/16]."""
+        feats = self.cvt(pixel_values=images).last_hidden_state          # [B, D, H, W]
+        return self.norm(feats.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+    def official_key_filter(self, state: dict[str, torch.Tensor], _model=None) -> dict[str, torch.Tensor]:
+        """Official keys (Microsoft's layout, as inside Q2L's checkpoints) -> this module's."""
+        return convert_official_cvt(state)
+
+
+def _cvt_w24(pretrained: bool, weights: str | None) -> CvtBody:
+    body = CvtBody(**CVT_W24)
+    if not pretrained:
+        return body
+    if weights is not None:                          # Microsoft's CvT-w24-384x384-IN-22k.pth (Q2L's get_model_path)
+        if not Path(weights).is_file():
+            raise MissingWeightsError(f"pretrained weights not found: {weights}")
+        from ..safe_load import load_torch
+        state = load_torch(weights, map_location="cpu")
+        state = state.get("state_dict", state.get("model", state))
+        missing, unexpected = body.load_state_dict(convert_official_cvt(state), strict=False)
+        if unexpected or [k for k in missing if not k.endswith("num_batches_tracked")]:
+            raise RuntimeError(f"{weights}: not a CvT-w24 checkpoint (missing {missing[:3]}, "
+                               f"unexpected {unexpected[:3]})")
+        return body
+    from transformers import CvtForImageClassification
+    hub_id = "microsoft/cvt-w24-384-22k"
+    try:
+        hf = CvtForImageClassification.from_pretrained(hub_id)
+    except OSError as e:
+        raise MissingWeightsError(
+            f"pretrained weights for CvT-w24 ({hub_id}) are not in the Hugging Face cache and could not be "
+            f"downloaded ({e.__class__.__name__}).\n  Online: python -m mlc.weights PARAMS_FILE fetches them; or set "
+            f"model.backbone_weights to Microsoft's CvT-w24-384x384-IN-22k.pth.") from None
+    body.cvt.load_state_dict(hf.cvt.state_dict())
+    body.norm.load_state_dict(hf.layernorm.state_dict())
+    return body
+
+
+register_backbone("cvt_w24_384", 1024, 16, description="CvT-w24 (ImageNet-22k, 384), transformers CvtModel with "
+                  "Microsoft's QuickGELU, final LayerNorm (Q2L-CvT_w24-384)")(_cvt_w24)
+
+
+# ------------------------------------------------------------------------------------------------
 # Toy backbones: small CNNs trained from scratch, stride 8 (64 px images give an 8 x 8 grid)
 # ------------------------------------------------------------------------------------------------
 class _ResidualBlock(nn.Module):

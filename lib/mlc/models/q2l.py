@@ -139,13 +139,16 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
 
 
 def _timm_body_keys(state: dict[str, torch.Tensor], model: "Query2Label") -> dict[str, torch.Tensor]:
-    """Official TResNet / Swin keys (the ASL and Microsoft layouts Q2L vendors) -> timm's, through the
-    ``checkpoint_filter_fn`` timm itself uses for those layouts (InPlaceABN -> BatchNorm weights, Swin's
-    end-of-stage downsampling, non-persistent buffers dropped)."""
+    """Official TResNet / Swin / CvT keys (the ASL and Microsoft layouts Q2L vendors) -> the kit backbone's:
+    for timm backbones through the ``checkpoint_filter_fn`` timm itself uses for those layouts (InPlaceABN ->
+    BatchNorm weights, Swin's end-of-stage downsampling, non-persistent buffers dropped), for CvT through
+    :func:`mlc.models.backbones.convert_official_cvt`."""
     import sys
     body = model.backbone.body
-    filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
-    if not type(body).__module__.startswith("timm.") or filter_fn is None:
+    filter_fn = getattr(body, "official_key_filter", None)           # CvT: Microsoft's layout
+    if filter_fn is None and type(body).__module__.startswith("timm."):
+        filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is None:
         return state
     prefix = "backbone.body."
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
