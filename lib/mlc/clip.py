@@ -22,6 +22,7 @@ import torch
 
 from .io import atomic_write_stream, atomic_write_text
 from .models.backbones import MissingWeightsError
+from .online import hf_cached, offline, offline_hint
 from .progress import bar as progress_bar
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"
@@ -37,8 +38,9 @@ def _register_configs() -> None:
 
 
 def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu"):
-    """(model in eval mode, eval preprocess, tokenizer).  ``pretrained``: a local file, "openai" (from the
-    local cache only), or None (random weights).  A missing file is an error saying what to fetch."""
+    """(model in eval mode, eval preprocess, tokenizer).  ``pretrained``: a local file, "openai" (open_clip's
+    download into its cache; offline, the cached file only: see :mod:`mlc.online`), or None (random weights).
+    A missing file is an error saying what to fetch."""
     import open_clip
     _register_configs()
     config = open_clip.get_model_config(model_name) or {}
@@ -51,16 +53,34 @@ def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu
         hint = ("train it with notebooks/02_toy_clip.ipynb" if model_name.startswith("mlc-") else
                 f"download the OpenAI weights (e.g. ViT-B-16.pt from openaipublic) and save them as {pretrained}")
         raise MissingWeightsError(f"CLIP weights not found: {pretrained}; {hint}")
+    if pretrained == "openai" and offline():         # no network: the cached file, or an error at once
+        pretrained = _cached_openai(model_name)
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device,
                                                                      output_dict=True)
     except RuntimeError as e:
         if pretrained == "openai":
-            raise MissingWeightsError(f"OpenAI weights for {model_name} are not in the local open_clip cache and "
-                                      f"cannot be downloaded here ({e}); set clip.pretrained to a local "
-                                      f"file such as ViT-B-16.pt") from None
+            raise MissingWeightsError(f"OpenAI weights for {model_name} could not be downloaded by open_clip ({e}); "
+                                      f"set clip.pretrained to a local file such as ViT-B-16.pt") from None
         raise
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
+
+
+def _cached_openai(model_name: str) -> str:
+    """The OpenAI weights of ``model_name`` in open_clip's caches (the Hugging Face hub, or the URL cache
+    ~/.cache/clip), without any request; missing is an error at once."""
+    import open_clip
+    cfg = open_clip.get_pretrained_cfg(model_name, "openai") or {}
+    hub = (cfg.get("hf_hub") or "").rstrip("/")
+    path = hf_cached(hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")) if hub else None
+    legacy = Path("~/.cache/clip").expanduser() / Path(cfg.get("url", "none")).name
+    if path is None and legacy.is_file():
+        path = str(legacy)
+    if path is None:
+        raise MissingWeightsError(f"OpenAI weights for {model_name} are not in open_clip's cache (Hugging Face repo "
+                                  f"{hub or '?'}, or {legacy}); set clip.pretrained to a local file such as "
+                                  f"ViT-B-16.pt\n" + offline_hint("them"))
+    return path
 
 
 def clip_key(params) -> str:

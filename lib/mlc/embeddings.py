@@ -119,16 +119,23 @@ def cached_embeddings(cache_dir: str | Path, encoder: str, weights: str, templat
 
 
 def _load_bert(model: str):
+    """transformers' download into the Hugging Face cache (offline: the cache only, see :mod:`mlc.online`)."""
     from transformers import AutoModel, AutoTokenizer
+
+    from .online import offline
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True)
-        net = AutoModel.from_pretrained(model, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=offline())
+        net = AutoModel.from_pretrained(model, local_files_only=offline())
     except (OSError, ValueError) as e:
         from .models.backbones import MissingWeightsError
+        where = "in the local cache (offline: MLC_OFFLINE or HF_HUB_OFFLINE is set)" if offline() else \
+            "downloadable"
         raise MissingWeightsError(
-            f"BERT weights {model!r} are not available offline ({str(e).splitlines()[0]}).\n"
-            f"  On a machine with internet: huggingface-cli download {model} (then copy ~/.cache/huggingface),\n"
-            f"  or point the encoder at a local directory holding config.json, vocab.txt and the weights.") from None
+            f"BERT weights {model!r} are not {where} ({str(e).splitlines()[0]}).\n"
+            f"  With internet: python -m mlc.weights PARAMS_FILE (or: hf download {model}), then copy the Hugging "
+            f"Face cache (HF_HOME) if needed,\n"
+            f"  or point text.bert_model at a local directory holding config.json, vocab.txt and the weights."
+        ) from None
     return tokenizer, net.eval()
 
 

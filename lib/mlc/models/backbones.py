@@ -4,9 +4,11 @@
 ``(tokens [B, N, D], (H, W))``; when ``has_cls`` is set the first token is a class token and
 N = 1 + H W.  Method heads never look at the name of their backbone.
 
-Real backbones load pretrained weights from a local file (``weights=path``) or from the local
-torch-hub / Hugging Face cache; nothing is downloaded at run time.  When the weights are not there,
-the error says which file to fetch and where to put it.
+Real backbones load pretrained weights from a local file (``weights=path``) or through their library:
+torchvision's URL into the torch-hub cache (hash checked), timm's and transformers' Hugging Face repos into
+the hub cache.  Offline (:mod:`mlc.online`) nothing is downloaded and a weight that is not cached is an error
+saying which file to fetch and where to put it.  :func:`weight_source` says, for ``python -m mlc.weights``,
+where each backbone's weights come from and whether they are cached.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..online import hf_cached, offline, offline_hint
 from ..suggest import did_you_mean
 
 _REGISTRY: dict[str, "BackboneSpec"] = {}
@@ -98,14 +101,18 @@ class Backbone(nn.Module):
 def _torchvision_weights(enum_member, weights: str | None) -> dict:
     if weights is not None:
         path = Path(weights)
-    else:
-        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum_member.url).name
+        if not path.is_file():
+            raise MissingWeightsError(f"pretrained weights not found: {path} (model.backbone_weights)")
+        return torch.load(path, map_location="cpu", weights_only=True)
+    path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum_member.url).name
+    if not path.is_file() and not offline():       # torchvision's own download, its file-name hash checked
+        return enum_member.get_state_dict(progress=True, check_hash=True)
     if not path.is_file():
         raise MissingWeightsError(
             f"pretrained weights not found: {path}\n"
             f"  Download {enum_member.url}\n"
-            f"  and save it as {Path(torch.hub.get_dir()) / 'checkpoints' / Path(enum_member.url).name}"
-            f" (or set model.backbone_weights to the file's path).")
+            f"  and save it as {path} (or set model.backbone_weights to the file's path).\n"
+            + offline_hint("them"))
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
@@ -117,21 +124,15 @@ def _timm_model(timm_name: str, pretrained: bool, weights: str | None, **kwargs)
     if path is None:
         cfg = timm.models.get_pretrained_cfg(timm_name)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-        if hub_id:
-            from huggingface_hub import hf_hub_download
-            for filename in ("model.safetensors", "pytorch_model.bin"):
-                try:
-                    path = hf_hub_download(hub_id, filename, local_files_only=True)
-                    break
-                except Exception:
-                    continue
+        path = hf_cached(hub_id) if hub_id else None
+        if path is None and hub_id and not offline():      # timm's own download into the Hugging Face cache
+            return timm.create_model(timm_name, pretrained=True, num_classes=0, global_pool="", **kwargs)
         if path is None:
             cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise MissingWeightsError(
                 f"pretrained weights for timm model {timm_name!r} are not in the local cache ({cache}).\n"
-                f"  On a machine with internet: python -c \"import timm; timm.create_model('{timm_name}', "
-                f"pretrained=True)\" and copy the cache,\n"
-                f"  or download the weight file (Hugging Face repo {hub_id or '?'}) and set model.backbone_weights.")
+                f"  Download the weight file (Hugging Face repo {hub_id or '?'}) and set model.backbone_weights, or\n"
+                + offline_hint("them"))
     if not Path(path).is_file():
         raise MissingWeightsError(f"pretrained weights not found: {path}")
     return timm.create_model(timm_name, pretrained=True, num_classes=0, global_pool="",
@@ -171,23 +172,23 @@ for _depth in (50, 101):
 
 @register_backbone("tresnet_l", 2432, 32, description="timm tresnet_l.miil_in1k_448 (Q2L TResL-448)")
 def _tresnet_l(pretrained=False, weights=None):
-    return _timm_model("tresnet_l.miil_in1k_448", pretrained, weights)
+    return _timm_model(TIMM_NAMES["tresnet_l"], pretrained, weights)
 
 
 @register_backbone("tresnet_l_21k", 2048, 32, description="timm tresnet_v2_l.miil_in21k (Q2L TResL-22k-448)")
 def _tresnet_l_21k(pretrained=False, weights=None):
-    return _timm_model("tresnet_v2_l.miil_in21k", pretrained, weights)
+    return _timm_model(TIMM_NAMES["tresnet_l_21k"], pretrained, weights)
 
 
 @register_backbone("swin_large_384", 1536, 32, description="timm swin_large_patch4_window12_384.ms_in22k")
 def _swin_large_384(pretrained=False, weights=None):
-    return _timm_model("swin_large_patch4_window12_384.ms_in22k", pretrained, weights)
+    return _timm_model(TIMM_NAMES["swin_large_384"], pretrained, weights)
 
 
 @register_backbone("vit_large_224", 1024, 16, has_cls=True,
                    description="timm vit_large_patch16_224.augreg_in21k_ft_in1k")
 def _vit_large_224(pretrained=False, weights=None):
-    return _timm_model("vit_large_patch16_224.augreg_in21k_ft_in1k", pretrained, weights)
+    return _timm_model(TIMM_NAMES["vit_large_224"], pretrained, weights)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -245,6 +246,7 @@ def convert_official_cvt(state: dict[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
+CVT_W24_HUB = "microsoft/cvt-w24-384-22k"     # Microsoft's CvT-w24 ImageNet-22k weights, 384 px
 CVT_W24 = dict(embed_dim=[192, 768, 1024], depth=[2, 2, 20], num_heads=[3, 12, 16], cls_token=[False, False, True],
                drop_path_rate=[0.0, 0.0, 0.3])
 
@@ -290,14 +292,13 @@ def _cvt_w24(pretrained: bool, weights: str | None) -> CvtBody:
                                f"unexpected {unexpected[:3]})")
         return body
     from transformers import CvtForImageClassification
-    hub_id = "microsoft/cvt-w24-384-22k"
     try:
-        hf = CvtForImageClassification.from_pretrained(hub_id)
+        hf = CvtForImageClassification.from_pretrained(CVT_W24_HUB, local_files_only=offline())
     except OSError as e:
         raise MissingWeightsError(
-            f"pretrained weights for CvT-w24 ({hub_id}) are not in the Hugging Face cache and could not be "
-            f"downloaded ({e.__class__.__name__}).\n  Online: python -m mlc.weights PARAMS_FILE fetches them; or set "
-            f"model.backbone_weights to Microsoft's CvT-w24-384x384-IN-22k.pth.") from None
+            f"pretrained weights for CvT-w24 ({CVT_W24_HUB}) are not in the Hugging Face cache and could not be "
+            f"downloaded ({e.__class__.__name__}); or set model.backbone_weights to Microsoft's "
+            f"CvT-w24-384x384-IN-22k.pth.\n" + offline_hint("them")) from None
     body.cvt.load_state_dict(hf.cvt.state_dict())
     body.norm.load_state_dict(hf.layernorm.state_dict())
     return body
@@ -305,6 +306,51 @@ def _cvt_w24(pretrained: bool, weights: str | None) -> CvtBody:
 
 register_backbone("cvt_w24_384", 1024, 16, description="CvT-w24 (ImageNet-22k, 384), transformers CvtModel with "
                   "Microsoft's QuickGELU, final LayerNorm (Q2L-CvT_w24-384)")(_cvt_w24)
+
+
+# ------------------------------------------------------------------------------------------------
+# Where each backbone's pretrained weights come from (python -m mlc.weights)
+# ------------------------------------------------------------------------------------------------
+TIMM_NAMES = {"tresnet_l": "tresnet_l.miil_in1k_448", "tresnet_l_21k": "tresnet_v2_l.miil_in21k",
+              "swin_large_384": "swin_large_patch4_window12_384.ms_in22k",
+              "vit_large_224": "vit_large_patch16_224.augreg_in21k_ft_in1k"}
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """A pretrained weight: the library that downloads it, from where, and the cached file if there is one."""
+    library: str
+    source: str                      # a URL or a Hugging Face repo id
+    cached: str | None               # the file in the library's cache, or None
+    fetch: Callable[[], object]      # downloads through the library into its cache
+
+
+def _torchvision_enum(name: str):
+    import torchvision
+    depth = int(name.removeprefix("resnet").split("_")[0])
+    version = "V2" if name.endswith("_v2") else "V1"
+    return getattr(getattr(torchvision.models, f"ResNet{depth}_Weights"), f"IMAGENET1K_{version}")
+
+
+def weight_source(name: str) -> WeightSource | None:
+    """Where backbone ``name``'s pretrained weights come from; None for a backbone without published weights."""
+    backbone_spec(name)
+    if name.startswith("resnet"):
+        enum = _torchvision_enum(name)
+        path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
+        return WeightSource("torchvision", enum.url, str(path) if path.is_file() else None,
+                            lambda: enum.get_state_dict(progress=True, check_hash=True))
+    if name in TIMM_NAMES:
+        import timm
+        hub_id = timm.models.get_pretrained_cfg(TIMM_NAMES[name]).hf_hub_id
+        return WeightSource("timm", f"https://huggingface.co/{hub_id}", hf_cached(hub_id),
+                            lambda: timm.create_model(TIMM_NAMES[name], pretrained=True))
+    if name == "cvt_w24_384":
+        def fetch():
+            from transformers import CvtForImageClassification
+            return CvtForImageClassification.from_pretrained(CVT_W24_HUB)
+        return WeightSource("transformers", f"https://huggingface.co/{CVT_W24_HUB}", hf_cached(CVT_W24_HUB), fetch)
+    return None
 
 
 # ------------------------------------------------------------------------------------------------
