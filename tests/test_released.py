@@ -268,3 +268,8 @@ def test_evaluation_notebook_on_released_params_shows_the_released_weights_and_p
     assert "q2l: released weights from" in text and "Q2L-CvT_w24-384" in text
     figures = tmp_path / "outputs" / "released_fixture" / "figures"
     assert (figures / "eval_q2l_per_class_ap.png").stat().st_size > 0
+    # the exploration notebook on the same released weights: labels and maps of the test images
+    pm.execute_notebook(str(ROOT / "notebooks" / "21_explore.ipynb"), str(tmp_path / "21.ipynb"),
+                        parameters={"params_file": str(params)}, cwd=str(ROOT), kernel_name="python3",
+                        progress_bar=False)
+    assert (figures / "explore_q2l.png").stat().st_size > 0

@@ -68,16 +68,18 @@ class Predictor:
         self.device = device
 
     @classmethod
-    def from_run(cls, params, method: str, device: str = "cpu") -> "Predictor":
-        """The best checkpoint of a finished run of ``method``; open-vocabulary models start with every label
-        of the dataset (seen and unseen)."""
+    def from_run(cls, params, method: str | None = None, device: str = "cpu", checkpoint=None) -> "Predictor":
+        """A finished run's best checkpoint of ``method``, or the weights of ``checkpoint`` (a kit or official
+        file; released params: their released file), through :func:`mlc.load_model`.  Open-vocabulary models
+        start with every label of the dataset (seen and unseen)."""
+        from .checkpoints import load
         from .data.transforms import build_transform
-        from .train import load_trained, method_params, prepare_data
+        from .train import method_params, prepare_data
         manifest = prepare_data(params, progress=False)
-        mp = method_params(params, method)
-        model = load_trained(params, method, device=device)
-        predictor = cls(model, [manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)],
-                        build_transform(mp.input, train=False), device)
+        loaded = load(params, method, checkpoint, device=device)
+        name = method or (params.released.method if params.released else next(iter(params.methods)))
+        predictor = cls(loaded.model, loaded.label_names, build_transform(method_params(params, name).input,
+                                                                          train=False), device)
         if predictor.open_vocabulary:
             predictor.set_labels(manifest.label_names)
         return predictor
