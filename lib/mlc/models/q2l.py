@@ -155,7 +155,12 @@ def _timm_body_keys(state: dict[str, torch.Tensor], model: "Query2Label") -> dic
     rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
     if any(k.startswith("body.") for k in body.state_dict()) and not any(k.startswith("body.") for k in sub):
         sub = {f"body.{k}": v for k, v in sub.items()}
-    return {**rest, **{prefix + k: v for k, v in filter_fn(sub, body).items()}}
+    out = {**rest, **{prefix + k: v for k, v in filter_fn(sub, body).items()}}
+    # InPlaceABN has no num_batches_tracked; BatchNorm's counter only matters for momentum=None training
+    for key, value in model.state_dict().items():
+        if key.startswith(prefix) and key.endswith("num_batches_tracked") and key not in out:
+            out[key] = torch.zeros_like(value, device="cpu")
+    return out
 
 
 @register_official("q2l", files=("checkpoint.pkl",), config_file="config_new.json",

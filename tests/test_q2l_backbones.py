@@ -1,4 +1,6 @@
-"""CvT for Q2L's best model (Q2L-CvT_w24-384): transformers' CvtModel loaded from Microsoft's key layout gives
+"""Q2L's non-ResNet backbones from their official layouts inside Q2L's checkpoints (TResNet: ASL's, Swin and
+CvT: Microsoft's).  CvT for Q2L's best model (Q2L-CvT_w24-384): transformers' CvtModel loaded from Microsoft's
+key layout gives
 what Microsoft's CvT computes.
 
 The oracle is built as ../shared/oracles are: random weights in the official key layout, a fixed input, and
@@ -171,3 +173,120 @@ def test_paper_size_cvt_w24_has_the_official_shape():
         kit_key = next(iter(convert_official_cvt({key: torch.empty(0)})))
         assert tuple(body.state_dict()[kit_key].shape) == shape, key
     assert 276e6 < sum(p.numel() for p in body.parameters()) < 278e6
+
+
+def asl_tresnet_keys(layers=(4, 5, 18, 3), width_factor=1.2) -> dict[str, tuple]:
+    """ASL's TResNet state-dict keys (what Q2L vendors in lib/models/tresnet/tresnet_sync.py, read by hand):
+    conv2d_ABN = Sequential(Conv2d, InPlaceABNSync); a stride-2 BasicBlock conv1 / Bottleneck conv2 is
+    Sequential(conv2d_ABN, anti-alias (JIT, no tensors)); the downsample is [AvgPool2d if stride 2, conv2d_ABN];
+    SE is fc1 / fc2 1x1 convolutions with bias, on conv1's width in a Bottleneck; no SE in layer4."""
+    keys = {}
+    planes = inplanes = int(64 * width_factor)
+
+    def abn(prefix, c):
+        for p in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{prefix}.{p}"] = (c,)
+
+    keys["body.conv1.0.weight"] = (planes, 48, 3, 3)
+    abn("body.conv1.1", planes)
+    stages = [(1, layers[0], 1, True, 1), (2, layers[1], 2, True, 1), (4, layers[2], 2, True, 4),
+              (8, layers[3], 2, False, 4)]
+    for li, (mult, n, stride, se, exp) in enumerate(stages, 1):
+        p = planes * mult
+        for j in range(n):
+            b, s = f"body.layer{li}.{j}", stride if j == 0 else 1
+            if exp == 1:
+                conv = f"{b}.conv1.0" if s == 1 else f"{b}.conv1.0.0"
+                keys[f"{conv}.weight"] = (p, inplanes, 3, 3)
+                abn(f"{b}.conv1.1" if s == 1 else f"{b}.conv1.0.1", p)
+                keys[f"{b}.conv2.0.weight"] = (p, p, 3, 3)
+                abn(f"{b}.conv2.1", p)
+                se_c, r = p, max(p // 4, 64)
+            else:
+                keys[f"{b}.conv1.0.weight"] = (p, inplanes, 1, 1)
+                abn(f"{b}.conv1.1", p)
+                keys[(f"{b}.conv2.0" if s == 1 else f"{b}.conv2.0.0") + ".weight"] = (p, p, 3, 3)
+                abn(f"{b}.conv2.1" if s == 1 else f"{b}.conv2.0.1", p)
+                keys[f"{b}.conv3.0.weight"] = (p * 4, p, 1, 1)
+                abn(f"{b}.conv3.1", p * 4)
+                se_c, r = p, max(p * 4 // 8, 64)
+            if se:
+                keys[f"{b}.se.fc1.weight"], keys[f"{b}.se.fc1.bias"] = (r, se_c, 1, 1), (r,)
+                keys[f"{b}.se.fc2.weight"], keys[f"{b}.se.fc2.bias"] = (se_c, r, 1, 1), (se_c,)
+            if j == 0 and (s != 1 or inplanes != p * exp):
+                d = f"{b}.downsample.{1 if s == 2 else 0}"
+                keys[f"{d}.0.weight"] = (p * exp, inplanes, 1, 1)
+                abn(f"{d}.1", p * exp)
+            inplanes = p * exp
+    return keys
+
+
+def test_q2l_tresnet_checkpoint_keys_land_on_timms_tresnet_with_inplace_abn_weights():
+    """Q2L-TResL-448's checkpoint holds ASL's TResNet at backbone.0.body.body.*; the kit's tresnet_l is timm's.
+    Every key lands on a kit key of the same shape, InPlaceABN weights become |w| + 1e-5 BatchNorm weights
+    (what InPlaceABN computes with), and BatchNorm's num_batches_tracked (absent from InPlaceABN) is filled."""
+    from mlc.models.q2l import Q2LConfig, Query2Label, _official_q2l
+    with torch.device("meta"):
+        model = Query2Label(Q2LConfig(backbone="tresnet_l", hidden_dim=2432, dim_feedforward=64), 3)
+    asl = asl_tresnet_keys()
+    g = torch.Generator().manual_seed(0)
+    official = {f"module.backbone.0.body.{k}": torch.randn(s, generator=g) for k, s in asl.items()}
+    official.update({"module.fc.W": torch.zeros(1, 3, 2432), "module.fc.b": torch.zeros(1, 3)})
+    converted = _official_q2l(official, model)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    got = {k: v for k, v in converted.items() if k.startswith("backbone.")}
+    assert set(got) == set(own), (sorted(set(own) - set(got))[:5], sorted(set(got) - set(own))[:5])
+    for k, v in got.items():
+        assert v.shape == own[k].shape, k
+    w = official["module.backbone.0.body.body.conv1.1.weight"]
+    torch.testing.assert_close(got["backbone.body.body.conv1.bn.weight"], w.abs() + 1e-5)
+    torch.testing.assert_close(got["backbone.body.body.conv1.conv.weight"],
+                               official["module.backbone.0.body.body.conv1.0.weight"])
+
+
+def ms_swin_keys(embed=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48), window=12, img=384) -> dict[str, tuple]:
+    """Microsoft Swin keys as in Q2L's lib/models/swin_transformer.py (read by hand): persistent
+    relative_position_index and attn_mask buffers, downsampling (PatchMerging) at the END of stages 0-2."""
+    keys = {"patch_embed.proj.weight": (embed, 3, 4, 4), "patch_embed.proj.bias": (embed,),
+            "patch_embed.norm.weight": (embed,), "patch_embed.norm.bias": (embed,)}
+    res = img // 4
+    for i, (depth, h) in enumerate(zip(depths, heads)):
+        c = embed * 2 ** i
+        w = min(window, res)
+        for j in range(depth):
+            b = f"layers.{i}.blocks.{j}."
+            for n in ("norm1", "norm2"):
+                keys[b + n + ".weight"] = keys[b + n + ".bias"] = (c,)
+            keys[b + "attn.relative_position_bias_table"] = ((2 * w - 1) ** 2, h)
+            keys[b + "attn.relative_position_index"] = (w * w, w * w)
+            keys[b + "attn.qkv.weight"], keys[b + "attn.qkv.bias"] = (3 * c, c), (3 * c,)
+            keys[b + "attn.proj.weight"], keys[b + "attn.proj.bias"] = (c, c), (c,)
+            keys[b + "mlp.fc1.weight"], keys[b + "mlp.fc1.bias"] = (4 * c, c), (4 * c,)
+            keys[b + "mlp.fc2.weight"], keys[b + "mlp.fc2.bias"] = (c, 4 * c), (c,)
+            if j % 2 == 1 and res > window:
+                keys[b + "attn_mask"] = ((res // w) ** 2, w * w, w * w)
+        if i < len(depths) - 1:
+            keys[f"layers.{i}.downsample.reduction.weight"] = (2 * c, 4 * c)
+            keys[f"layers.{i}.downsample.norm.weight"] = keys[f"layers.{i}.downsample.norm.bias"] = (4 * c,)
+            res //= 2
+    keys["norm.weight"] = keys["norm.bias"] = (embed * 8,)
+    return keys
+
+
+def test_q2l_swin_checkpoint_keys_land_on_timms_swin():
+    """Q2L-SwinL-384's checkpoint holds Microsoft's Swin at backbone.0.*; timm's filter moves the downsampling
+    to the start of the next stage and drops the buffers timm recomputes."""
+    from mlc.models.q2l import Q2LConfig, Query2Label, _official_q2l
+    with torch.device("meta"):
+        model = Query2Label(Q2LConfig(backbone="swin_large_384", hidden_dim=1536, dim_feedforward=64), 3)
+    ms = ms_swin_keys()
+    official = {f"module.backbone.0.{k}": torch.zeros(s) for k, s in ms.items()}
+    official.update({"module.fc.W": torch.zeros(1, 3, 1536), "module.fc.b": torch.zeros(1, 3)})
+    official["module.backbone.0.layers.0.downsample.reduction.weight"] = torch.randn(384, 768)
+    converted = _official_q2l(official, model)
+    own = {k: v for k, v in model.state_dict().items() if k.startswith("backbone.")}
+    got = {k: v for k, v in converted.items() if k.startswith("backbone.")}
+    assert set(got) == set(own), (sorted(set(own) - set(got))[:5], sorted(set(got) - set(own))[:5])
+    assert all(v.shape == own[k].shape for k, v in got.items())
+    torch.testing.assert_close(got["backbone.body.layers.1.downsample.reduction.weight"],
+                               official["module.backbone.0.layers.0.downsample.reduction.weight"])
