@@ -60,9 +60,10 @@ def test_openai_weights_are_refused_in_a_gelu_model():
 # ------------------------------------------------------------------------------------------------------------
 RESNET101 = {"kind": "torchvision ResNet", "blocks": [3, 4, 23, 3], "width": 2048, "stride": 32}
 OFFICIAL_BACKBONES = {
-    "resnet101": {**RESNET101, "norm": "FrozenBatchNorm2d"},               # Q2L: frozen BN
-    "resnet101_bn": {**RESNET101, "norm": "BatchNorm2d"},                  # SALGL
-    "resnet101_bn_v2": {**RESNET101, "norm": "BatchNorm2d"},               # SGRE
+    # torchvision's V1 file: Q2L (torchvision pretrained=True), SALGL (the same weights under their old name
+    # resnet101-5d3b4d8f.pth), SGRE (models/torch_models/resnet.py: resnet101-63fe2227.pth)
+    "resnet101": {**RESNET101, "norm": "FrozenBatchNorm2d", "weights": "resnet101-63fe2227.pth"},   # frozen BN
+    "resnet101_bn": {**RESNET101, "norm": "BatchNorm2d", "weights": "resnet101-63fe2227.pth"},
     "tresnet_l": {"kind": "TResNet", "blocks": [4, 5, 18, 3], "width": 2432, "stride": 32},    # ASL TResnetL
     "tresnet_l_21k": {"kind": "TResNet", "blocks": [3, 4, 23, 3], "width": 2048, "stride": 32},  # tresnet2 L
     "swin_large_384": {"kind": "Swin", "embed": 192, "depths": [2, 2, 18, 2], "heads": [6, 12, 24, 48],
@@ -90,8 +91,10 @@ def _backbone_facts(backbone) -> dict:
     facts = {"width": backbone.num_features, "stride": backbone.stride}
     if body == "IntermediateLayerGetter":
         norms = {type(m).__name__ for m in backbone.body.modules() if "BatchNorm" in type(m).__name__}
+        from mlc.models.backbones import weight_source
         facts.update(kind="torchvision ResNet", norm=norms.pop() if len(norms) == 1 else sorted(norms),
-                     blocks=[len(getattr(backbone.body, f"layer{i}")) for i in range(1, 5)])
+                     blocks=[len(getattr(backbone.body, f"layer{i}")) for i in range(1, 5)],
+                     weights=weight_source(backbone.name).source.rsplit("/", 1)[-1])
     elif body == "TResNet":
         facts.update(kind="TResNet", blocks=[len(getattr(backbone.body.body, f"layer{i}")) for i in range(1, 5)])
     elif body == "SwinTransformer":

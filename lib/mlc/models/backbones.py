@@ -166,7 +166,7 @@ for _depth, _dim in ((18, 512), (34, 512), (50, 2048), (101, 2048)):
         lambda pretrained=False, weights=None, _d=_depth: _torchvision_resnet(_d, pretrained, weights, False))
 for _depth in (50, 101):
     register_backbone(f"resnet{_depth}_bn_v2", 2048, 32, description=f"torchvision ResNet-{_depth}, trainable "
-                      "BatchNorm, ImageNet-1k V2 weights (SGRE)")(
+                      "BatchNorm, ImageNet-1k V2 weights (not a paper config: SGRE loads the V1 file)")(
         lambda pretrained=False, weights=None, _d=_depth: _torchvision_resnet(_d, pretrained, weights, False, "V2"))
 
 
