@@ -6,6 +6,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# no test reaches the internet by accident: the kit is offline unless a test (tests/test_weights.py, against its
+# own server on 127.0.0.1) says otherwise
+os.environ.setdefault("MLC_OFFLINE", "1")
+
 # tests/gpu needs a GPU: collected only where one is promised (benchmarks/gpu_check.sh), so that it fails
 # there without one instead of skipping itself anywhere
 collect_ignore = [] if os.environ.get("MLC_GPU_TESTS") == "1" else ["gpu"]

@@ -28,10 +28,18 @@ def test_real_backbones_give_token_grids(name, size, grid, dim, cls):
 
 def test_missing_weights_error_says_what_and_where(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setenv("MLC_OFFLINE", "1")
     with pytest.raises(MissingWeightsError) as e:
         create_backbone("resnet101", pretrained=True)
     msg = str(e.value)
     assert "resnet101-63fe2227.pth" in msg and "download.pytorch.org" in msg and str(tmp_path / "hub") in msg
+    assert "python -m mlc.weights PARAMS_FILE" in msg
+    # online, a download that cannot reach its server is the same clear error, not a urllib traceback
+    monkeypatch.setenv("MLC_OFFLINE", "0")
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url",
+                        lambda *a, **k: (_ for _ in ()).throw(OSError("Name or service not known")))
+    with pytest.raises(MissingWeightsError, match=r"could not download[\s\S]*Name or service not known"):
+        create_backbone("resnet101", pretrained=True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(MissingWeightsError, match="swin_large_patch4_window12_384"):

@@ -106,7 +106,12 @@ def _torchvision_weights(enum_member, weights: str | None) -> dict:
         return torch.load(path, map_location="cpu", weights_only=True)
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum_member.url).name
     if not path.is_file() and not offline():       # torchvision's own download, its file-name hash checked
-        return enum_member.get_state_dict(progress=True, check_hash=True)
+        try:
+            return torch.hub.load_state_dict_from_url(enum_member.url, progress=True, check_hash=True,
+                                                      map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError) as e:       # no network, a proxy, a hash mismatch
+            raise MissingWeightsError(f"could not download {enum_member.url} ({e}).\n  Save it as {path}, or "
+                                      f"set model.backbone_weights to the file's path.") from None
     if not path.is_file():
         raise MissingWeightsError(
             f"pretrained weights not found: {path}\n"
@@ -126,7 +131,12 @@ def _timm_model(timm_name: str, pretrained: bool, weights: str | None, **kwargs)
         hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
         path = hf_cached(hub_id) if hub_id else None
         if path is None and hub_id and not offline():      # timm's own download into the Hugging Face cache
-            return timm.create_model(timm_name, pretrained=True, num_classes=0, global_pool="", **kwargs)
+            try:
+                return timm.create_model(timm_name, pretrained=True, num_classes=0, global_pool="", **kwargs)
+            except (OSError, RuntimeError) as e:           # hub errors are OSErrors; no network, a proxy
+                raise MissingWeightsError(f"could not download timm model {timm_name!r} from the Hugging Face hub "
+                                          f"({hub_id}): {e}\n  Download the weight file and set "
+                                          f"model.backbone_weights.") from None
         if path is None:
             cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise MissingWeightsError(
@@ -339,7 +349,8 @@ def weight_source(name: str) -> WeightSource | None:
         enum = _torchvision_enum(name)
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
         return WeightSource("torchvision", enum.url, str(path) if path.is_file() else None,
-                            lambda: enum.get_state_dict(progress=True, check_hash=True))
+                            lambda: torch.hub.load_state_dict_from_url(enum.url, progress=True, check_hash=True,
+                                                                       map_location="cpu", weights_only=True))
     if name in TIMM_NAMES:
         import timm
         hub_id = timm.models.get_pretrained_cfg(TIMM_NAMES[name]).hf_hub_id
