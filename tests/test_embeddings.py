@@ -44,7 +44,7 @@ def test_bert_quirks_token_types_and_index_rule(tiny_bert):
 
 def test_missing_bert_is_a_clear_error(tmp_path):
     from mlc.models.backbones import MissingWeightsError
-    with pytest.raises(MissingWeightsError, match="not available offline"):
+    with pytest.raises(MissingWeightsError, match=r"not in the local cache \(offline[\s\S]*python -m mlc.weights"):
         E.bert_token_embeddings(["red"], str(tmp_path / "no_bert"))
 
 

@@ -72,6 +72,10 @@ OFFICIAL_BACKBONES = {
                     "activation": "QuickGELU", "width": 1024, "stride": 16},
     "vit_large_224": {"kind": "ViT", "embed": 1024, "depth": 24, "heads": 16, "patch": 16, "image": 224,
                       "width": 1024, "stride": 16},
+    "vit_large_448": {"kind": "ViT", "embed": 1024, "depth": 24, "heads": 16, "patch": 16, "image": 448,
+                      "width": 1024, "stride": 16},
+    "vit_large_448_in21k": {"kind": "ViT", "embed": 1024, "depth": 24, "heads": 16, "patch": 16, "image": 448,
+                            "width": 1024, "stride": 16},
 }
 # the heads the official training commands build (Q2L README R101 command; SALGL / SGRE parser defaults)
 OFFICIAL_HEADS = {

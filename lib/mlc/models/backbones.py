@@ -201,6 +201,19 @@ def _vit_large_224(pretrained=False, weights=None):
     return _timm_model(TIMM_NAMES["vit_large_224"], pretrained, weights)
 
 
+# SALGL's ViT-L16 at 448 (its vendored timm forwards img_size: the position embedding is resampled at load)
+@register_backbone("vit_large_448", 1024, 16, has_cls=True,
+                   description="timm vit_large_patch16_224.augreg_in21k_ft_in1k at 448 px (SALGL ViT-L16 1k)")
+def _vit_large_448(pretrained=False, weights=None):
+    return _timm_model(TIMM_NAMES["vit_large_448"], pretrained, weights, img_size=448)
+
+
+@register_backbone("vit_large_448_in21k", 1024, 16, has_cls=True,
+                   description="timm vit_large_patch16_224.augreg_in21k at 448 px (SALGL ViT-L16 22k)")
+def _vit_large_448_in21k(pretrained=False, weights=None):
+    return _timm_model(TIMM_NAMES["vit_large_448_in21k"], pretrained, weights, img_size=448)
+
+
 # ------------------------------------------------------------------------------------------------
 # CvT (Q2L's best model): not in timm; transformers' CvtModel with the official activation
 # ------------------------------------------------------------------------------------------------
@@ -323,7 +336,9 @@ register_backbone("cvt_w24_384", 1024, 16, description="CvT-w24 (ImageNet-22k, 3
 # ------------------------------------------------------------------------------------------------
 TIMM_NAMES = {"tresnet_l": "tresnet_l.miil_in1k_448", "tresnet_l_21k": "tresnet_v2_l.miil_in21k",
               "swin_large_384": "swin_large_patch4_window12_384.ms_in22k",
-              "vit_large_224": "vit_large_patch16_224.augreg_in21k_ft_in1k"}
+              "vit_large_224": "vit_large_patch16_224.augreg_in21k_ft_in1k",
+              "vit_large_448": "vit_large_patch16_224.augreg_in21k_ft_in1k",
+              "vit_large_448_in21k": "vit_large_patch16_224.augreg_in21k"}
 
 
 @dataclass(frozen=True)
