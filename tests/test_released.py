@@ -273,3 +273,28 @@ def test_evaluation_notebook_on_released_params_shows_the_released_weights_and_p
                         parameters={"params_file": str(params)}, cwd=str(ROOT), kernel_name="python3",
                         progress_bar=False)
     assert (figures / "explore_q2l.png").stat().st_size > 0
+
+
+def test_evaluating_a_released_open_vocabulary_file_writes_the_zsl_report(oracles, tmp_path):
+    from mlc.evaluate import evaluate
+    from mlc.params import load_params
+    from regen import official_state_dict
+    sd, rec = official_state_dict(oracles / "qks-small")
+    torch.save(sd, tmp_path / "best_model.pth")
+    c = rec["config"]
+    _clip(tmp_path, "qks-released-clip", c["clip_ctor"])
+    model = {"name": "qks", "clip_model": "qks-released-clip", "clip_pretrained": None,
+             "num_query_tokens": c["num_query_tokens"], "num_layers": c["num_hidden_layers"], "heads": 12}
+    params = _params(tmp_path, _manifest(tmp_path, 20, 10, n_images=6), "qks", model, {"normalize": "clip"},
+                     label_subset="seen", released={"method": "qks", "checkpoint": str(tmp_path / "best_model.pth"),
+                                                    "model_name": "qks-fixture", "paper_metric": "ZSL mAP"})
+    reports = evaluate(load_params(params), progress=False)
+    assert set(reports) == {"qks"}
+    out = tmp_path / "outputs" / "released_fixture" / "qks"
+    zsl = json.loads((out / "metrics_zsl.json").read_text())
+    assert zsl["weights"]["kind"] == "released" and zsl["n_seen"] == 20 and len(zsl["labels"]) == 30
+    assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1
+    from mlc.report import finished_runs
+    row = finished_runs(tmp_path / "outputs").iloc[0]
+    assert row["weights"] == "released weights, evaluated by the kit" and row["ZSL mAP"] == pytest.approx(
+        100 * zsl["faithful"]["ZSL"]["mAP"])
