@@ -134,6 +134,7 @@ class MethodParams:
     loss: LossParams = field(default_factory=LossParams)
     train: TrainParams = field(default_factory=TrainParams)
     label_subset: Literal["all", "seen"] = "all"
+    baseline_for: str | None = None         # this run is the baseline its paper compares that method with
 
 
 @dataclass
@@ -592,6 +593,10 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
         conv.fail("name", f"{params.name!r} {bad_name}")
     if params.data.dataset == "manifest" and not params.data.manifest:
         conv.fail("data.manifest", "required when data.dataset is 'manifest'")
+    for name, mp in params.methods.items():
+        if mp.baseline_for is not None and mp.baseline_for not in params.methods:
+            conv.fail(f"methods.{name}.baseline_for", f"{mp.baseline_for!r} is not a method of these params "
+                                                      f"(has {', '.join(params.methods)})")
     if params.released is not None and params.released.method not in params.methods:
         conv.fail("released.method", f"{params.released.method!r} is not a method of these params "
                                      f"(has {', '.join(params.methods) or 'none'})")

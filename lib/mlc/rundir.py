@@ -64,9 +64,11 @@ def diff_params(old: dict, new: dict, allow_new_keys: bool = False) -> list[str]
             for k in keys if a.get(k, "<absent>") != b.get(k, "<absent>") and not _is_non_result(k)]
 
 
-def finished_methods(params: RunParams) -> list[str]:
-    """The params' methods whose training finished successfully (failed or unfinished runs are left out)."""
-    return [m for m in params.methods if stage.is_finished(params.run_dir / m)]
+def finished_methods(params: RunParams, baselines: bool = True) -> list[str]:
+    """The params' methods whose training finished successfully (failed or unfinished runs are left out);
+    ``baselines=False`` leaves out the baseline runs of the papers' comparisons (``baseline_for``)."""
+    return [m for m, mp in params.methods.items() if stage.is_finished(params.run_dir / m)
+            and (baselines or mp.baseline_for is None)]
 
 
 def environment_info(repo_root: Path | None = None) -> dict:

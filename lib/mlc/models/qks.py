@@ -15,7 +15,7 @@ open-vocabulary evaluation :meth:`QKS.set_label_embeddings` switches to seen + u
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -35,8 +35,9 @@ class QKSConfig:
     ffn_ratio: int = 4                    # FFN width = ratio x the CLIP visual width (3072 for ViT-B/16)
     dropout: float = 0.1
     rm_cls: bool = False                  # --rmcls
-    prompts: str = "clip_qks"             # label embeddings: clip_qks (85 templates), clip_mkt, or clip with templates
+    prompts: str = "clip_qks"             # label embeddings: clip_qks (85 templates), clip_mkt, or clip (templates)
     normalize_prompts: bool = False       # QKS averages raw text embeddings
+    templates: list[str] = field(default_factory=list)   # prompts: clip: the templates (e.g. the toy captions')
 
 
 class QueryFormerLayer(nn.Module):
@@ -97,10 +98,11 @@ class QKS(nn.Module):
         self.num_classes = self.label_embeddings.shape[0]
 
     def set_label_names(self, names: list[str], cache_dir: str = "outputs/embeddings") -> None:
-        """Score the labels ``names`` from now on (their 85-prompt CLIP embeddings, cached)."""
+        """Score the labels ``names`` from now on (their CLIP prompt embeddings, 85 templates by default; cached)."""
         from ..embeddings import build_text_embeddings
         table = build_text_embeddings(self.cfg.prompts, list(names), cache_dir, model_name=self.cfg.clip_model,
-                                      pretrained=self.cfg.clip_pretrained, normalize=self.cfg.normalize_prompts)
+                                      pretrained=self.cfg.clip_pretrained, normalize=self.cfg.normalize_prompts,
+                                      templates=list(self.cfg.templates))
         self.set_label_embeddings(torch.from_numpy(table))
 
     def train(self, mode: bool = True):
