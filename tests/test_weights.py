@@ -180,3 +180,22 @@ def test_every_paper_params_file_lists_its_weights_offline():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert len(done.stdout.splitlines()) == len(files)
+
+
+def test_what_the_paper_configs_need():
+    from mlc.params import load_params
+    from mlc.weights import needed_weights
+
+    def needs(path):
+        return {w.what: (w.library, w.source) for w in needed_weights(load_params(ROOT / path))}
+    sgre = needs("params/sgre/coco_r101_448.yaml")      # torchvision's V1 file, BERT for the label embeddings
+    assert sgre["sgre backbone resnet101_bn"] == ("torchvision", "https://download.pytorch.org/models/resnet101-63fe2227.pth")
+    assert sgre["BERT bert-base-uncased (label embeddings)"][0] == "transformers"
+    mkt = needs("params/released/mkt_nuswide_stage2.yaml")
+    assert mkt["CLIP ViT-B-16-quickgelu (openai)"][0] == "open_clip"
+    assert {w for w, (lib, _) in mkt.items() if lib == "by hand"} == {"mkt_prompt stage-1 image encoder",
+                                                                     "released MKT stage 2 (NUS-WIDE)"}
+    assert set(needs("params/released/q2l_coco_cvt_w24_384.yaml")) == {"released Q2L-CvT_w24-384",
+                                                                      "released Q2L-CvT_w24-384 config"}
+    assert needs("params/q2l/coco_cvt_w24_384.yaml")["q2l backbone cvt_w24_384"] == (
+        "transformers", "https://huggingface.co/microsoft/cvt-w24-384-22k")
