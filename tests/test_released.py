@@ -298,3 +298,27 @@ def test_evaluating_a_released_open_vocabulary_file_writes_the_zsl_report(oracle
     row = finished_runs(tmp_path / "outputs").iloc[0]
     assert row["weights"] == "released weights, evaluated by the kit" and row["ZSL mAP"] == pytest.approx(
         100 * zsl["faithful"]["ZSL"]["mAP"])
+
+
+def test_evaluate_command_on_a_trained_toy_run(tmp_path):
+    """``python -m mlc.evaluate`` on the kit's own run: the run's best checkpoint, 'trained' in the file and the
+    report; the same weights given as a file evaluate into another run name, as a 'kit checkpoint'."""
+    from conftest import ROOT, toy_params_file, train_subprocess
+    from mlc.report import finished_runs
+    params = toy_params_file(tmp_path, train="epochs: 1, batch_size: 16", name="toyeval")
+    assert train_subprocess(params).returncode == 0
+    done = subprocess.run([sys.executable, "-m", "mlc.evaluate", str(params), "--method", "q2l"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "q2l: trained weights" in done.stdout
+    metrics = json.loads((tmp_path / "out" / "toyeval" / "q2l" / "metrics_test.json").read_text())
+    assert metrics["weights"]["kind"] == "trained" and metrics["n_images"] == 24
+    best = tmp_path / "out" / "toyeval" / "q2l" / "checkpoints" / "best.pt"
+    again = subprocess.run([sys.executable, "-m", "mlc.evaluate", str(params), "--method", "q2l", "--checkpoint",
+                            str(best), "--set", "name=toyeval_file"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    other = json.loads((tmp_path / "out" / "toyeval_file" / "q2l" / "metrics_test.json").read_text())
+    assert other["weights"]["kind"] == "kit checkpoint" and other["mAP"] == pytest.approx(metrics["mAP"], abs=1e-12)
+    runs = finished_runs(tmp_path / "out").set_index("run")["weights"].to_dict()
+    assert runs == {"toyeval": "trained by the kit", "toyeval_file": "a kit checkpoint file, evaluated by the kit"}
