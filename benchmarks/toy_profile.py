@@ -59,7 +59,6 @@ def main(argv=None) -> int:
             one = [*args.set_args, f"methods.{name}.train.epochs=1", f"name=profile_{name}"]
             params = load_params(args.params, set_args=one, output_root=tmp)
             params.data.root = str(base.dataset_root())          # reuse the generated world
-            params.data.toy = base.data.toy
             if params.clip is not None and base.clip is not None and not params.clip.pretrained:
                 from mlc.clip import clip_checkpoint
                 ck = clip_checkpoint(base)

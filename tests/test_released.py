@@ -149,15 +149,20 @@ def _clip(tmp_path, name, ctor):
     register_oracle_clip(tmp_path, name, ctor)
 
 
-def test_qks_best_model_pth_gives_the_official_outputs(oracles, tmp_path):
+def _qks_release(oracles, tmp_path):
+    """QKS's best_model.pth (the whole model's state dict) and the kit model config of the record."""
     from regen import official_state_dict
     sd, rec = official_state_dict(oracles / "qks-small")
     torch.save(sd, tmp_path / "best_model.pth")
     c = rec["config"]
     _clip(tmp_path, "qks-released-clip", c["clip_ctor"])
-    model = {"name": "qks", "clip_model": "qks-released-clip", "clip_pretrained": None,
-             "num_query_tokens": c["num_query_tokens"], "num_layers": c["num_hidden_layers"], "heads": 12,
-             "rm_cls": c["rmcls"]}
+    return rec, {"name": "qks", "clip_model": "qks-released-clip", "clip_pretrained": None,
+                 "num_query_tokens": c["num_query_tokens"], "num_layers": c["num_hidden_layers"], "heads": 12,
+                 "rm_cls": c["rmcls"]}
+
+
+def test_qks_best_model_pth_gives_the_official_outputs(oracles, tmp_path):
+    rec, model = _qks_release(oracles, tmp_path)
     params = _params(tmp_path, _manifest(tmp_path, 20, 10), "qks", model, {"normalize": "clip"},
                      label_subset="seen")
     m = mlc.load_model(params, checkpoint=tmp_path / "best_model.pth")
@@ -278,13 +283,7 @@ def test_evaluation_notebook_on_released_params_shows_the_released_weights_and_p
 def test_evaluating_a_released_open_vocabulary_file_writes_the_zsl_report(oracles, tmp_path):
     from mlc.evaluate import evaluate
     from mlc.params import load_params
-    from regen import official_state_dict
-    sd, rec = official_state_dict(oracles / "qks-small")
-    torch.save(sd, tmp_path / "best_model.pth")
-    c = rec["config"]
-    _clip(tmp_path, "qks-released-clip", c["clip_ctor"])
-    model = {"name": "qks", "clip_model": "qks-released-clip", "clip_pretrained": None,
-             "num_query_tokens": c["num_query_tokens"], "num_layers": c["num_hidden_layers"], "heads": 12}
+    _, model = _qks_release(oracles, tmp_path)
     params = _params(tmp_path, _manifest(tmp_path, 20, 10, n_images=6), "qks", model, {"normalize": "clip"},
                      label_subset="seen", released={"method": "qks", "checkpoint": str(tmp_path / "best_model.pth"),
                                                     "model_name": "qks-fixture", "paper_metric": "ZSL mAP"})

@@ -24,10 +24,9 @@ from pathlib import Path
 import torch
 
 from .models import create_model
-from .models.convert import strip_module_prefix
+from .models.convert import read_checkpoint, strip_module_prefix
 from .models.registry import official_format
 from .params import RunParams, load_params
-from .safe_load import load_torch
 
 # Q2L's --backbone names -> the kit's backbones
 Q2L_BACKBONES = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
@@ -37,7 +36,8 @@ Q2L_BACKBONES = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "re
 
 @dataclass
 class LoadedModel:
-    """A model in eval mode and what it is: its label names, and where its weights came from."""
+    """A model in eval mode and what it is: its method, its label names, and where its weights came from."""
+    method: str
     model: torch.nn.Module
     label_names: list[str]
     weights: dict          # {"kind": "trained" | "kit checkpoint" | "released", "checkpoint", "sha256", "format"}
@@ -52,33 +52,9 @@ def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _unwrap(obj, path: Path) -> tuple[dict[str, torch.Tensor], str]:
-    """(state dict, which container) of whatever a checkpoint file holds."""
-    wrappers = []
-    while isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        for key in ("state_dict", "model", "state_dict_ema", "module"):
-            if isinstance(obj.get(key), dict):
-                wrappers.append(key)
-                obj = obj[key]
-                break
-        else:
-            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
-            raise ValueError(f"{path}: no state dict found: the file holds keys {sorted(obj)[:8]} "
-                             f"({len(tensors)} of them tensors); expected a mapping of parameter names to tensors "
-                             f"or one under 'state_dict' / 'model'")
-    if not isinstance(obj, dict) or not obj:
-        raise ValueError(f"{path}: no state dict found (the file holds a {type(obj).__name__})")
-    prefixed = all(k.startswith("module.") for k in obj)
-    container = "".join(f"[{w!r}]" for w in wrappers) or "bare state dict"
-    return obj, container + (", 'module.' prefixed" if prefixed else "")
-
-
 def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict without ``module.`` prefixes, a description of the container) of a checkpoint file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    state, container = _unwrap(load_torch(path, map_location="cpu"), path)
+    state, container = read_checkpoint(path, with_container=True)
     return strip_module_prefix(state), container
 
 
@@ -158,7 +134,8 @@ def _params(params_file) -> RunParams:
     return params_file if isinstance(params_file, RunParams) else load_params(params_file)
 
 
-def _method_name(params: RunParams, method: str | None) -> str:
+def method_name(params: RunParams, method: str | None = None) -> str:
+    """The method whose weights to load: ``method``, else the released one, else the params' only method."""
     from .train import no_such_method
     if method is None:
         if params.released is not None:
@@ -171,12 +148,24 @@ def _method_name(params: RunParams, method: str | None) -> str:
     return method
 
 
+def methods_to_load(params: RunParams, methods: list[str] | None = None, checkpoint=None,
+                    baselines: bool = True) -> list[str]:
+    """The methods an evaluation or exploration covers: those named, else the released one (or the one a
+    ``checkpoint`` file is for), else every finished run (``baselines=False``: without the baseline runs)."""
+    if methods:
+        return list(methods)
+    if params.released is not None or checkpoint is not None:
+        return [method_name(params)]
+    from .rundir import finished_methods
+    return finished_methods(params, baselines=baselines)
+
+
 def load(params_file, method: str | None = None, checkpoint: str | Path | None = None, device: str = "cpu",
          label_names: list[str] | None = None) -> LoadedModel:
     """:func:`load_model` with what it loaded: label names and the weights' origin (kind, file, SHA-256)."""
     from .train import method_params, prepare_data
     params = _params(params_file)
-    name = _method_name(params, method)
+    name = method_name(params, method)
     mp = method_params(params, name)
     if label_names is None:
         manifest = prepare_data(params, progress=False)
@@ -205,7 +194,7 @@ def load(params_file, method: str | None = None, checkpoint: str | Path | None =
                 check_q2l_config(config_path, mp, len(label_names), params.source)
         weights = load_weights(model, mp.model_name, path, len(label_names))
     weights.update(checkpoint=str(Path(path).resolve()), sha256=sha256_of(path))
-    return LoadedModel(model.to(device).eval(), list(label_names), weights)
+    return LoadedModel(name, model.to(device).eval(), list(label_names), weights)
 
 
 def load_model(params_file, method: str | None = None, checkpoint: str | Path | None = None,

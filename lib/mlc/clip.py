@@ -66,20 +66,27 @@ def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu
     return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
 
 
-def _cached_openai(model_name: str) -> str:
-    """The OpenAI weights of ``model_name`` in open_clip's caches (the Hugging Face hub, or the URL cache
-    ~/.cache/clip), without any request; missing is an error at once."""
+def openai_weights(model_name: str) -> tuple[str, str | None]:
+    """(where open_clip downloads ``model_name``'s OpenAI weights from, the file already in its caches or None):
+    the Hugging Face repo of open_clip's pretrained config, or the legacy URL cache ~/.cache/clip.  No request."""
     import open_clip
+    _register_configs()
     cfg = open_clip.get_pretrained_cfg(model_name, "openai") or {}
     hub = (cfg.get("hf_hub") or "").rstrip("/")
     path = hf_cached(hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")) if hub else None
     legacy = Path("~/.cache/clip").expanduser() / Path(cfg.get("url", "none")).name
     if path is None and legacy.is_file():
         path = str(legacy)
+    return (f"https://huggingface.co/{hub}" if hub else cfg.get("url", "?")), path
+
+
+def _cached_openai(model_name: str) -> str:
+    """The OpenAI weights of ``model_name`` in open_clip's caches; missing is an error at once."""
+    source, path = openai_weights(model_name)
     if path is None:
-        raise MissingWeightsError(f"OpenAI weights for {model_name} are not in open_clip's cache (Hugging Face repo "
-                                  f"{hub or '?'}, or {legacy}); set clip.pretrained to a local file such as "
-                                  f"ViT-B-16.pt\n" + offline_hint("them"))
+        raise MissingWeightsError(f"OpenAI weights for {model_name} are not in open_clip's cache ({source}, or "
+                                  f"~/.cache/clip); set clip.pretrained to a local file such as ViT-B-16.pt\n"
+                                  + offline_hint("them"))
     return path
 
 

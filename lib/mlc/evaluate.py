@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import stage
-from .checkpoints import load
+from .checkpoints import load, methods_to_load
 from .engine import make_loader, pick_device, predict
 from .io import atomic_write_text
 from .metrics import evaluate_scores, label_frequency_baseline, mean_average_precision
@@ -125,14 +125,7 @@ def evaluate(params: RunParams, names: list[str] | None = None, checkpoint: str 
              device: str = "auto", progress: bool = True) -> dict[str, dict]:
     """Evaluate each method (default: the released one, else every finished one) and, for open-vocabulary
     methods, write the SEEN / ZSL / GZSL report too.  Returns {method: metrics report}."""
-    from .rundir import finished_methods
-    if not names:
-        if params.released is not None:
-            names = [params.released.method]
-        elif checkpoint is not None and len(params.methods) == 1:
-            names = list(params.methods)
-        else:
-            names = finished_methods(params)
+    names = methods_to_load(params, names, checkpoint)
     if not names:
         raise FileNotFoundError(f"no finished method in {params.run_dir}; train one first "
                                 f"(mlc train {params.source} --method M) or give --checkpoint")

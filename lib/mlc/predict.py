@@ -77,9 +77,8 @@ class Predictor:
         from .train import method_params, prepare_data
         manifest = prepare_data(params, progress=False)
         loaded = load(params, method, checkpoint, device=device)
-        name = method or (params.released.method if params.released else next(iter(params.methods)))
-        predictor = cls(loaded.model, loaded.label_names, build_transform(method_params(params, name).input,
-                                                                          train=False), device)
+        predictor = cls(loaded.model, loaded.label_names,
+                        build_transform(method_params(params, loaded.method).input, train=False), device)
         if predictor.open_vocabulary:
             predictor.set_labels(manifest.label_names)
         return predictor

@@ -22,7 +22,6 @@ from .params import ParamsError, RunParams
 
 GLOVE_COMMAND = ("wget https://nlp.stanford.edu/data/glove.840B.300d.zip && unzip glove.840B.300d.zip "
                  "(2.0 GB; then set text.glove_path to the .txt file)")
-CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 @dataclass
@@ -44,20 +43,16 @@ class Weight:
 def _clip_weight(model_name: str, what: str) -> Weight:
     import open_clip
 
-    from .clip import _register_configs
-    _register_configs()
-    cfg = open_clip.get_pretrained_cfg(model_name, "openai") or {}
-    hub = (cfg.get("hf_hub") or "").rstrip("/")
-    cached = hf_cached(hub, CLIP_FILES) if hub else None
-    source = f"https://huggingface.co/{hub}" if hub else cfg.get("url", "?")
-    return Weight(what, "open_clip", source, cached is not None, cached or f"Hugging Face cache, {hub}",
+    from .clip import openai_weights
+    source, cached = openai_weights(model_name)
+    return Weight(what, "open_clip", source, cached is not None, cached or "open_clip's cache",
                   lambda: open_clip.create_model(model_name, pretrained="openai"))
 
 
 def _bert_weight(model: str) -> Weight:
     if Path(model).is_dir():
         return Weight(f"BERT {model}", "transformers", "a local directory", True, model)
-    cached = hf_cached(model, ("model.safetensors", "pytorch_model.bin"))
+    cached = hf_cached(model)
     vocab = hf_cached(model, ("vocab.txt", "tokenizer.json"))
 
     def fetch():

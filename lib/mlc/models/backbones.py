@@ -98,6 +98,12 @@ class Backbone(nn.Module):
 # ------------------------------------------------------------------------------------------------
 # Offline weight resolution
 # ------------------------------------------------------------------------------------------------
+def _download_torchvision(url: str) -> dict:
+    """torchvision's own download into the torch-hub cache, the hash in its file name checked."""
+    return torch.hub.load_state_dict_from_url(url, progress=True, check_hash=True, map_location="cpu",
+                                              weights_only=True)
+
+
 def _torchvision_weights(enum_member, weights: str | None) -> dict:
     if weights is not None:
         path = Path(weights)
@@ -105,10 +111,9 @@ def _torchvision_weights(enum_member, weights: str | None) -> dict:
             raise MissingWeightsError(f"pretrained weights not found: {path} (model.backbone_weights)")
         return torch.load(path, map_location="cpu", weights_only=True)
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum_member.url).name
-    if not path.is_file() and not offline():       # torchvision's own download, its file-name hash checked
+    if not path.is_file() and not offline():
         try:
-            return torch.hub.load_state_dict_from_url(enum_member.url, progress=True, check_hash=True,
-                                                      map_location="cpu", weights_only=True)
+            return _download_torchvision(enum_member.url)
         except (OSError, RuntimeError) as e:       # no network, a proxy, a hash mismatch
             raise MissingWeightsError(f"could not download {enum_member.url} ({e}).\n  Save it as {path}, or "
                                       f"set model.backbone_weights to the file's path.") from None
@@ -364,8 +369,7 @@ def weight_source(name: str) -> WeightSource | None:
         enum = _torchvision_enum(name)
         path = Path(torch.hub.get_dir()) / "checkpoints" / Path(enum.url).name
         return WeightSource("torchvision", enum.url, str(path) if path.is_file() else None,
-                            lambda: torch.hub.load_state_dict_from_url(enum.url, progress=True, check_hash=True,
-                                                                       map_location="cpu", weights_only=True))
+                            lambda: _download_torchvision(enum.url))
     if name in TIMM_NAMES:
         import timm
         hub_id = timm.models.get_pretrained_cfg(TIMM_NAMES[name]).hf_hub_id

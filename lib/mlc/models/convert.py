@@ -35,8 +35,31 @@ def rename_state_dict(state: dict[str, torch.Tensor], rules: list[tuple[str, str
     return out
 
 
-def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, torch.Tensor]:
-    """The state dict inside an official checkpoint file (bare, or under 'state_dict' / 'model').
+def unwrap_state_dict(obj, path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict, which container) of what a checkpoint file holds: a bare state dict, or one under
+    'state_dict' / 'model' / 'state_dict_ema' / 'module' (nested wrappers too)."""
+    wrappers = []
+    while isinstance(obj, dict) and not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("state_dict", "model", "state_dict_ema", "module"):
+            if isinstance(obj.get(key), dict):
+                wrappers.append(key)
+                obj = obj[key]
+                break
+        else:
+            tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+            raise ValueError(f"{path}: no state dict found: the file holds keys {sorted(obj)[:8]} "
+                             f"({len(tensors)} of them tensors); expected a mapping of parameter names to tensors "
+                             f"or one under 'state_dict' / 'model'")
+    if not isinstance(obj, dict) or not obj:
+        raise ValueError(f"{path}: no state dict found (the file holds a {type(obj).__name__})")
+    prefixed = all(k.startswith("module.") for k in obj)
+    container = "".join(f"[{w!r}]" for w in wrappers) or "bare state dict"
+    return obj, container + (", 'module.' prefixed" if prefixed else "")
+
+
+def read_checkpoint(path: str | Path, trusted: bool = False, with_container: bool = False):
+    """The state dict inside a checkpoint file (bare, or under 'state_dict' / 'model' / ...); with
+    ``with_container`` also a description of the container (``(state, "['state_dict'], 'module.' prefixed")``).
 
     Read without running code from the file (:func:`mlc.safe_load.load_torch`); ``trusted=True`` (or the
     file listed in ``$MLC_TRUSTED_FILES``) allows full unpickling.
@@ -44,11 +67,5 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> dict[str, torch.
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    obj = load_torch(path, trusted=trusted)
-    for key in ("state_dict", "model", "module"):
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-            break
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ValueError(f"{path}: no state dict found (expected a mapping of names to tensors)")
-    return obj
+    state, container = unwrap_state_dict(load_torch(path, map_location="cpu", trusted=trusted), path)
+    return (state, container) if with_container else state

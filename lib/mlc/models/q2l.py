@@ -153,8 +153,6 @@ def _timm_body_keys(state: dict[str, torch.Tensor], model: "Query2Label") -> dic
     prefix = "backbone.body."
     sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    if any(k.startswith("body.") for k in body.state_dict()) and not any(k.startswith("body.") for k in sub):
-        sub = {f"body.{k}": v for k, v in sub.items()}
     out = {**rest, **{prefix + k: v for k, v in filter_fn(sub, body).items()}}
     # InPlaceABN has no num_batches_tracked; BatchNorm's counter only matters for momentum=None training
     for key, value in model.state_dict().items():
