@@ -78,7 +78,8 @@ if [ "$DEVICE" = cuda ]; then
     part gpu_tests 120 env MLC_GPU_TESTS=1 $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu
     part train_step 170 $PY benchmarks/train_step.py --device cuda --batch 32 --steps 8 --warmup 3 --threads 8 \
         --modes baseline,fast_fp32,fast,fast_fp16 --json "$OUT/train_step.json"
-    part rehearsal 150 $PY benchmarks/rehearsal.py --device cuda --n-train 128 --n-val 32 --batch 32 --workers 8 \
+    part rehearsal 220 $PY benchmarks/rehearsal.py --device cuda --methods q2l,q2l:paper,salgl,sgre,mkt,qks \
+        --n-train 128 --n-val 32 --batch 32 --workers 8 \
         --threads 8 --work /tmp/mlc-rehearsal --json "$OUT/rehearsal.json"
     part oracle_cuda 70 env MLC_TEST_DEVICE=cuda $PY -m pytest -q -p no:cacheprovider -o addopts="" \
         tests/test_q2l.py tests/test_salgl_sgre.py tests/test_open_vocab.py -k "official and not compile"

@@ -6,9 +6,9 @@
 1. writes ``coco/train2014/*.jpg``, ``coco/val2014/*.jpg`` (640 x 480 JPEGs) and
    ``coco/annotations/instances_{train,val}2014.json`` with COCO's 80 category ids;
 2. for each method, a params file that ``extends`` its paper config (R101-448 for Q2L, SALGL and SGRE;
-   CLIP ViT-B/16 for MKT and QKS) and changes only what a rehearsal must: the data paths, random
-   initialisation (no pretrained weights can be read here), word-sum label embeddings instead of BERT,
-   2 epochs, the batch size, the device;
+   CLIP ViT-B/16 for MKT and QKS) and changes only what a rehearsal must: the data paths, a stand-in for
+   the ImageNet weights (no pretrained weights can be read here; see ``standin_resnet``), word-sum label
+   embeddings instead of BERT, 2 epochs, the batch size, the device;
 3. for MKT and QKS, a random-init ViT-B/16-QuickGELU saved as the run's CLIP file, and the label
    embeddings built from it (what notebooks 02 and 03 do with the OpenAI weights);
 4. ``python -m mlc.train PARAMS --method M`` in a subprocess, exactly as a user runs it, which converts
@@ -84,15 +84,45 @@ def random_clip(path: Path, model_name: str = "ViT-B-16-quickgelu") -> Path:
     return path
 
 
-def params_file(work: Path, method: str, paper: str, batch: int, device: str, workers: int) -> Path:
-    """The paper config with only what a rehearsal must change."""
-    model = {"pretrained": False} if method in CLOSED_SET else {}
+def standin_resnet(path: Path, depth: int = 101) -> Path:
+    """A stand-in for torchvision's ImageNet ResNet file: random weights whose BatchNorm statistics are measured.
+
+    Q2L freezes its backbone's BatchNorm, so the layers use the file's running statistics from the first step.
+    A random ResNet-101 carries mean 0 and variance 1 there, which normalise nothing: its layer4 activations
+    reach 2e5 (past float16's 65504, and large enough in bfloat16 to blow the first update up), where the real
+    ImageNet weights stay near 10. Measuring the statistics on a few batches of unit-variance images (the
+    normalised input's scale) gives random weights the scale of trained ones; the file has torchvision's
+    keys, so every ResNet backbone of the kit (frozen or trainable BatchNorm) loads it as it loads the real one.
+    """
+    import torch
+    import torchvision
+    if not path.is_file():
+        torch.manual_seed(0)
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.momentum = None                  # a plain average over the calibration batches
+                m.reset_running_stats()
+        net.train()
+        with torch.no_grad():
+            for _ in range(4):
+                net(torch.randn(8, 3, 224, 224))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(net.state_dict(), path)
+    return path
+
+
+def params_file(work: Path, method: str, paper: str, batch: int, device: str, workers: int,
+                amp: str = "auto") -> Path:
+    """The paper config with only what a rehearsal must change (``amp``: "paper" keeps the paper's setting)."""
+    model = {"pretrained": True, "backbone_weights": str(work / "weights" / "resnet101-standin.pth")} \
+        if method in CLOSED_SET else {}
     if method in ("salgl", "sgre"):
         model["label_embeddings"] = "words"          # BERT weights cannot be read here; same shape of table
-    # amp auto (bf16 where the GPU has it): random weights overflow fp16 in the first forward (a ResNet-101
-    # without pretrained weights grows activations past 65504), which trained weights do not
     train = {"epochs": 2, "batch_size": batch, "eval_batch_size": batch, "device": device, "log_every": 1,
-             "early_stop_patience": None, "amp": "auto"}
+             "early_stop_patience": None}
+    if amp != "paper":
+        train["amp"] = amp
     import yaml
     over = yaml.safe_load((ROOT / paper).read_text())
     if over.get("extends"):
@@ -101,7 +131,7 @@ def params_file(work: Path, method: str, paper: str, batch: int, device: str, wo
     mp = over["methods"][method]
     mp.setdefault("model", {}).update(model)
     mp.setdefault("train", {}).update(train)
-    over.update(name=f"rehearsal_{method}", output_root=str(work / "outputs"))
+    over.update(name=f"rehearsal_{method}_{amp}", output_root=str(work / "outputs"))
     # the paper's dataset settings are replaced whole (NUS-WIDE's layout option means nothing to COCO)
     over["data"] = {"dataset": "manifest", "source": "coco", "raw_root": str(work / "coco"),
                     "manifest": str(work / "manifests" / method), "num_workers": workers,
@@ -112,37 +142,41 @@ def params_file(work: Path, method: str, paper: str, batch: int, device: str, wo
         over["clip"] = {"model": "ViT-B-16-quickgelu", "pretrained": str(work / "clip" / "ViT-B-16-random.pt")}
         over["text"] = {"encoders": ["clip_mkt" if method == "mkt" else "clip_qks"]}
         mp["label_subset"] = "all"                   # COCO has no seen / unseen split
-    path = work / f"{method}.yaml"
+    path = work / f"{method}_{amp}.yaml"
     path.write_text(yaml.safe_dump(over, sort_keys=False))
     return path
 
 
-def run_method(work: Path, method: str, paper: str, batch: int, device: str, workers: int, threads: int) -> dict:
-    pf = params_file(work, method, paper, batch, device, workers)
+def run_method(work: Path, method: str, paper: str, batch: int, device: str, workers: int, threads: int,
+               amp: str = "auto") -> dict:
+    pf = params_file(work, method, paper, batch, device, workers, amp)
     env = {**os.environ, "MLC_PROGRESS": "lines", "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": str(ROOT / "lib") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    if method in OPEN_VOCAB:
+    if method not in OPEN_VOCAB:
+        standin_resnet(work / "weights" / "resnet101-standin.pth")
+    else:
         random_clip(work / "clip" / "ViT-B-16-random.pt")
         prep = subprocess.run([sys.executable, "-c", "import sys; from mlc.params import load_params; "
                                "from mlc.embeddings import build_run_embeddings; "
                                "build_run_embeddings(load_params(sys.argv[1]), progress=False)", str(pf)],
                               capture_output=True, text=True, env=env, cwd=ROOT)
         if prep.returncode:
-            return {"method": method, "error": "label embeddings: " + prep.stderr[-1500:]}
+            return {"method": method, "amp": amp, "error": "label embeddings: " + prep.stderr[-1500:]}
     t0 = time.time()
     done = subprocess.run([sys.executable, "-m", "mlc.train", str(pf), "--method", method], capture_output=True,
                           text=True, env=env, cwd=ROOT)
     wall = time.time() - t0
     rss_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
     if done.returncode:
-        return {"method": method, "error": (done.stdout[-1500:] + done.stderr[-2500:])}
-    stage = work / "outputs" / f"rehearsal_{method}" / method
+        return {"method": method, "amp": amp, "error": (done.stdout[-1500:] + done.stderr[-2500:])}
+    stage = work / "outputs" / f"rehearsal_{method}_{amp}" / method
     result = json.loads((stage / "result.json").read_text())
     history = result["history"]
     steps = next((int(line.split(";")[1].split()[0]) for line in (stage / "train.log").read_text().splitlines()
                   if "optimizer steps per epoch" in line), None)
     last = history[-1]
-    row = {"method": method, "params": paper, "batch": batch, "steps_per_epoch": steps, "wall_seconds": round(wall, 1),
+    row = {"method": method, "params": paper, "amp": amp, "batch": batch, "steps_per_epoch": steps,
+           "wall_seconds": round(wall, 1),
            "seconds_per_step": round(last["train_seconds"] / steps, 3) if steps else None,
            "first_epoch_seconds_per_step": round(history[0]["train_seconds"] / steps, 3) if steps else None,
            "test_mAP": result["test"]["mAP"]}
@@ -157,7 +191,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", default=None, help="folder for the data and runs (default: a temporary one)")
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--methods", default="q2l,salgl,sgre,mkt,qks")
+    ap.add_argument("--methods", default="q2l,salgl,sgre,mkt,qks",
+                    help="methods, each optionally with its autocast: q2l:fp16 (paper = the paper's setting)")
+    ap.add_argument("--amp", default="auto", help="train.amp of every method without its own (default auto)")
     ap.add_argument("--n-train", type=int, default=16)
     ap.add_argument("--n-val", type=int, default=8)
     ap.add_argument("--batch", type=int, default=4)
@@ -173,14 +209,15 @@ def main(argv=None) -> None:
     print(f"COCO layout: {args.n_train} + {args.n_val} JPEGs of 640 x 480 in {work / 'coco'} "
           f"({time.time() - t0:.1f} s)", flush=True)
     rows = []
-    for method in args.methods.split(","):
+    for entry in args.methods.split(","):
+        method, _, amp = entry.partition(":")
         paper = {**CLOSED_SET, **OPEN_VOCAB}[method]
-        row = run_method(work, method, paper, args.batch, args.device, args.workers, args.threads)
+        row = run_method(work, method, paper, args.batch, args.device, args.workers, args.threads, amp or args.amp)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:
             Path(args.json).write_text(json.dumps({"device": args.device, "work": str(work), "rows": rows}, indent=1))
-    failed = [r["method"] for r in rows if "error" in r]
+    failed = [f"{r['method']} ({r['amp']})" for r in rows if "error" in r]
     if failed:
         sys.exit(f"rehearsal failed for {', '.join(failed)}")
 

@@ -62,6 +62,42 @@ def test_non_finite_scores_are_never_selected():
     assert set(scores) == {"live"} and record["val_nonfinite_ema"] == 12 and np.isnan(record["val_mAP_ema"])
 
 
+def test_a_loss_non_finite_before_any_update_is_not_blamed_on_the_learning_rate(tmp_path):
+    """Starting weights that overflow (a random ResNet with frozen BatchNorm reaches 2e5, past float16) fail at
+    the first step: the error says no update happened and points at the weights, not at the learning rate."""
+    from mlc.engine import Method, TrainingDivergedError, fit
+    from mlc.params import EvalParams, TrainParams
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
+    with torch.no_grad():
+        net[1].weight.fill_(1e38)                                 # the first forward overflows float32
+
+    def batches(n):
+        g = torch.Generator().manual_seed(0)
+        items = [{"image": torch.rand(3, 2, 2, generator=g), "target": (torch.rand(3, generator=g) > 0.5).float(),
+                  "index": i} for i in range(4 * n)]
+        return torch.utils.data.DataLoader(items, batch_size=4)
+
+    method = Method(model=_Logits(net),
+                    loss_fn=lambda out, t: {"loss": torch.nn.functional.binary_cross_entropy_with_logits(
+                        out["logits"], t)})
+    tp = TrainParams(epochs=1, batch_size=4, lr=1e-9, ema_decay=None, log_every=1)
+    with pytest.raises(TrainingDivergedError, match="before any weight update, so the learning rate is not the "
+                                                    "cause") as err:
+        fit(method, {"train": batches(3), "val": batches(1), "test": batches(1)}, tp, EvalParams(),
+            tmp_path / "stage", progress=False)
+    assert "Lower the learning rate" not in str(err.value) and "backbone's weights" in str(err.value)
+    assert stage.status(tmp_path / "stage") == "failed"
+
+
+class _Logits(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return {"logits": self.net(x)}
+
+
 # ------------------------------------------------------------------------------------ 2. early stop + kill
 @pytest.mark.slow
 def test_resume_after_kill_in_final_test_of_an_early_stopped_run_trains_no_more(tmp_path):

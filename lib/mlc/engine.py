@@ -591,7 +591,9 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
                 _diverged(run.stage_dir, model, epoch, at, f"the training loss became non-finite "
                           f"(steps {first_unchecked + 1}-{step + 1} of the epoch)" if at is None else
                           f"the training loss is {float(losses['loss'].detach())}",
-                          {k: float(v.detach()) for k, v in losses.items()})
+                          {k: float(v.detach()) for k, v in losses.items()},
+                          before_any_update=epoch == 0 and at == 0,
+                          autocast=run.autocast.dtype if run.autocast.enabled else None)
             first_unchecked = step + 1
         if tp.grad_clip_norm:
             scaler.unscale_(optimizer)
@@ -664,7 +666,7 @@ def _no_positives_message(targets: np.ndarray, split: str, eval_params) -> str:
 
 
 def _diverged(stage_dir: Path, model: nn.Module, epoch: int, step: int | None, what: str,
-              losses: dict | None = None):
+              losses: dict | None = None, before_any_update: bool = False, autocast: torch.dtype | None = None):
     """Keep the diverged weights for inspection, mark the stage failed and stop (as the official Q2L
     code does with its ``checkpoint_nan``)."""
     ckpt_dir = stage_dir / "checkpoints"
@@ -677,11 +679,21 @@ def _diverged(stage_dir: Path, model: nn.Module, epoch: int, step: int | None, w
         stage.mark_failed(stage_dir, info)
     good = (f"the last good checkpoint is {last_good}" if last_good else "no epoch finished before it, so there is "
             "no good checkpoint")
+    if before_any_update:
+        # no weight has changed yet, so the learning rate cannot be the cause: the first forward overflows
+        advice = ("The loss is non-finite before any weight update, so the learning rate is not the cause: the "
+                  "data or the starting weights overflow in the first forward pass"
+                  + (" under autocast float16, which overflows above 65504 (train.amp: bf16 or none avoids that)"
+                     if autocast == torch.float16 else "")
+                  + ". Check the images and the backbone's weights: a deep ResNet without its pretrained weights "
+                  "(model.pretrained: false, or a wrong model.backbone_weights) grows its activations past 1e5 "
+                  "when its BatchNorm is frozen. Fix that and train again under another run name")
+    else:
+        advice = "Lower the learning rate (or add train.grad_clip_norm) and train again under another run name"
     raise TrainingDivergedError(
         f"{stage_dir}: training diverged at {where}: {what}. Stopped; {good}; the diverged weights are in "
         f"{ckpt_dir / 'diverged.pt'}. The run is marked failed ({stage_dir / stage.FAILED}) and is not reported. "
-        f"Lower the learning rate (or add train.grad_clip_norm) and train again under another run name, or "
-        f"delete {stage_dir} to retrain this method.")
+        f"{advice}, or delete {stage_dir} to retrain this method.")
 
 
 def _maybe_die_for_test(point: int | str) -> None:
