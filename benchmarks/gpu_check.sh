@@ -76,9 +76,9 @@ EOF
 
 if [ "$DEVICE" = cuda ]; then
     part gpu_tests 120 env MLC_GPU_TESTS=1 $PY -m pytest -q -p no:cacheprovider -o addopts="" tests/gpu
-    part train_step 170 $PY benchmarks/train_step.py --device cuda --batch 32 --steps 8 --warmup 3 --threads 8 \
+    part train_step 150 $PY benchmarks/train_step.py --device cuda --batch 32 --steps 8 --warmup 3 --threads 8 \
         --modes baseline,fast_fp32,fast,fast_fp16 --json "$OUT/train_step.json"
-    part rehearsal 220 $PY benchmarks/rehearsal.py --device cuda --methods q2l,q2l:paper,salgl,sgre,mkt,qks \
+    part rehearsal 260 $PY benchmarks/rehearsal.py --device cuda --methods q2l,q2l:paper,salgl,sgre,mkt,qks \
         --n-train 128 --n-val 32 --batch 32 --workers 8 \
         --threads 8 --work /tmp/mlc-rehearsal --json "$OUT/rehearsal.json"
     part oracle_cuda 70 env MLC_TEST_DEVICE=cuda $PY -m pytest -q -p no:cacheprovider -o addopts="" \

@@ -6,7 +6,9 @@
 A step is what the engine does per optimizer step: forward, the method's loss, backward, AdamW (and
 the AMP scaler).  Models are built at paper size with random weights (:func:`mlc.train.untrained_method`,
 nothing downloaded) and fed synthetic batches at the paper resolution, so the numbers are about speed
-only.  Settings ("modes"):
+only.  A frozen BatchNorm (Q2L's ResNet) gets the statistics of the batch it normalises
+(:func:`calibrate_frozen_batchnorm`), as pretrained weights would: with mean 0 and variance 1 a random
+ResNet-101 overflows and every loss is NaN, which times other kernels than training does.  Settings ("modes"):
 
 * ``baseline``: fp32, NCHW, the multi-tensor (foreach) AdamW, no cuDNN autotuning: the engine with
   every switch off (what the official code runs, apart from its AMP).
@@ -59,6 +61,24 @@ def synthetic_batch(batch: int, size: int, classes: int, device: torch.device, s
     return images.to(device), targets.to(device)
 
 
+def calibrate_frozen_batchnorm(model: torch.nn.Module, forward) -> int:
+    """Set every FrozenBatchNorm2d's running mean and variance to those of its input in one forward pass
+    (``forward()``), in order, so that each layer sees normalised activations; returns how many were set."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    def set_stats(module, args):
+        x = args[0].float()
+        module.running_mean.copy_(x.mean((0, 2, 3)))
+        module.running_var.copy_(x.var((0, 2, 3)))
+
+    hooks = [m.register_forward_pre_hook(set_stats) for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    with torch.no_grad():
+        forward()
+    for h in hooks:
+        h.remove()
+    return len(hooks)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -85,6 +105,7 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
     scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
     net = torch.compile(model) if switches["compile"] else model
     images, targets = synthetic_batch(batch, mp.input.image_size, classes, device)
+    calibrate_frozen_batchnorm(model, lambda: method.forward_fn(model, images[:8], targets[:8]))
     if switches["channels_last"]:
         images = images.contiguous(memory_format=torch.channels_last)
 
