@@ -149,3 +149,53 @@ def test_misspelt_params_key_fails_before_any_notebook(tmp_path):
     p.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\noutput_rot: {tmp_path}\n")
     run = subprocess.run([sys.executable, "-m", "mlc.pipeline", str(p)], cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 2 and "output_rot" in run.stderr and "did you mean 'output_root'" in run.stderr
+
+
+def _tiny_notebook(path, code, needs=None):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell('params_file = ""', metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    if needs is not None:
+        nb.metadata["mlc"] = {"needs": needs}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_notebooks_run_side_by_side_once_what_they_need_is_done_each_on_its_share_of_the_cores(tmp_path):
+    from mlc.pipeline import _cores, _run_graph, notebook_needs
+    log = tmp_path / "log"
+    stamp = ("import os, time, pathlib\n"
+             "def stamp(what):\n"
+             f"    with open({str(log)!r}, 'a') as f:\n"
+             "        f.write(f'{what} {time.time()} {os.environ[\"OMP_NUM_THREADS\"]}\\n')\n")
+    nbs = [_tiny_notebook(tmp_path / "01_first.ipynb", stamp + "stamp('01s'); time.sleep(1); stamp('01e')"),
+           _tiny_notebook(tmp_path / "02_a.ipynb", stamp + "stamp('02s'); time.sleep(4); stamp('02e')", ["01"]),
+           _tiny_notebook(tmp_path / "03_b.ipynb", stamp + "stamp('03s'); time.sleep(4); stamp('03e')", ["01"]),
+           _tiny_notebook(tmp_path / "04_last.ipynb", stamp + "stamp('04s')")]
+    needs = {nb: notebook_needs(nb, nbs) for nb in nbs}
+    assert needs[nbs[1]] == [nbs[0]] and needs[nbs[3]] == nbs[:3]          # no metadata: every earlier one
+    out = tmp_path / "out"
+    out.mkdir()
+    assert _run_graph(nbs, needs, 2, tmp_path, out, tmp_path / "p.yaml", 0.0) is None
+    events = {w: (float(t), int(n)) for w, t, n in (line.split() for line in log.read_text().splitlines())}
+    assert events["01e"][0] <= min(events["02s"][0], events["03s"][0])            # waited for 01
+    assert events["02s"][0] < events["03e"][0] and events["03s"][0] < events["02e"][0]    # side by side
+    assert events["04s"][0] >= max(events["02e"][0], events["03e"][0])
+    assert events["01s"][1] == _cores() and events["04s"][1] == _cores()          # alone: every core
+    assert events["02s"][1] == events["03s"][1] == max(1, _cores() // 2)
+
+
+def test_a_failing_notebook_stops_the_others_and_is_named(tmp_path):
+    from mlc.pipeline import _run_graph, notebook_needs
+    nbs = [_tiny_notebook(tmp_path / "01_slow.ipynb", "import time; time.sleep(120)", []),
+           _tiny_notebook(tmp_path / "02_broken.ipynb", "raise ValueError('no such label: zebra')", []),
+           _tiny_notebook(tmp_path / "03_after.ipynb", "pass")]
+    out = tmp_path / "out"
+    out.mkdir()
+    t0 = __import__("time").time()
+    failed = _run_graph(nbs, {nb: notebook_needs(nb, nbs) for nb in nbs}, 2, tmp_path, out, tmp_path / "p.yaml", t0)
+    assert failed is not None and failed[0] == nbs[1] and failed[1] == out / "02_broken.ipynb"
+    assert "ValueError: no such label: zebra" in failed[2]
+    assert __import__("time").time() - t0 < 60                                  # the slow one was stopped
+    assert not (out / "03_after.ipynb").exists()

@@ -42,7 +42,7 @@ def _embeddings(args) -> int:
 
 def _run_all(args) -> int:
     from .pipeline import run_all
-    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root)
+    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root, jobs=args.jobs)
 
 
 def build_parser() -> argparse.ArgumentParser:

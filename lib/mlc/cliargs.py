@@ -41,7 +41,10 @@ def load_from_args(args):
 
 
 def add_run_all_arguments(p: argparse.ArgumentParser) -> None:
-    """What ``run_all.sh`` / ``mlc run-all`` take: PARAMS (default: the toy world), ``--only``, ``--set``,
-    ``--output-root``."""
+    """What ``run_all.sh`` / ``mlc run-all`` take: PARAMS (default: the toy world), ``--only``, ``--jobs``,
+    ``--set``, ``--output-root``."""
     add_params_arguments(p, default="params/toy.yaml")
     p.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="notebooks run at once, each on its share of the cores (default: one per core, or 1 "
+                        "with a GPU; 1: in name order on every core)")

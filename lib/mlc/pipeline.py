@@ -1,20 +1,29 @@
-"""Execute the notebooks in order through papermill for one params file.
+"""Execute the notebooks through papermill for one params file.
 
-    python -m mlc.pipeline params/toy.yaml            (what run_all.sh calls)
+    python -m mlc.pipeline params/toy.yaml [--jobs N]      (what run_all.sh calls)
 
-The notebooks run in name order; a training notebook ``1x_train_<method>`` runs only when the
-params file configures that method.  Executed copies go to ``outputs/<run name>/notebooks/``.  The
-first failing notebook stops the run with exit code 1 and a message naming it and its executed copy.
-At the end every executed notebook is exported to HTML (``outputs/<run name>/html/``, with an
-``index.html``), so a whole run can be browsed without Jupyter.
+A training notebook ``1x_train_<method>`` runs only when the params file configures that method.  A
+notebook starts once the notebooks it needs have finished: those its metadata names (``"mlc": {"needs":
+["01"]}``, by number), or else every notebook before it.  Up to ``--jobs`` notebooks run at once, each in
+its own process with its share of the CPU cores as threads (``OMP_NUM_THREADS``): the toy models are too
+small for two threads to do twice the work of one (a Q2L step: 113 ms on 2 threads, 148 ms on 1), so two
+notebooks on one core each finish sooner than one after the other on both.  The default is one job per
+core without a GPU, one job with a GPU (trainings would share its memory); ``--jobs 1`` runs them in name
+order on every core.  Executed copies go to ``outputs/<run name>/notebooks/``.  The first failing notebook
+stops the run (the others running are stopped too) with exit code 1 and a message naming it and its
+executed copy.  At the end every executed notebook is exported to HTML (``outputs/<run name>/html/``, with
+an ``index.html``), so a whole run can be browsed without Jupyter.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -35,6 +44,32 @@ def notebooks_for(params, root: Path) -> list[Path]:
     return out
 
 
+def notebook_needs(nb: Path, notebooks: list[Path]) -> list[Path]:
+    """The notebooks among ``notebooks`` that must finish before ``nb`` starts: those its metadata names
+    (``"mlc": {"needs": ["01", "11"]}``, by number; one the run leaves out is not waited for), else every
+    notebook before it."""
+    meta = json.loads(nb.read_text(encoding="utf-8")).get("metadata", {}).get("mlc", {})
+    if "needs" not in meta:
+        return [other for other in notebooks if other.name < nb.name]
+    numbers = {str(n) for n in meta["needs"]}
+    return [other for other in notebooks if other.name[:2] in numbers]
+
+
+def default_jobs() -> int:
+    """One notebook per CPU core without a GPU; one at a time with a GPU (its memory is not shared safely)."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return 1
+    except ImportError:
+        pass
+    return _cores()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _params_with_overrides(params_path: Path, params, set_args: list[str], output_root: str | None) -> Path:
     """A params file for the notebooks that extends ``params_path`` with the command-line overrides."""
     import yaml
@@ -52,9 +87,8 @@ def _params_with_overrides(params_path: Path, params, set_args: list[str], outpu
 
 
 def run_all(params_file: str | Path, only: list[str] | None = None, set_args: list[str] | None = None,
-            output_root: str | None = None) -> int:
+            output_root: str | None = None, jobs: int | None = None) -> int:
     """Execute the notebooks for one params file (see the module docstring); returns the exit code."""
-    import papermill as pm
     root = repo_root()
     params_path = Path(params_file).resolve()
     try:
@@ -75,25 +109,114 @@ def run_all(params_file: str | Path, only: list[str] | None = None, set_args: li
         params_path = _params_with_overrides(params_path, params, set_args or [], output_root)
     out_dir = params.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    # the kernels inherit this: epoch lines instead of bars, which papermill streams here as they come
-    os.environ[PROGRESS_ENV] = "lines"
-    _stream_notebook_output()
+    jobs = max(1, jobs or default_jobs())
+    needs = {nb: notebook_needs(nb, notebooks) for nb in notebooks}
     t_all = time.time()
-    for i, nb in enumerate(notebooks, 1):
-        target = out_dir / nb.name
-        t0 = time.time()
-        print(f">> [{i}/{len(notebooks)}] {nb.relative_to(root)} ({duration(time.time() - t_all)} so far)", flush=True)
-        try:
-            pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
-                                cwd=str(root), kernel_name="python3", progress_bar=False, log_output=True)
-        except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
-            print(f"\nFAILED: notebook {nb.relative_to(root)}\n  executed copy (with the error): {target}\n"
-                  f"  {_error_text(e)}", file=sys.stderr)
-            return 1
-        print(f"   done in {time.time() - t0:.0f} s -> {target}", flush=True)
+    failed = _run_graph(notebooks, needs, jobs, root, out_dir, params_path, t_all)
+    if failed is not None:
+        nb, target, error = failed
+        print(f"\nFAILED: notebook {nb.relative_to(root)}\n  executed copy (with the error): {target}\n"
+              f"  {error}", file=sys.stderr)
+        return 1
     print(f"all {len(notebooks)} notebooks done in {time.time() - t_all:.0f} s; outputs in {params.run_dir}")
     index = export_html(out_dir, params.run_dir / "html")
     print(f"HTML: {index}")
+    return 0
+
+
+def _run_graph(notebooks: list[Path], needs: dict, jobs: int, root: Path, out_dir: Path, params_path: Path,
+               t_all: float):
+    """Run the notebooks, each once the ones it needs are done, at most ``jobs`` at a time; returns None,
+    or (notebook, executed copy, error text) of the first that failed (the others running are stopped)."""
+    pending, running, done = list(notebooks), {}, set()
+    cores = _cores()
+    lock = threading.Lock()
+    while pending or running:
+        ready = [nb for nb in pending if all(n in done for n in needs[nb])]
+        while ready and len(running) < jobs:
+            nb = ready.pop(0)
+            pending.remove(nb)
+            # the cores shared among the notebooks that could run now (a notebook alone gets them all)
+            threads = max(1, cores // min(jobs, len(running) + 1 + len(ready)))
+            running[nb] = _start(nb, out_dir / nb.name, root, params_path, threads, lock)
+            with lock:
+                print(f">> {nb.relative_to(root)} ({threads} thread{'s' * (threads > 1)}; "
+                      f"{duration(time.time() - t_all)} so far)", flush=True)
+        if not running:
+            raise RuntimeError(f"notebooks waiting for notebooks that never run: {[nb.name for nb in pending]}")
+        time.sleep(0.2)
+        for nb, job in list(running.items()):
+            if job["proc"].poll() is None:
+                continue
+            for r in job["readers"]:
+                r.join()
+            del running[nb]
+            target = out_dir / nb.name
+            if job["proc"].returncode != 0:
+                for other in running.values():
+                    other["proc"].terminate()
+                for other in running.values():
+                    other["proc"].wait()
+                error = (_executed_error(target) or (job["stderr"][-1] if job["stderr"] else None)
+                         or f"the notebook's process exited with code {job['proc'].returncode}")
+                return nb, target, error
+            done.add(nb)
+            with lock:
+                print(f"   {nb.name} done in {time.time() - job['t0']:.0f} s -> {target}", flush=True)
+    return None
+
+
+def _start(nb: Path, target: Path, root: Path, params_path: Path, threads: int, lock: threading.Lock) -> dict:
+    """One notebook in its own process (``python -m mlc.pipeline --execute``) with ``threads`` CPU threads;
+    its progress lines are printed as they come."""
+    env = {**os.environ, PROGRESS_ENV: "lines", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlc.pipeline", "--execute", str(nb), str(target),
+                             str(params_path)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    job = {"proc": proc, "t0": time.time(), "stderr": []}
+
+    def relay():
+        for line in proc.stdout:
+            with lock:
+                print(line.rstrip("\n"), flush=True)
+
+    def keep_errors():
+        for line in proc.stderr:
+            if line.strip():
+                job["stderr"] = [*job["stderr"][-50:], line.rstrip("\n")]
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (relay, keep_errors)]
+    for r in readers:
+        r.start()
+    job["readers"] = readers
+    return job
+
+
+def _executed_error(target: Path) -> str | None:
+    """The error of the failed cell in an executed notebook ("Name: message"), or None."""
+    try:
+        nb = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}".replace("\n", "\n  ")
+    return None
+
+
+def execute_one(nb: Path, target: Path, params_path: Path) -> int:
+    """Execute one notebook in the working directory (what each process of :func:`run_all` runs, started in
+    the repository's root): its progress lines go to stdout, a failure's error to stderr and the exit code."""
+    import papermill as pm
+    _stream_notebook_output()
+    try:
+        pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
+                            cwd=os.getcwd(), kernel_name="python3", progress_bar=False, log_output=True)
+    except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
+        print(_error_text(e), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -151,10 +274,13 @@ def export_html(notebook_dir: Path, html_dir: Path) -> Path:
 
 def main(argv=None) -> None:
     """``python -m mlc.pipeline PARAMS [--only ...] [--set ...]`` (what run_all.sh calls)."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--execute"]:                      # one notebook, in a process of run_all
+        sys.exit(execute_one(*map(Path, argv[1:4])))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_all_arguments(ap)
     args = ap.parse_args(argv)
-    sys.exit(run_all(args.params, args.only, args.set_args, args.output_root))
+    sys.exit(run_all(args.params, args.only, args.set_args, args.output_root, args.jobs))
 
 
 if __name__ == "__main__":
