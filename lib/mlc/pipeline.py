@@ -5,14 +5,15 @@
 A training notebook ``1x_train_<method>`` runs only when the params file configures that method.  A
 notebook starts once the notebooks it needs have finished: those its metadata names (``"mlc": {"needs":
 ["01"]}``, by number), or else every notebook before it.  Up to ``--jobs`` notebooks run at once, each in
-its own process with its share of the CPU cores as threads (``OMP_NUM_THREADS``): the toy models are too
-small for two threads to do twice the work of one (a Q2L step: 113 ms on 2 threads, 148 ms on 1), so two
+its own process with cores / jobs threads (``OMP_NUM_THREADS``; the same for every notebook, so that a run's
+numbers do not depend on what ran beside what): the toy models are too small for two threads to do twice the
+work of one (``benchmarks/toy_threads.py``: a toy Q2L step takes 118 ms on 2 threads, 157 ms on 1), so two
 notebooks on one core each finish sooner than one after the other on both.  The default is one job per
-core without a GPU, one job with a GPU (trainings would share its memory); ``--jobs 1`` runs them in name
-order on every core.  Executed copies go to ``outputs/<run name>/notebooks/``.  The first failing notebook
-stops the run (the others running are stopped too) with exit code 1 and a message naming it and its
-executed copy.  At the end every executed notebook is exported to HTML (``outputs/<run name>/html/``, with
-an ``index.html``), so a whole run can be browsed without Jupyter.
+core, up to as many notebooks as can run together, without a GPU; one job with a GPU (trainings would share
+its memory); ``--jobs 1`` runs them in name order on every core.  Executed copies go to
+``outputs/<run name>/notebooks/``.  The first failing notebook stops the run (the others running are stopped
+too) with exit code 1 and a message naming it and its executed copy.  At the end every executed notebook is
+exported to HTML (``outputs/<run name>/html/``, with an ``index.html``), so a whole run can be browsed without Jupyter.
 """
 from __future__ import annotations
 
@@ -55,15 +56,25 @@ def notebook_needs(nb: Path, notebooks: list[Path]) -> list[Path]:
     return [other for other in notebooks if other.name[:2] in numbers]
 
 
-def default_jobs() -> int:
-    """One notebook per CPU core without a GPU; one at a time with a GPU (its memory is not shared safely)."""
+def default_jobs(needs: dict[Path, list[Path]]) -> int:
+    """One notebook per CPU core, up to as many as can ever run together (the widest level of the graph of
+    needs); one at a time with a GPU (the trainings would share its memory)."""
     try:
         import torch
         if torch.cuda.is_available():
             return 1
     except ImportError:
         pass
-    return _cores()
+    return max(1, min(_cores(), widest_level(needs)))
+
+
+def widest_level(needs: dict[Path, list[Path]]) -> int:
+    """The most notebooks at one depth of the graph of needs (depth: the longest chain of needs before it)."""
+    depth: dict[Path, int] = {}
+    for nb in sorted(needs, key=lambda n: n.name):          # needs come earlier in name order
+        depth[nb] = 1 + max((depth[n] for n in needs[nb]), default=-1)
+    levels = list(depth.values())
+    return max((levels.count(d) for d in set(levels)), default=1)
 
 
 def _cores() -> int:
@@ -109,8 +120,8 @@ def run_all(params_file: str | Path, only: list[str] | None = None, set_args: li
         params_path = _params_with_overrides(params_path, params, set_args or [], output_root)
     out_dir = params.run_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, jobs or default_jobs())
     needs = {nb: notebook_needs(nb, notebooks) for nb in notebooks}
+    jobs = max(1, jobs or default_jobs(needs))
     t_all = time.time()
     failed = _run_graph(notebooks, needs, jobs, root, out_dir, params_path, t_all)
     if failed is not None:
@@ -136,8 +147,9 @@ def _run_graph(notebooks: list[Path], needs: dict, jobs: int, root: Path, out_di
         while ready and len(running) < jobs:
             nb = ready.pop(0)
             pending.remove(nb)
-            # the cores shared among the notebooks that could run now (a notebook alone gets them all)
-            threads = max(1, cores // min(jobs, len(running) + 1 + len(ready)))
+            # the same share for every notebook, whatever runs beside it: the thread count changes the order of
+            # the CPU's sums and so the last digits of a training, which must not depend on the timing
+            threads = max(1, cores // jobs)
             running[nb] = _start(nb, out_dir / nb.name, root, params_path, threads, lock)
             with lock:
                 print(f">> {nb.relative_to(root)} ({threads} thread{'s' * (threads > 1)}; "
