@@ -221,7 +221,11 @@ def _executed_error(target: Path) -> str | None:
 def execute_one(nb: Path, target: Path, params_path: Path) -> int:
     """Execute one notebook in the working directory (what each process of :func:`run_all` runs, started in
     the repository's root): its progress lines go to stdout, a failure's error to stderr and the exit code."""
+    import signal
+
     import papermill as pm
+    # stopped by run_all (another notebook failed): leave through papermill, which shuts the kernel down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     _stream_notebook_output()
     try:
         pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
