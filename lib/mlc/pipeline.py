@@ -221,19 +221,42 @@ def _executed_error(target: Path) -> str | None:
 def execute_one(nb: Path, target: Path, params_path: Path) -> int:
     """Execute one notebook in the working directory (what each process of :func:`run_all` runs, started in
     the repository's root): its progress lines go to stdout, a failure's error to stderr and the exit code."""
+    import shutil
     import signal
+    import tempfile
 
     import papermill as pm
     # stopped by run_all (another notebook failed): leave through papermill, which shuts the kernel down
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     _stream_notebook_output()
+    sockets = Path(tempfile.mkdtemp(prefix="mlc-kernel-"))
+    extra = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(sockets)}
     try:
+        # a kernel starting beside a busy training may take long: wait up to 5 minutes, not papermill's 60 s
         pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
-                            cwd=os.getcwd(), kernel_name="python3", progress_bar=False, log_output=True)
+                            cwd=os.getcwd(), kernel_name="python3", progress_bar=False, log_output=True,
+                            start_timeout=300, **extra)
     except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
         print(_error_text(e), file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
     return 0
+
+
+def _ipc_kernel_manager(socket_dir: Path):
+    """A kernel manager whose kernel talks over Unix sockets in ``socket_dir``: kernels started at the same
+    moment by notebooks side by side cannot pick the same TCP port (jupyter_client picks free ports, closes
+    them and lets the kernel bind them later), and nothing is exposed on the network."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(socket_dir / "kernel"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
 
 
 # the progress lines worth a terminal: "[q2l] epoch 3/12 ... ETA 1m40s", "[toy CLIP] epoch ...", resume notes
