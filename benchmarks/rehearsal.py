@@ -84,6 +84,11 @@ def random_clip(path: Path, model_name: str = "ViT-B-16-quickgelu") -> Path:
     return path
 
 
+def standin_path(work: Path) -> Path:
+    """Where the rehearsal keeps its stand-in ImageNet ResNet-101 file."""
+    return work / "weights" / "resnet101-standin.pth"
+
+
 def standin_resnet(path: Path, depth: int = 101) -> Path:
     """A stand-in for torchvision's ImageNet ResNet file: random weights whose BatchNorm statistics are measured.
 
@@ -115,8 +120,7 @@ def standin_resnet(path: Path, depth: int = 101) -> Path:
 def params_file(work: Path, method: str, paper: str, batch: int, device: str, workers: int,
                 amp: str = "auto") -> Path:
     """The paper config with only what a rehearsal must change (``amp``: "paper" keeps the paper's setting)."""
-    model = {"pretrained": True, "backbone_weights": str(work / "weights" / "resnet101-standin.pth")} \
-        if method in CLOSED_SET else {}
+    model = {"pretrained": True, "backbone_weights": str(standin_path(work))} if method in CLOSED_SET else {}
     if method in ("salgl", "sgre"):
         model["label_embeddings"] = "words"          # BERT weights cannot be read here; same shape of table
     train = {"epochs": 2, "batch_size": batch, "eval_batch_size": batch, "device": device, "log_every": 1,
@@ -153,7 +157,7 @@ def run_method(work: Path, method: str, paper: str, batch: int, device: str, wor
     env = {**os.environ, "MLC_PROGRESS": "lines", "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": str(ROOT / "lib") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if method not in OPEN_VOCAB:
-        standin_resnet(work / "weights" / "resnet101-standin.pth")
+        standin_resnet(standin_path(work))
     else:
         random_clip(work / "clip" / "ViT-B-16-random.pt")
         prep = subprocess.run([sys.executable, "-c", "import sys; from mlc.params import load_params; "

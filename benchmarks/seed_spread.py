@@ -28,17 +28,16 @@ def main() -> None:
     scores, zsl_scores = {}, {}
     for seed in args.seeds:
         name = base.name if seed == base.seed else f"{base.name}_seed{seed}"
+        params = load_params(args.params, set_args=[f"seed={seed}", f"name={name}"])
         if args.zsl and base.clip is not None:          # the toy CLIP depends on the seed: pretrain it first
             from mlc.clip import clip_checkpoint, train_toy_clip
             from mlc.train import prepare_data
-            params = load_params(args.params, set_args=[f"seed={seed}", f"name={name}"])
             if not clip_checkpoint(params).is_file():
                 train_toy_clip(params, prepare_data(params, progress=False), progress=False)
         run = subprocess.run([sys.executable, "-m", "mlc.train", args.params, "--method", args.method,
                               "--set", f"seed={seed}", f"name={name}"], capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"seed {seed} failed:\n{run.stderr[-2000:]}")
-        params = load_params(args.params, set_args=[f"seed={seed}", f"name={name}"])
         result = json.loads((params.run_dir / args.method / "result.json").read_text())
         scores[seed] = 100 * result["test"]["mAP"]
         zsl = ""

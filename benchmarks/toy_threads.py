@@ -3,11 +3,12 @@ processes at once.
 
     python benchmarks/toy_threads.py [--methods q2l q2l_linear salgl sgre] [--threads 2] [--json out.json]
 
-For each method of ``params/toy.yaml`` (random weights, a synthetic batch of the toy's size) it times training
-steps (forward, loss, backward, AdamW) in a fresh process with ``torch.set_num_threads(k)``, for k = 1 and k =
-``--threads``, then runs two 1-thread processes at the same time.  The toy models are small, so two threads do
-far less than twice the work of one; two notebooks on one core each then finish before one after the other on
-both.  Run it on a quiet machine; it writes the rows as JSON (default: benchmarks/results_toy_threads.json).
+Each measurement is ``benchmarks/train_step.py`` (its ``baseline`` mode: forward, loss, backward, AdamW on a
+synthetic batch, random weights) on ``params/toy.yaml`` in a fresh process with ``OMP_NUM_THREADS=k``, for
+k = 1 and k = ``--threads``, then two 1-thread processes at the same time.  The toy models are small, so two
+threads do far less than twice the work of one; two notebooks on one core each then finish before one after
+the other on both.  Run it on a quiet machine; it writes the rows as JSON (default:
+benchmarks/results_toy_threads.json).
 """
 from __future__ import annotations
 
@@ -16,51 +17,29 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-_STEP = r"""
-import json, sys, time, torch
-sys.path.insert(0, sys.argv[1])
-torch.set_num_threads(int(sys.argv[2]))
-from mlc.params import load_params
-from mlc.train import method_params, untrained_method
-params = load_params(sys.argv[3])
-out = {}
-for name in sys.argv[4].split(","):
-    torch.manual_seed(0)
-    mp = method_params(params, name)
-    classes = 30
-    method = untrained_method(mp, classes)
-    model = method.model.train()
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    b, size = mp.train.batch_size, mp.input.image_size
-    x, t = torch.randn(b, 3, size, size), (torch.rand(b, classes) > 0.8).float()
-    def step():
-        loss = method.loss_fn(method.forward_fn(model, x, t), t)["loss"]
-        opt.zero_grad(); loss.backward(); opt.step()
-    for _ in range(3):
-        step()
-    t0 = time.perf_counter()
-    for _ in range(15):
-        step()
-    out[name] = (time.perf_counter() - t0) / 15
-print(json.dumps(out))
-"""
+TOY_LABELS = 30                     # the toy world's labels (every closed-set toy method trains on all of them)
 
 
-def _run(threads: int, methods: list[str], params: str) -> subprocess.Popen:
+def _start(threads: int, methods: list[str], params: str, batch: int, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    return subprocess.Popen([sys.executable, "-c", _STEP, str(ROOT / "lib"), str(threads), params, ",".join(methods)],
-                            stdout=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--params", params,
+                             "--methods", ",".join(methods), "--modes", "baseline", "--batch", str(batch),
+                             "--classes", str(TOY_LABELS), "--steps", "15", "--warmup", "3",
+                             "--threads", str(threads), "--json", str(out)], stdout=subprocess.DEVNULL, env=env)
 
 
-def _result(proc: subprocess.Popen) -> dict:
-    out, _ = proc.communicate()
-    if proc.returncode:
+def _seconds(proc: subprocess.Popen, out: Path) -> dict[str, float]:
+    if proc.wait():
         sys.exit(f"a timing process failed (exit {proc.returncode})")
-    return json.loads(out.strip().splitlines()[-1])
+    rows = json.loads(out.read_text())["rows"]
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        sys.exit(f"{failed[0]['method']}: {failed[0]['error']}")
+    return {r["method"]: r["seconds_per_step"] for r in rows}
 
 
 def main(argv=None) -> None:
@@ -70,21 +49,29 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results_toy_threads.json"))
     args = ap.parse_args(argv)
-    one = _result(_run(1, args.methods, args.params))
-    many = _result(_run(args.threads, args.methods, args.params))
-    a, b = _run(1, args.methods, args.params), _run(1, args.methods, args.params)
-    side_by_side = [_result(a), _result(b)]
+    sys.path.insert(0, str(ROOT / "lib"))
+    from mlc.params import load_params
+    batches = {load_params(args.params).methods[m].train.batch_size for m in args.methods}
+    if len(batches) != 1:
+        sys.exit(f"the methods train with different batch sizes {sorted(batches)}: time them separately")
+    batch = batches.pop()
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [Path(tmp) / f"{i}.json" for i in range(4)]
+        one = _seconds(_start(1, args.methods, args.params, batch, files[0]), files[0])
+        many = _seconds(_start(args.threads, args.methods, args.params, batch, files[1]), files[1])
+        pair = [_start(1, args.methods, args.params, batch, f) for f in files[2:]]
+        side_by_side = [_seconds(p, f) for p, f in zip(pair, files[2:])]
     rows = []
     print(f"{'method':12s} {'1 thread':>10s} {f'{args.threads} threads':>10s} {'2 x 1 at once':>14s} "
           f"{'throughput gain':>16s}")
     for m in args.methods:
-        pair = max(r[m] for r in side_by_side)         # each of the two processes' step while both ran
-        gain = 2 * many[m] / pair                      # steps per second: two 1-thread processes / one k-thread
+        both = max(r[m] for r in side_by_side)         # each of the two processes' step while both ran
+        gain = 2 * many[m] / both                      # steps per second: two 1-thread processes / one k-thread
         rows.append({"method": m, "ms_per_step_1_thread": round(1000 * one[m], 1),
                      f"ms_per_step_{args.threads}_threads": round(1000 * many[m], 1),
-                     "ms_per_step_two_1_thread_processes_at_once": round(1000 * pair, 1),
+                     "ms_per_step_two_1_thread_processes_at_once": round(1000 * both, 1),
                      "throughput_two_processes_vs_one": round(gain, 2)})
-        print(f"{m:12s} {1000 * one[m]:10.1f} {1000 * many[m]:10.1f} {1000 * pair:14.1f} {gain:15.2f}x")
+        print(f"{m:12s} {1000 * one[m]:10.1f} {1000 * many[m]:10.1f} {1000 * both:14.1f} {gain:15.2f}x")
     Path(args.json).write_text(json.dumps({"params": args.params, "cpu_count": os.cpu_count(), "rows": rows},
                                           indent=1) + "\n")
 

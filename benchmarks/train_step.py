@@ -85,12 +85,13 @@ def _sync(device: torch.device) -> None:
 
 
 def measure(method_name: str, mode: str, device: torch.device, batch: int, steps: int, warmup: int,
-            params_file: str | None = None) -> dict:
-    """Time ``steps`` training steps (after ``warmup``) of one method in one mode."""
+            params_file: str | None = None, classes: int | None = None) -> dict:
+    """Time ``steps`` training steps (after ``warmup``) of one method in one mode (``params_file``: default the
+    method's paper config; ``classes``: default its dataset's)."""
     switches = MODES[mode]
     params = load_params(ROOT / (params_file or PAPER_CONFIGS[method_name]))
     mp = params.methods[method_name]
-    classes = DATASET_CLASSES[params.data.source]
+    classes = classes or DATASET_CLASSES[params.data.source]
     torch.manual_seed(0)
     method = untrained_method(mp, classes)
     model = method.model.to(device).train()
@@ -150,6 +151,9 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--methods", default=",".join(PAPER_CONFIGS))
+    ap.add_argument("--params", default=None, help="one params file for every method (default: each one's paper "
+                                                   "config), e.g. params/toy.yaml")
+    ap.add_argument("--classes", type=int, default=None, help="label count (default: the dataset's)")
     ap.add_argument("--modes", default=None, help="comma-separated (default: baseline,fast_fp32 and, on CUDA, fast)")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile mode")
     ap.add_argument("--batch", type=int, default=2)
@@ -171,7 +175,7 @@ def main(argv=None) -> None:
     for name in args.methods.split(","):
         for mode in modes:
             try:
-                row = measure(name, mode, device, args.batch, args.steps, args.warmup)
+                row = measure(name, mode, device, args.batch, args.steps, args.warmup, args.params, args.classes)
             except Exception as e:                     # one failing mode must not hide the others' numbers
                 row = {"method": name, "mode": mode, "error": f"{type(e).__name__}: {e}"[:500]}
             with contextlib.suppress(Exception):

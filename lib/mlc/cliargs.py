@@ -46,5 +46,5 @@ def add_run_all_arguments(p: argparse.ArgumentParser) -> None:
     add_params_arguments(p, default="params/toy.yaml")
     p.add_argument("--only", nargs="*", help="run only the notebooks whose names contain one of these")
     p.add_argument("--jobs", type=int, default=None,
-                   help="notebooks run at once, each on its share of the cores (default: one per core, or 1 "
-                        "with a GPU; 1: in name order on every core)")
+                   help="notebooks run at once, each on cores / jobs threads (default: one per core, up to as "
+                        "many as can run together; 1 with a GPU; 1: in name order on every core)")

@@ -593,7 +593,7 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
                           f"the training loss is {float(losses['loss'].detach())}",
                           {k: float(v.detach()) for k, v in losses.items()},
                           before_any_update=epoch == 0 and at == 0,
-                          autocast=run.autocast.dtype if run.autocast.enabled else None)
+                          autocast=run.autocast.dtype)
             first_unchecked = step + 1
         if tp.grad_clip_norm:
             scaler.unscale_(optimizer)

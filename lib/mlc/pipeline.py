@@ -7,7 +7,7 @@ notebook starts once the notebooks it needs have finished: those its metadata na
 ["01"]}``, by number), or else every notebook before it.  Up to ``--jobs`` notebooks run at once, each in
 its own process with cores / jobs threads (``OMP_NUM_THREADS``; the same for every notebook, so that a run's
 numbers do not depend on what ran beside what): the toy models are too small for two threads to do twice the
-work of one (``benchmarks/toy_threads.py``: a toy Q2L step takes 118 ms on 2 threads, 157 ms on 1), so two
+work of one (``benchmarks/toy_threads.py``: a toy Q2L step takes 94 ms on 2 threads, 159 ms on 1), so two
 notebooks on one core each finish sooner than one after the other on both.  The default is one job per
 core, up to as many notebooks as can run together, without a GPU; one job with a GPU (trainings would share
 its memory); ``--jobs 1`` runs them in name order on every core.  Executed copies go to
