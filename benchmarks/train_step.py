@@ -16,6 +16,8 @@ ResNet-101 overflows and every loss is NaN, which times other kernels than train
 * ``fast``: the same with ``amp: auto`` (bf16 autocast where the GPU has it, fp16 + GradScaler else);
   on the CPU it equals ``fast_fp32`` and is skipped.
 * ``fast_fp16``: the same with fp16 autocast and the GradScaler (what GPUs without bf16 get).
+* ``fast_bf16``: the same with bf16 autocast (``amp: bf16``), which on the CPU runs only where the CPU has bf16
+  in hardware (AVX512-BF16 or AMX; elsewhere it equals ``fast_fp32`` and is skipped).
 * ``compile`` (only with ``--compile``): ``fast`` plus torch.compile of the forward.
 
 Reported per method and mode: seconds per step (median of the timed steps), images/s and, on CUDA, the
@@ -39,7 +41,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from mlc.engine import _Autocast, make_adamw  # noqa: E402
+from mlc.engine import _Autocast, cpu_has_native_bf16, make_adamw  # noqa: E402
 from mlc.params import load_params  # noqa: E402
 from mlc.train import DATASET_CLASSES, untrained_method  # noqa: E402
 
@@ -50,6 +52,7 @@ MODES = {"baseline": dict(amp="none", channels_last=False, fused=False, cudnn_be
          "fast_fp32": dict(amp="none", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
          "fast": dict(amp="auto", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
          "fast_fp16": dict(amp="fp16", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
+         "fast_bf16": dict(amp="bf16", channels_last=True, fused=True, cudnn_benchmark=True, compile=False),
          "compile": dict(amp="auto", channels_last=True, fused=True, cudnn_benchmark=True, compile=True)}
 
 
@@ -154,7 +157,8 @@ def main(argv=None) -> None:
     ap.add_argument("--params", default=None, help="one params file for every method (default: each one's paper "
                                                    "config), e.g. params/toy.yaml")
     ap.add_argument("--classes", type=int, default=None, help="label count (default: the dataset's)")
-    ap.add_argument("--modes", default=None, help="comma-separated (default: baseline,fast_fp32 and, on CUDA, fast)")
+    ap.add_argument("--modes", default=None, help="comma-separated (default: baseline,fast_fp32 and, on CUDA, fast; "
+                                                  "on a CPU with bf16 hardware, fast_bf16)")
     ap.add_argument("--compile", action="store_true", help="add the torch.compile mode")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=3)
@@ -165,8 +169,9 @@ def main(argv=None) -> None:
     logging.disable(logging.WARNING)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    modes = args.modes.split(",") if args.modes else ["baseline", "fast_fp32"] + (["fast"] if device.type == "cuda"
-                                                                                   else [])
+    default_modes = ["baseline", "fast_fp32"] + (["fast"] if device.type == "cuda" else
+                                                 ["fast_bf16"] if cpu_has_native_bf16() else [])
+    modes = args.modes.split(",") if args.modes else default_modes
     if args.compile:
         modes.append("compile")
     info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",

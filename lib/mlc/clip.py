@@ -94,10 +94,17 @@ def clip_key(params) -> str:
     """A key of everything that determines a trained toy CLIP (its config, recipe and the toy world)."""
     import open_clip
     _register_configs()
-    recipe = {k: v for k, v in asdict(params.clip).items() if k not in ("zero_shot_template", "pretrained")}
+    recipe = {k: v for k, v in asdict(params.clip).items() if k not in ("zero_shot_template", "pretrained", "amp")}
+    if _clip_autocast_dtype(params.clip) is not None:   # the precision it really trains in, on this machine
+        recipe["precision"] = "bf16"
     blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": recipe,
                        "world": params.data.toy.key(), "seed": params.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _clip_autocast_dtype(cp, device: torch.device = torch.device("cpu")) -> torch.dtype | None:
+    from .engine import resolve_amp
+    return resolve_amp(cp.amp, device)
 
 
 def clip_checkpoint(params) -> Path:
@@ -188,14 +195,16 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     sched, _ = build_scheduler(opt, SimpleNamespace(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0,
                                                     warmup_epochs=cp.warmup_epochs), len(loader))
     loss_fn = open_clip.ClipLoss()
+    autocast_dtype = _clip_autocast_dtype(cp)
     history, t0 = [], time.time()
     for epoch in range(cp.epochs):
         model.train()
         losses = []
         for images, texts in progress_bar(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
                                   disable=not progress):
-            out = model(images, texts)
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+            with torch.autocast("cpu", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+                out = model(images, texts)
+                loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -214,6 +223,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_stream(path, lambda f: torch.save(model.state_dict(), f))
     record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
+              "precision": "bf16" if autocast_dtype is not None else "fp32",
               "key": clip_key(params)}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record

@@ -97,7 +97,8 @@ class TrainParams:
     param_groups: list[ParamGroup] = field(default_factory=list)   # first match wins; the rest lr_scale 1
     freeze: list[str] = field(default_factory=list)                # regular expressions of frozen parameters
     ema_decay: float | None = 0.9997       # null: no EMA
-    # autocast on CUDA only (CPU runs in fp32); auto: bf16 where the GPU supports it, else fp16 with GradScaler
+    # autocast on CUDA; auto: bf16 where the GPU supports it, else fp16 with GradScaler.  On the CPU only bf16
+    # autocasts, and only where the CPU has bf16 in hardware (AVX512-BF16, AMX); fp16 and auto run fp32 there
     amp: Literal["auto", "bf16", "fp16", "none"] = "fp16"
     select_on: Literal["val", "test"] = "val"       # "test" = what the official repos do
     early_stop_patience: int | None = None          # epochs without a new best before stopping
@@ -148,6 +149,7 @@ class ClipParams:
     weight_decay: float = 0.1
     warmup_epochs: float = 1.0
     caption_variants: bool = True           # resample each caption's wording every epoch (see mlc.clip)
+    amp: Literal["bf16", "none"] = "none"   # bf16: autocast where the CPU or GPU computes bf16 in hardware
     zero_shot_template: str = "a photo of a {}."
 
 
