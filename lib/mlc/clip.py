@@ -195,14 +195,15 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     sched, _ = build_scheduler(opt, SimpleNamespace(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0,
                                                     warmup_epochs=cp.warmup_epochs), len(loader))
     loss_fn = open_clip.ClipLoss()
-    autocast_dtype = _clip_autocast_dtype(cp)
+    from .engine import _Autocast
+    autocast = _Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
     history, t0 = [], time.time()
     for epoch in range(cp.epochs):
         model.train()
         losses = []
         for images, texts in progress_bar(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
                                   disable=not progress):
-            with torch.autocast("cpu", dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            with autocast():
                 out = model(images, texts)
                 loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
             opt.zero_grad(set_to_none=True)
@@ -223,7 +224,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_stream(path, lambda f: torch.save(model.state_dict(), f))
     record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
-              "precision": "bf16" if autocast_dtype is not None else "fp32",
+              "precision": "bf16" if autocast.enabled else "fp32",
               "key": clip_key(params)}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record
