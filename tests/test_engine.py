@@ -116,3 +116,36 @@ def test_device_cuda_fails_at_once_with_the_reason_when_unusable():
         with pytest.raises(RuntimeError, match=r"device 'cuda' was asked for, but torch cannot use a GPU here: torch "):
             pick_device("cuda")
         assert pick_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, native):
+    """``amp: bf16`` on the CPU is bf16 autocast where the CPU has bf16 in hardware and fp32 elsewhere (emulated
+    bf16 would be slower); ``fp16`` (the paper configs) and ``auto`` stay fp32 on every CPU."""
+    from mlc import engine
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert engine.resolve_amp("bf16", cpu) == (torch.bfloat16 if native else None)
+    for amp in ("fp16", "auto", "none"):
+        assert engine.resolve_amp(amp, cpu) is None
+    autocast = engine._Autocast(cpu, "bf16")
+    layer = torch.nn.Linear(8, 8)
+    with autocast():
+        out = layer(torch.randn(2, 8))
+        # attention takes the math path under CPU bf16 (torch's CPU flash attention is slow backwards in bf16)
+        flash_on = torch.backends.cuda.flash_sdp_enabled()
+    assert out.dtype == (torch.bfloat16 if native else torch.float32)
+    assert flash_on is (not native)
+    assert torch.backends.cuda.flash_sdp_enabled()          # restored after the step
+
+
+def test_the_toy_clip_key_names_the_precision_it_trains_in(monkeypatch):
+    """A toy CLIP trained in bf16 is another CLIP: its key differs, so a run never reuses an fp32 CLIP for a bf16
+    recipe; where the CPU would run ``amp: bf16`` in fp32 anyway, the key (and so the CLIP) is the fp32 one."""
+    from mlc import clip, engine
+    toy = ROOT / "params" / "toy.yaml"
+    fp32, bf16 = (load_params(toy, set_args=[f"clip.amp={amp}"]) for amp in ("none", "bf16"))
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)
+    assert clip.clip_key(bf16) != clip.clip_key(fp32)
+    monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
+    assert clip.clip_key(bf16) == clip.clip_key(fp32)

@@ -196,9 +196,9 @@ class _Autocast:
 
 @contextlib.contextmanager
 def _cpu_bf16_context(autocast):
-    """bf16 autocast on the CPU with attention on the math path: torch's CPU flash attention runs its backward
-    in bf16 about 3.5 times slower than in fp32 (a toy CLIP step: 865 ms fp32, 795 ms bf16 with flash attention,
-    577 ms with the math path; benchmarks/train_step.py --params params/toy.yaml)."""
+    """bf16 autocast on the CPU with attention on the math path: torch's CPU flash attention is slow backwards in
+    bf16 (a toy CLIP pretraining step on one thread: fp32 821 ms, bf16 742 ms with flash attention, 530 ms on the
+    math path; ``benchmarks/toy_precision.py``)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
     with autocast, sdpa_kernel([SDPBackend.MATH]):
         yield
