@@ -101,7 +101,8 @@ class _Logits(torch.nn.Module):
 # ------------------------------------------------------------------------------------ 2. early stop + kill
 @pytest.mark.slow
 def test_resume_after_kill_in_final_test_of_an_early_stopped_run_trains_no_more(tmp_path):
-    train = "epochs: 8, batch_size: 16, lr: 0.02, early_stop_patience: 1, ema_decay: null"
+    # fp32: the early stop this test needs was found for fp32 (in bf16 the same recipe runs all 8 epochs)
+    train = "epochs: 8, batch_size: 16, lr: 0.02, early_stop_patience: 1, ema_decay: null, amp: none"
     straight = train_subprocess(toy_params_file(tmp_path, "straight", train))
     assert straight.returncode == 0, straight.stderr[-2000:]
     a = json.loads((tmp_path / "straight" / "rel" / "q2l" / "result.json").read_text())
