@@ -5,11 +5,12 @@
 For every toy method, ``benchmarks/train_step.py``'s step (forward, loss, backward, fused AdamW, channels-last;
 synthetic batch of the method's toy batch size, random weights) on ``params/toy.yaml`` in its ``fast_fp32`` and
 ``fast_bf16`` modes, the latter through the engine's autocast (bf16, attention on the math path).  Then the toy
-CLIP's pretraining step (batch 128, ``open_clip.ClipLoss``, AdamW) in fp32, in bf16 with torch's default
-attention kernel (flash attention on the CPU) and in bf16 through the engine's autocast (math path): the
-flash kernel's bf16 backward is what made the math path the engine's choice.  One thread by default, as
-run_all gives each of its two notebooks on 2 cores.  Medians over ``--steps`` steps.  Needs a CPU with bf16
-hardware (AVX512-BF16 or AMX); elsewhere ``amp: bf16`` runs fp32 and there is nothing to compare.
+CLIP's pretraining step (``mlc.clip.contrastive_step``: batch 128, ``open_clip.ClipLoss``, AdamW) in fp32, in
+bf16 with torch's default attention kernel (flash attention on the CPU) and in bf16 through the engine's
+autocast (math path): the flash kernel's bf16 backward is what made the math path the engine's choice.  One
+thread by default, as run_all gives each of its two notebooks on 2 cores.  Medians over ``--steps`` steps.
+Needs a CPU with bf16 hardware (AVX512-BF16 or AMX); elsewhere ``amp: bf16`` runs fp32 and there is nothing to
+compare.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def clip_step_seconds(mode: str, steps: int, warmup: int) -> float:
     import contextlib
 
     import open_clip
-    from mlc.clip import _register_configs
+    from mlc.clip import _register_configs, contrastive_step
     from mlc.engine import _Autocast
     _register_configs()
     torch.manual_seed(0)
@@ -54,12 +55,7 @@ def clip_step_seconds(mode: str, steps: int, warmup: int) -> float:
         context = _Autocast(torch.device("cpu"), "bf16")
 
     def step():
-        with context():
-            out = model(images, texts)
-            loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        contrastive_step(model, images, texts, loss_fn, opt, context)
 
     for _ in range(warmup):
         step()

@@ -33,7 +33,7 @@ def ddp_run(tmp_path_factory):
     pf = root / "params.yaml"
     # fp32: the test compares each test image's scores from two processes with one process's, and bf16 (the toy
     # recipes' precision on a CPU with bf16 hardware) rounds differently in batches of another composition
-    fp32 = "".join(f"  {m}: {{train: {{amp: none}}}}\n" for m in ("q2l", "salgl", "sgre", "mkt", "mkt_prompt", "qks"))
+    fp32 = "".join(f"  {m}: {{train: {{amp: none}}}}\n" for m in load_params(ROOT / "params/toy_ci.yaml").methods)
     pf.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: ddp\noutput_root: {root / 'out'}\n"
                   f"data:\n  root: {root / 'world'}\nclip: {{amp: none}}\nmethods:\n{fp32}")
     params = load_params(pf)

@@ -94,17 +94,13 @@ def clip_key(params) -> str:
     """A key of everything that determines a trained toy CLIP (its config, recipe and the toy world)."""
     import open_clip
     _register_configs()
+    from .engine import resolve_amp
     recipe = {k: v for k, v in asdict(params.clip).items() if k not in ("zero_shot_template", "pretrained", "amp")}
-    if _clip_autocast_dtype(params.clip) is not None:   # the precision it really trains in, on this machine
+    if resolve_amp(params.clip.amp, torch.device("cpu")) is not None:   # the precision it really trains in here
         recipe["precision"] = "bf16"
     blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": recipe,
                        "world": params.data.toy.key(), "seed": params.seed}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def _clip_autocast_dtype(cp, device: torch.device = torch.device("cpu")) -> torch.dtype | None:
-    from .engine import resolve_amp
-    return resolve_amp(cp.amp, device)
 
 
 def clip_checkpoint(params) -> Path:
@@ -203,12 +199,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
         losses = []
         for images, texts in progress_bar(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
                                   disable=not progress):
-            with autocast():
-                out = model(images, texts)
-                loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            loss = contrastive_step(model, images, texts, loss_fn, opt, autocast)
             sched.step()
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
@@ -228,6 +219,17 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
               "key": clip_key(params)}
     atomic_write_text(record_path, json.dumps(record, indent=1))
     return record
+
+
+def contrastive_step(model, images, texts, loss_fn, opt, autocast) -> torch.Tensor:
+    """One optimizer step of contrastive pretraining (forward and loss under ``autocast()``); returns the loss."""
+    with autocast():
+        out = model(images, texts)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
 
 
 @torch.no_grad()

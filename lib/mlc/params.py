@@ -149,7 +149,7 @@ class ClipParams:
     weight_decay: float = 0.1
     warmup_epochs: float = 1.0
     caption_variants: bool = True           # resample each caption's wording every epoch (see mlc.clip)
-    amp: Literal["bf16", "none"] = "none"   # bf16: autocast where the CPU or GPU computes bf16 in hardware
+    amp: Literal["bf16", "none"] = "none"   # bf16: autocast where the CPU (it trains there) has bf16 hardware
     zero_shot_template: str = "a photo of a {}."
 
 
