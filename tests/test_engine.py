@@ -132,7 +132,7 @@ def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, na
     layer = torch.nn.Linear(8, 8)
     with autocast():
         out = layer(torch.randn(2, 8))
-        # attention takes the math path under CPU bf16 (torch's CPU flash attention is slow backwards in bf16)
+        # attention takes the math path under CPU bf16 (torch's CPU flash attention is slow in bf16)
         flash_on = torch.backends.cuda.flash_sdp_enabled()
     assert out.dtype == (torch.bfloat16 if native else torch.float32)
     assert flash_on is (not native)

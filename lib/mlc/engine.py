@@ -196,7 +196,7 @@ class _Autocast:
 
 @contextlib.contextmanager
 def _cpu_bf16_context(autocast):
-    """bf16 autocast on the CPU with attention on the math path: torch's CPU flash attention is slow backwards in
+    """bf16 autocast on the CPU with attention on the math path: torch's CPU flash attention is slow in
     bf16 (a toy CLIP pretraining step on one thread: fp32 821 ms, bf16 742 ms with flash attention, 530 ms on the
     math path; ``benchmarks/toy_precision.py``)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
