@@ -7,7 +7,7 @@ synthetic batch of the method's toy batch size, random weights) on ``params/toy.
 ``fast_bf16`` modes, the latter through the engine's autocast (bf16, attention on the math path).  Then the toy
 CLIP's pretraining step (``mlc.clip.contrastive_step``: batch 128, ``open_clip.ClipLoss``, AdamW) in fp32, in
 bf16 with torch's default attention kernel (flash attention on the CPU) and in bf16 through the engine's
-autocast (math path): the flash kernel's bf16 is what made the math path the engine's choice.  One
+autocast (math path): the flash kernel's bf16 time is what made the math path the engine's choice.  One
 thread by default, as run_all gives each of its two notebooks on 2 cores.  Medians over ``--steps`` steps.
 Needs a CPU with bf16 hardware (AVX512-BF16 or AMX); elsewhere ``amp: bf16`` runs fp32 and there is nothing to
 compare.

@@ -120,8 +120,8 @@ def test_device_cuda_fails_at_once_with_the_reason_when_unusable():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, native):
-    """``amp: bf16`` on the CPU is bf16 autocast where the CPU has bf16 in hardware and fp32 elsewhere (emulated
-    bf16 would be slower); ``fp16`` (the paper configs) and ``auto`` stay fp32 on every CPU."""
+    """``amp: bf16`` on the CPU is bf16 autocast where the CPU has bf16 in hardware and fp32 elsewhere (where bf16
+    is emulated); ``fp16`` (the paper configs) and ``auto`` stay fp32 on every CPU."""
     from mlc import engine
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
