@@ -26,10 +26,10 @@ def main() -> None:
     import numpy as np
     import torch
     torch.set_num_threads(1)
+    from mlc.config.params import load_params
     from mlc.data.dataset import MultiLabelDataset
     from mlc.data.transforms import build_transform
-    from mlc.params import load_params
-    from mlc.train import prepare_data
+    from mlc.runs.data import prepare_data
     params = load_params(args.params)
     manifest = prepare_data(params, progress=False)
     ds = MultiLabelDataset(manifest, "train", build_transform(params.methods[args.method].input, train=True))

@@ -43,8 +43,9 @@ class OfficialStyleDataset(torch.utils.data.Dataset):
 
     def __init__(self, paths, targets, size: int):
         import torchvision.transforms as T
-        from mlc.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CutoutPIL
         from randaugment import RandAugment
+
+        from mlc.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CutoutPIL
         self.paths, self.targets = paths, targets
         self.transform = T.Compose([T.Resize((size, size)), CutoutPIL(0.5), RandAugment(), T.ToTensor(),
                                     T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -93,16 +94,16 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
+    from rehearsal import write_coco
+
+    from mlc.config.params import InputParams
     from mlc.data.dataset import MultiLabelDataset
     from mlc.data.datasets import convert_dataset
     from mlc.data.image_cache import attach_cache
     from mlc.data.manifest import Manifest
     from mlc.data.sampler import TrainSampler
-    from mlc.data.transforms import NORMALIZE
-    from mlc.engine import make_loader
-    from mlc.params import InputParams
-    from mlc.train import build_transform
-    from rehearsal import write_coco
+    from mlc.data.transforms import NORMALIZE, build_transform
+    from mlc.engine.loop import make_loader
 
     work = Path(args.work or tempfile.mkdtemp(prefix="mlc-data-bench-"))
     if not (work / "manifest" / "meta.json").is_file():

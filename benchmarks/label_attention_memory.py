@@ -2,7 +2,7 @@
 
     python benchmarks/label_attention_memory.py [--batch 8] [--chunk 10] [--repeats 3]
 
-The attention (mlc.models.layers.LowRankBilinearAttention, att_dim 1024) runs on tokens [B, 196, 2048]
+The attention (mlc.modeling.layers.LowRankBilinearAttention, att_dim 1024) runs on tokens [B, 196, 2048]
 (ResNet-101 at 448 px) and 80 label embeddings of width 768, forward only (inference) and forward +
 backward (training), in four forms: the official computation (W_h then w_t on the [B, C, N, 1024]
 intermediate), fused score layers, and each chunked over labels.  Every form runs in a fresh process so
@@ -26,7 +26,8 @@ def _rss_mb() -> float:
 
 def run_one(fuse: bool, chunk: int | None, train: bool, batch: int, repeats: int) -> dict:
     import torch
-    from mlc.models.layers import LowRankBilinearAttention
+
+    from mlc.modeling.layers import LowRankBilinearAttention
     torch.manual_seed(0)
     att = LowRankBilinearAttention(2048, 768, 1024, fuse_score=fuse, label_chunk=chunk)
     tokens = torch.randn(batch, 196, 2048, requires_grad=train)

@@ -49,12 +49,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default=str(ROOT / "params" / "toy.yaml"))
     args = ap.parse_args(argv)
-    from mlc import clip
-    from mlc.engine import make_loader
-    from mlc.open_vocab import all_labels_dataset, label_order
-    from mlc.params import load_params
-    from mlc.train import load_trained, method_params, prepare_data
-    from mlc.zsl import subset_report
+    from mlc.config.params import load_params
+    from mlc.engine.loop import make_loader
+    from mlc.evaluation.open_vocab import all_labels_dataset, label_order
+    from mlc.metrics.zsl import subset_report
+    from mlc.modeling import clip
+    from mlc.runs.build import load_trained
+    from mlc.runs.data import prepare_data
+    from mlc.runs.resolve import method_params
     params = load_params(args.params)
     manifest = prepare_data(params, progress=False)
     order, n_seen = label_order(manifest)
@@ -75,15 +77,15 @@ def main(argv=None) -> int:
     texts = clip.encode_prompts(cmodel, tokenizer, unseen_names, [params.clip.zero_shot_template])
     targets_all = manifest.dense_targets("test", order)
     zsl(f"CLIP zero-shot (cosine, prompt {params.clip.zero_shot_template!r})", images @ texts.T, targets_all)
-    from mlc.embeddings import qks_templates
-    from mlc.models.mkt import MKT_TEMPLATE
+    from mlc.methods.mkt.model import MKT_TEMPLATE
+    from mlc.methods.qks.prompts import qks_templates
     for name, templates in ((f"MKT's template {MKT_TEMPLATE!r}", [MKT_TEMPLATE]),
                             ("QKS's 85 templates (averaged)", qks_templates())):
         other = clip.encode_prompts(cmodel, tokenizer, unseen_names, templates)
         zsl(f"CLIP zero-shot (cosine), {name}", images @ other.T, targets_all)
 
     # MKT's scoring on CLIP's weights (no MKT training), then on the trained stage 1
-    from mlc.models import create_model
+    from mlc.core.registry import create_model
     mp = method_params(params, mkt_name)
     for label, model in (("MKT scoring, CLIP weights (untrained)",
                           create_model("mkt", mp.model, n_seen, label_names=unseen_names)),

@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from mlc.engine import build_param_groups
-from mlc.params import load_params
-from mlc.train import DATASET_CLASSES, untrained_method
+from mlc.config.params import load_params
+from mlc.engine.loop import build_param_groups
+from mlc.runs.build import DATASET_CLASSES, untrained_method
 
 
 def count(params_file: Path) -> list[dict]:

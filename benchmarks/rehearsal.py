@@ -160,8 +160,8 @@ def run_method(work: Path, method: str, paper: str, batch: int, device: str, wor
         standin_resnet(standin_path(work))
     else:
         random_clip(work / "clip" / "ViT-B-16-random.pt")
-        prep = subprocess.run([sys.executable, "-c", "import sys; from mlc.params import load_params; "
-                               "from mlc.embeddings import build_run_embeddings; "
+        prep = subprocess.run([sys.executable, "-c", "import sys; from mlc.config.params import load_params; "
+                               "from mlc.modeling.embeddings import build_run_embeddings; "
                                "build_run_embeddings(load_params(sys.argv[1]), progress=False)", str(pf)],
                               capture_output=True, text=True, env=env, cwd=ROOT)
         if prep.returncode:

@@ -21,17 +21,17 @@ def main() -> None:
     ap.add_argument("--params", default="params/toy.yaml")
     ap.add_argument("--method", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--zsl", action="store_true", help="also score the unseen labels (mlc.open_vocab; MKT, QKS)")
+    ap.add_argument("--zsl", action="store_true", help="also score the unseen labels (mlc.evaluation.open_vocab; MKT, QKS)")
     args = ap.parse_args()
-    from mlc.params import load_params
+    from mlc.config.params import load_params
     base = load_params(args.params)
     scores, zsl_scores = {}, {}
     for seed in args.seeds:
         name = base.name if seed == base.seed else f"{base.name}_seed{seed}"
         params = load_params(args.params, set_args=[f"seed={seed}", f"name={name}"])
         if args.zsl and base.clip is not None:          # the toy CLIP depends on the seed: pretrain it first
-            from mlc.clip import clip_checkpoint, train_toy_clip
-            from mlc.train import prepare_data
+            from mlc.runs.data import prepare_data
+            from mlc.runs.toy_clip import clip_checkpoint, train_toy_clip
             if not clip_checkpoint(params).is_file():
                 train_toy_clip(params, prepare_data(params, progress=False), progress=False)
         run = subprocess.run([sys.executable, "-m", "mlc.train", args.params, "--method", args.method,
@@ -42,7 +42,7 @@ def main() -> None:
         scores[seed] = 100 * result["test"]["mAP"]
         zsl = ""
         if args.zsl:
-            from mlc.open_vocab import evaluate_open_vocabulary
+            from mlc.evaluation.open_vocab import evaluate_open_vocabulary
             report = evaluate_open_vocabulary(params, args.method, progress=False)["report"]
             zsl_scores[seed] = 100 * report["faithful"]["ZSL"]["mAP"]
             zsl = f", ZSL mAP {zsl_scores[seed]:.2f}"

@@ -5,7 +5,7 @@
 For every toy method, ``benchmarks/train_step.py``'s step (forward, loss, backward, fused AdamW, channels-last;
 synthetic batch of the method's toy batch size, random weights) on ``params/toy.yaml`` in its ``fast_fp32`` and
 ``fast_bf16`` modes, the latter through the engine's autocast (bf16, attention on the math path).  Then the toy
-CLIP's pretraining step (``mlc.clip.contrastive_step``: batch 128, ``open_clip.ClipLoss``, AdamW) in fp32, in
+CLIP's pretraining step (``mlc.runs.toy_clip.contrastive_step``: batch 128, ``open_clip.ClipLoss``, AdamW) in fp32, in
 bf16 with torch's default attention kernel (flash attention on the CPU) and in bf16 through the engine's
 autocast (math path): the flash kernel's bf16 time is what made the math path the engine's choice.  One
 thread by default, as run_all gives each of its two notebooks on 2 cores.  Medians over ``--steps`` steps.
@@ -37,8 +37,10 @@ def clip_step_seconds(mode: str, steps: int, warmup: int) -> float:
     import contextlib
 
     import open_clip
-    from mlc.clip import _register_configs, contrastive_step
-    from mlc.engine import _Autocast
+
+    from mlc.engine.loop import _Autocast
+    from mlc.modeling.clip import _register_configs
+    from mlc.runs.toy_clip import contrastive_step
     _register_configs()
     torch.manual_seed(0)
     model, _, _ = open_clip.create_model_and_transforms("mlc-toy-clip", output_dict=True)
@@ -76,9 +78,10 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     import logging
     logging.disable(logging.WARNING)
-    from mlc.engine import cpu_has_native_bf16
-    from mlc.params import load_params
     from train_step import measure
+
+    from mlc.config.params import load_params
+    from mlc.engine.loop import cpu_has_native_bf16
     if not cpu_has_native_bf16():
         sys.exit("this CPU has no bf16 hardware: amp: bf16 runs fp32 here")
     torch.set_num_threads(args.threads)

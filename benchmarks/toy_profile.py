@@ -24,8 +24,10 @@ sys.path.insert(0, str(ROOT / "lib"))
 def data_pass_seconds(params, name: str) -> float:
     """One pass over the method's training loader as training builds it, no model."""
     from mlc.data.sampler import TrainSampler
-    from mlc.engine import make_loader
-    from mlc.train import method_data, method_params, per_process_batch, speed_up_data
+    from mlc.engine.loop import make_loader
+    from mlc.runs.data import method_data, speed_up_data
+    from mlc.runs.resolve import method_params
+    from mlc.runs.train import per_process_batch
     mp = method_params(params, name)
     data = method_data(params, name)
     speed_up_data(params, mp, data, progress=False)
@@ -47,8 +49,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], dest="set_args")
     ap.add_argument("--out", default=None, help="JSON file (default: benchmarks/results_toy_profile.json)")
     args = ap.parse_args(argv)
-    from mlc.params import load_params
-    from mlc.train import prepare_data, train_method
+    from mlc.config.params import load_params
+    from mlc.runs.data import prepare_data
+    from mlc.runs.train import train_method
     with tempfile.TemporaryDirectory() as tmp:
         base = load_params(args.params, set_args=args.set_args)
         # the toy world and the toy CLIP are shared with the real run (their own caches); the trainings go to tmp
@@ -60,7 +63,7 @@ def main(argv=None) -> int:
             params = load_params(args.params, set_args=one, output_root=tmp)
             params.data.root = str(base.dataset_root())          # reuse the generated world
             if params.clip is not None and base.clip is not None and not params.clip.pretrained:
-                from mlc.clip import clip_checkpoint
+                from mlc.runs.toy_clip import clip_checkpoint
                 ck = clip_checkpoint(base)
                 if ck.is_file():
                     params.clip.pretrained = str(ck)

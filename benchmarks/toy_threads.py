@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results_toy_threads.json"))
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT / "lib"))
-    from mlc.params import load_params
+    from mlc.config.params import load_params
     batches = {load_params(args.params).methods[m].train.batch_size for m in args.methods}
     if len(batches) != 1:
         sys.exit(f"the methods train with different batch sizes {sorted(batches)}: time them separately")

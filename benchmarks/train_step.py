@@ -4,7 +4,7 @@
     PYTHONPATH=lib python benchmarks/train_step.py --device cuda --batch 32 --steps 30 --json out.json
 
 A step is what the engine does per optimizer step: forward, the method's loss, backward, AdamW (and
-the AMP scaler).  Models are built at paper size with random weights (:func:`mlc.train.untrained_method`,
+the AMP scaler).  Models are built at paper size with random weights (:func:`mlc.runs.build.untrained_method`,
 nothing downloaded) and fed synthetic batches at the paper resolution, so the numbers are about speed
 only.  A frozen BatchNorm (Q2L's ResNet) gets the statistics of the batch it normalises
 (:func:`calibrate_frozen_batchnorm`), as pretrained weights would: with mean 0 and variance 1 a random
@@ -41,9 +41,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
-from mlc.engine import _Autocast, cpu_has_native_bf16, make_adamw  # noqa: E402
-from mlc.params import load_params  # noqa: E402
-from mlc.train import DATASET_CLASSES, untrained_method  # noqa: E402
+from mlc.config.params import load_params  # noqa: E402
+from mlc.engine.loop import _Autocast, cpu_has_native_bf16, make_adamw  # noqa: E402
+from mlc.runs.build import DATASET_CLASSES, untrained_method  # noqa: E402
 
 PAPER_CONFIGS = {"q2l": "params/q2l/coco_r101_448.yaml", "salgl": "params/salgl/coco_r101_448.yaml",
                  "sgre": "params/sgre/coco_r101_448.yaml", "mkt": "params/mkt/nuswide_vitb16.yaml",
@@ -102,7 +102,7 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = switches["cudnn_benchmark"]
-    from mlc.engine import build_param_groups
+    from mlc.engine.loop import build_param_groups
     tp = SimpleNamespace(**{**vars(mp.train), "fused_adamw": switches["fused"]})
     optimizer = make_adamw(build_param_groups(model, mp.train), tp, device)
     autocast = _Autocast(device, switches["amp"])

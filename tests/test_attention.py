@@ -1,7 +1,8 @@
 """Pointing game on hand-made maps."""
 import numpy as np
 import pytest
-from mlc.attention import peak_inside, pointing_game
+
+from mlc.evaluation.attention import peak_inside, pointing_game
 
 
 def test_peak_inside_and_chance_share():

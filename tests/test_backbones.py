@@ -1,6 +1,7 @@
 import pytest
 import torch
-from mlc.models.backbones import MissingWeightsError, backbone_spec, create_backbone, list_backbones
+
+from mlc.modeling.backbones import MissingWeightsError, backbone_spec, create_backbone, list_backbones
 
 
 def test_registry_lists_real_and_toy_backbones():

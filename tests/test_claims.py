@@ -2,8 +2,9 @@
 import json
 
 from conftest import ROOT
-from mlc import claims
-from mlc.params import load_params
+
+from mlc.config.params import load_params
+from mlc.evaluation import claims
 
 
 def _finished(run, name, mAP):
@@ -44,7 +45,8 @@ def test_claims_compare_each_method_with_its_baseline_runs(tmp_path):
 
 def test_a_baseline_for_a_method_the_params_lack_is_an_error(tmp_path):
     import pytest
-    from mlc.params import ParamsError
+
+    from mlc.config.params import ParamsError
     f = tmp_path / "p.yaml"
     f.write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nmethods:\n  q2l_linear: {{baseline_for: q2l_typo}}\n")
     with pytest.raises(ParamsError, match="methods.q2l_linear.baseline_for: 'q2l_typo' is not a method"):

@@ -6,7 +6,8 @@ import sys
 
 import pytest
 from conftest import ROOT
-from mlc.params import ParamsError, base_dir_of, load_params
+
+from mlc.config.params import ParamsError, base_dir_of, load_params
 
 CI = ROOT / "params" / "toy_ci.yaml"
 
@@ -57,7 +58,7 @@ def test_mlc_train_from_another_folder_writes_into_the_params_outputs(tmp_path):
                  f"  toy: {{n_train: 32, n_val: 16, n_test: 16}}\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    run = subprocess.run([sys.executable, "-m", "mlc.cli", "train", str(f), "--method", "q2l",
+    run = subprocess.run([sys.executable, "-m", "mlc.cli.command", "train", str(f), "--method", "q2l",
                           "--set", "methods.q2l.train.epochs=1"], cwd=elsewhere, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]

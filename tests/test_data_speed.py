@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import toy_params_file
+
+from mlc.config.params import InputParams
 from mlc.data.dataset import MultiLabelDataset
 from mlc.data.image_cache import CacheError, attach_cache, cache_path
 from mlc.data.transforms import NORMALIZE, build_transform, normalize_batch
-from mlc.params import InputParams
 
 
 def _q2l_input(size=48):

@@ -8,9 +8,10 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 from conftest import RunsCode
+from PIL import Image
+
 from mlc.data.datasets import convert_dataset, list_converters
 from mlc.data.datasets.common import DatasetFormatError, group_lists
-from PIL import Image
 
 
 def _jpg(path, size=(12, 10)):
@@ -454,7 +455,7 @@ def test_openimages_header_only_csv_is_named(tmp_path):
 
 
 def test_crafted_pickles_in_dataset_layouts_run_nothing(tmp_path, monkeypatch):
-    from mlc.safe_load import UnsafeFileError
+    from mlc.core.safe_load import UnsafeFileError
     marker = tmp_path / "ran"
     _openimages(tmp_path / "oi")
     with open(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl", "wb") as f:
@@ -469,6 +470,6 @@ def test_crafted_pickles_in_dataset_layouts_run_nothing(tmp_path, monkeypatch):
     assert not marker.exists()
     # the opt-in names the file: with it, full unpickling runs (and so would the code)
     monkeypatch.setenv("MLC_TRUSTED_FILES", str(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl"))
-    from mlc.safe_load import load_pickle
+    from mlc.core.safe_load import load_pickle
     load_pickle(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl")
     assert marker.exists()

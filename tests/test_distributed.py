@@ -28,7 +28,7 @@ def torchrun(params_file, method, nproc=2, wait=True, **env_extra):
 def ddp_run(tmp_path_factory):
     """toy_ci in a fresh output root, with the toy CLIP and label embeddings that MKT and QKS need (built by
     notebooks 02 and 03 in a full run)."""
-    from mlc.params import load_params
+    from mlc.config.params import load_params
     root = tmp_path_factory.mktemp("ddp")
     pf = root / "params.yaml"
     # fp32: the test compares each test image's scores from two processes with one process's, and bf16 (the toy
@@ -41,9 +41,9 @@ def ddp_run(tmp_path_factory):
 
 
 def _prepare_open_vocab(params):
-    from mlc.clip import train_toy_clip
-    from mlc.embeddings import build_run_embeddings
-    from mlc.train import prepare_data
+    from mlc.runs.data import prepare_data
+    from mlc.runs.embeddings import build_run_embeddings
+    from mlc.runs.toy_clip import train_toy_clip
     manifest = prepare_data(params, progress=False)
     train_toy_clip(params, manifest, progress=False)
     build_run_embeddings(params, manifest=manifest, progress=False)
@@ -51,7 +51,7 @@ def _prepare_open_vocab(params):
 
 @pytest.mark.parametrize("method", ["q2l", "salgl", "sgre", "mkt", "qks"])
 def test_torchrun_two_processes_train_one_run_that_scores_every_test_image_once(ddp_run, method):
-    from mlc.evaluate import evaluate_method
+    from mlc.evaluation.evaluate import evaluate_method
     pf, params, root = ddp_run
     if method in ("mkt", "qks"):
         _prepare_open_vocab(params)
@@ -77,7 +77,7 @@ def test_torchrun_two_processes_train_one_run_that_scores_every_test_image_once(
     if method == "salgl":
         # the co-occurrence memory counted the global batch in both processes: after 2 epochs over all 96
         # training images (6 batches of 8 per process), its diagonal holds every positive label twice
-        from mlc import stage as st
+        from mlc.engine import stage as st
         last, _ = st.load_checkpoint(stage_dir / "checkpoints" / "last.pt")
         comatrix = last["model"]["comatrix"]
         train_positives = int((params_targets(params, method) == 1).sum())
@@ -85,7 +85,7 @@ def test_torchrun_two_processes_train_one_run_that_scores_every_test_image_once(
 
 
 def params_targets(params, method):
-    from mlc.train import method_data
+    from mlc.runs.data import method_data
     return method_data(params, method).datasets["train"].targets()
 
 
@@ -122,9 +122,10 @@ def test_notebook_path_launches_torchrun_and_streams_its_progress(tmp_path, capf
     """``train.devices: 2`` in the params: train_method (what the notebooks call) starts torchrun, prints its
     lines as they come, and returns the result; a failing rank fails the call with its output."""
     from conftest import toy_params_file
-    from mlc.params import load_params
-    from mlc.torchrun import LaunchError
-    from mlc.train import train_method
+
+    from mlc.config.params import load_params
+    from mlc.runs.torchrun import LaunchError
+    from mlc.runs.train import train_method
     params = load_params(toy_params_file(tmp_path, "nb", "epochs: 1, batch_size: 16, devices: 2"))
     result = train_method(params, "q2l")
     out = capfd.readouterr().out
@@ -137,8 +138,9 @@ def test_notebook_path_launches_torchrun_and_streams_its_progress(tmp_path, capf
 
 def test_global_batch_must_divide_over_processes_and_accumulation(tmp_path):
     from conftest import toy_params_file
-    from mlc.params import load_params
-    from mlc.train import per_process_batch
+
+    from mlc.config.params import load_params
+    from mlc.runs.train import per_process_batch
     params = load_params(toy_params_file(tmp_path, "b", "batch_size: 12, accumulate_steps: 2"))
     assert per_process_batch(params, "q2l", 1) == 6
     assert per_process_batch(params, "q2l", 2) == 3
@@ -150,8 +152,8 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch():
     """Two forwards of 8 images with accumulate_steps 2 update the weights as one forward of 16 does."""
     from types import SimpleNamespace
 
-    from mlc.engine import _Autocast, _LossMeter, _Run, build_scheduler, make_adamw, train_one_epoch  # noqa: F401
-    from mlc.method import Method
+    from mlc.engine.loop import _Autocast, _LossMeter, _Run, build_scheduler, make_adamw, train_one_epoch  # noqa: F401
+    from mlc.modeling.method import Method
     torch.manual_seed(0)
     x, y = torch.randn(32, 5), (torch.rand(32, 3) > 0.5).float()
 
@@ -168,7 +170,7 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch():
             forward_fn=lambda m, images, t: {"logits": m(images)})
         opt = make_adamw([{"params": list(model.parameters())}], tp, torch.device("cpu"))
         sched, per_it = build_scheduler(opt, tp, 2)
-        from mlc.logs import RunLogger
+        from mlc.engine.logs import RunLogger
         run = _Run(method, model, model, None, opt, sched, per_it, None, torch.amp.GradScaler("cpu", enabled=False),
                    _Autocast(torch.device("cpu"), "none"), torch.device("cpu"), tp, {}, lambda e: loader, 2,
                    None, "t", 0, False, RunLogger("/nonexistent", "t", tensorboard=False, enabled=False))
@@ -183,7 +185,7 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch():
 
 def test_two_processes_preparing_the_same_toy_world_build_it_once(tmp_path):
     """Two jobs sharing one data folder: the first builds the world under a lock, the second waits and reuses it."""
-    code = ("import sys; from mlc.params import load_params; from mlc.train import prepare_data;"
+    code = ("import sys; from mlc.config.params import load_params; from mlc.train import prepare_data;"
             "m = prepare_data(load_params(sys.argv[1]), progress=False); print(len(m.split('train')))")
     from conftest import toy_params_file
     pf = toy_params_file(tmp_path, "w")
@@ -228,7 +230,7 @@ def test_a_run_conflict_under_torchrun_is_one_line_from_rank_0(tmp_path):
 def test_devices_flag_is_the_params_key():
     import argparse
 
-    from mlc.cliargs import add_params_arguments, add_train_arguments, train_set_args
+    from mlc.cli.args import add_params_arguments, add_train_arguments, train_set_args
     ap = argparse.ArgumentParser()
     add_params_arguments(ap)
     add_train_arguments(ap)

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 import torch
-from mlc import embeddings as E
+
+from mlc.modeling import embeddings as E
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "circle", "dining", "table", "traffic", "light",
          "bi", "##cycle", "person"]
@@ -43,7 +44,7 @@ def test_bert_quirks_token_types_and_index_rule(tiny_bert):
 
 
 def test_missing_bert_is_a_clear_error(tmp_path):
-    from mlc.models.backbones import MissingWeightsError
+    from mlc.modeling.backbones import MissingWeightsError
     with pytest.raises(MissingWeightsError, match=r"not in the local cache \(offline[\s\S]*python -m mlc.weights"):
         E.bert_token_embeddings(["red"], str(tmp_path / "no_bert"))
 
@@ -79,8 +80,9 @@ def test_cache_key_covers_templates_labels_and_weights(tmp_path):
 
 def test_clip_prompt_ensembles_raw_and_normalised(tmp_path):
     import open_clip
-    from mlc import clip as kit_clip
-    from mlc.clip import load_clip
+
+    from mlc.modeling import clip as kit_clip
+    from mlc.modeling.clip import load_clip
     kit_clip._register_configs()
     torch.manual_seed(0)
     model = open_clip.create_model("mlc-toy-clip")
@@ -107,7 +109,7 @@ def test_clip_prompt_ensembles_raw_and_normalised(tmp_path):
 
 
 def test_missing_clip_weights_name_the_file(tmp_path):
-    from mlc.clip import load_clip
-    from mlc.models.backbones import MissingWeightsError
+    from mlc.modeling.backbones import MissingWeightsError
+    from mlc.modeling.clip import load_clip
     with pytest.raises(MissingWeightsError, match="ViT-B-16.pt"):
         load_clip("ViT-B-16", str(tmp_path / "ViT-B-16.pt"))

@@ -3,9 +3,10 @@ import json
 import pytest
 import torch
 from conftest import ROOT, toy_params_file, train_subprocess
-from mlc.engine import build_scheduler
-from mlc.params import TrainParams, load_params
-from mlc.rundir import RunConflictError, prepare_run_dir
+
+from mlc.config.params import TrainParams, load_params
+from mlc.engine.loop import build_scheduler
+from mlc.engine.rundir import RunConflictError, prepare_run_dir
 
 
 def _params_file(tmp_path, out, extra=""):
@@ -46,11 +47,11 @@ def test_kill_9_mid_epoch_then_rerun_gives_the_same_result(tmp_path):
 
 
 def test_checkpoint_for_another_class_count_is_a_clear_error(tmp_path):
-    from mlc.train import load_trained
+    from mlc.runs.build import load_trained
     p = load_params(_params_file(tmp_path, "cls"))
     stage = p.run_dir / "q2l" / "checkpoints"
     stage.mkdir(parents=True)
-    from mlc.models.q2l import Q2LConfig, Query2Label
+    from mlc.methods.q2l.model import Q2LConfig, Query2Label
     torch.save({"model": Query2Label(Q2LConfig(), 5).state_dict()}, stage / "best.pt")
     with pytest.raises(RuntimeError, match=r"best.pt: checkpoint does not fit model 'q2l' with 30 classes"):
         load_trained(p, "q2l")
@@ -79,8 +80,8 @@ def test_onecycle_and_cosine_schedules():
 
 
 def test_param_groups_and_freezing():
-    from mlc.engine import build_param_groups
-    from mlc.params import ParamGroup
+    from mlc.config.params import ParamGroup
+    from mlc.engine.loop import build_param_groups
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     tp = TrainParams(lr=1.0, freeze=[r"^0\.bias$"], param_groups=[ParamGroup(match=r"^1\.", lr_scale=0.1)])
     groups = build_param_groups(model, tp)
@@ -109,7 +110,7 @@ def test_a_method_can_join_an_existing_run_but_shared_settings_cannot_change(tmp
 
 
 def test_device_cuda_fails_at_once_with_the_reason_when_unusable():
-    from mlc.engine import describe_cuda, pick_device
+    from mlc.engine.loop import describe_cuda, pick_device
     if torch.cuda.is_available():
         assert pick_device("cuda").type == "cuda" and "sees" in describe_cuda()
     else:
@@ -122,7 +123,7 @@ def test_device_cuda_fails_at_once_with_the_reason_when_unusable():
 def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, native):
     """``amp: bf16`` on the CPU is bf16 autocast where the CPU has bf16 in hardware and fp32 elsewhere (where bf16
     is emulated); ``fp16`` (the paper configs) and ``auto`` stay fp32 on every CPU."""
-    from mlc import engine
+    from mlc.engine import loop as engine
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert engine.resolve_amp("bf16", cpu) == (torch.bfloat16 if native else None)
@@ -142,7 +143,8 @@ def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, na
 def test_the_toy_clip_key_names_the_precision_it_trains_in(monkeypatch):
     """A toy CLIP trained in bf16 is another CLIP: its key differs, so a run never reuses an fp32 CLIP for a bf16
     recipe; where the CPU would run ``amp: bf16`` in fp32 anyway, the key (and so the CLIP) is the fp32 one."""
-    from mlc import clip, engine
+    from mlc.engine import loop as engine
+    from mlc.modeling import clip
     toy = ROOT / "params" / "toy.yaml"
     fp32, bf16 = (load_params(toy, set_args=[f"clip.amp={amp}"]) for amp in ("none", "bf16"))
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)

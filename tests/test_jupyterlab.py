@@ -106,7 +106,7 @@ def test_jupyterlab_lists_the_notebooks_and_runs_the_kit_kernel(lab):
     assert nb["content"]["metadata"]["kernelspec"]["name"] == "mlc-kit"      # the notebooks open in the kit kernel
     assert "mlc-kit" in _get(f"{base}/api/kernelspecs", token)["kernelspecs"]
     kernel = _post(f"{base}/api/kernels", token, {"name": "mlc-kit"})
-    out = _execute(port, token, kernel["id"], f"import mlc\nfrom mlc.params import load_params\n"
+    out = _execute(port, token, kernel["id"], f"import mlc\nfrom mlc.config.params import load_params\n"
                                               f"p = load_params({str(ROOT / 'params/toy_ci.yaml')!r})\n"
                                               f"print(mlc.__name__, p.name, sorted(p.methods))")
     methods = ['mkt', 'mkt_prompt', 'q2l', 'q2l_linear', 'qks', 'salgl', 'salgl_one_scene', 'sgre']

@@ -9,7 +9,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_local_executor_job_with_two_processes_trains_one_run(tmp_path):
-    from mlc.launch import submit
+    from mlc.cli.launch import submit
     pf = toy_params_file(tmp_path, "two", "epochs: 1, batch_size: 16")
     job = submit(pf, "q2l", nodes=1, gpus_per_node=0, tasks_per_node=2, executor="local",
                  folder=str(tmp_path / "jobs" / "%j"), time_minutes=10)
@@ -22,7 +22,7 @@ def test_local_executor_job_with_two_processes_trains_one_run(tmp_path):
 
 
 def test_a_preempted_job_is_requeued_and_resumes_from_last_pt(tmp_path):
-    from mlc.launch import submit
+    from mlc.cli.launch import submit
     ref = toy_params_file(tmp_path, "ref", "epochs: 12, batch_size: 16")
     pf = toy_params_file(tmp_path, "pre", "epochs: 12, batch_size: 16")
     reference = submit(ref, "q2l", gpus_per_node=0, tasks_per_node=1, executor="local",

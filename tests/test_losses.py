@@ -1,6 +1,7 @@
 import pytest
 import torch
-from mlc.losses import AsymmetricLoss, MaskedBCE
+
+from mlc.modeling.losses import AsymmetricLoss, MaskedBCE
 
 
 def _reference_asl(x, y, gn, gp, clip, eps=1e-5):
@@ -57,7 +58,7 @@ def test_unknown_targets_are_masked():
 
 
 def test_ranking_loss_matches_the_pairwise_definition():
-    from mlc.losses import RankingLoss
+    from mlc.modeling.losses import RankingLoss
     s = torch.tensor([[0.9, 0.2, 0.5, 0.0], [0.1, 0.3, 0.2, 0.4]])
     t = torch.tensor([[1, 0, 0, -1], [0, 1, -1, -1]])
     # image 0: pos {0}, neg {1, 2}: hinges 1 + 0.2 - 0.9 = 0.3, 1 + 0.5 - 0.9 = 0.6 -> 0.9 / 2
@@ -66,7 +67,7 @@ def test_ranking_loss_matches_the_pairwise_definition():
 
 
 def test_bce_unknowns_masked_or_negative():
-    from mlc.losses import MaskedBCE
+    from mlc.modeling.losses import MaskedBCE
     logits, t = torch.tensor([[2.0, -1.0]]), torch.tensor([[1, -1]])
     masked = float(MaskedBCE(True)(logits, t))
     as_negative = float(MaskedBCE(False)(logits, t))

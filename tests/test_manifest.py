@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+
 from mlc.data.dataset import ImageError, MultiLabelDataset
 from mlc.data.manifest import Label, Manifest, ManifestError, write_manifest
 

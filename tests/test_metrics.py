@@ -1,13 +1,14 @@
 import numpy as np
 import pytest
-from mlc.metrics import (
+from sklearn.metrics import average_precision_score
+
+from mlc.metrics.multilabel import (
     average_precision,
     label_frequency_baseline,
     mean_average_precision,
     threshold_metrics,
     top_k_mask,
 )
-from sklearn.metrics import average_precision_score
 
 
 def test_noninterpolated_ap_equals_sklearn_on_random_data():

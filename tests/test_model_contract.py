@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 from conftest import ROOT
-from mlc.models.registry import create_model, list_models
-from mlc.params import load_params
+
+from mlc.config.params import load_params
+from mlc.core.registry import create_model, list_models
 
 PARAMS = load_params(ROOT / "params" / "toy_ci.yaml")
 LABELS = [f"{c} {s}" for c in ("red", "green", "blue", "yellow", "purple", "orange")

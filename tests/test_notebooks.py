@@ -164,7 +164,7 @@ def _tiny_notebook(path, code, needs=None):
 
 
 def test_notebooks_run_side_by_side_once_what_they_need_is_done_each_on_its_share_of_the_cores(tmp_path):
-    from mlc.pipeline import _cores, _run_graph, notebook_needs
+    from mlc.notebook.pipeline import _cores, _run_graph, notebook_needs
     log = tmp_path / "log"
     stamp = ("import os, time, pathlib\n"
              "def stamp(what):\n"
@@ -188,7 +188,7 @@ def test_notebooks_run_side_by_side_once_what_they_need_is_done_each_on_its_shar
 
 
 def test_a_failing_notebook_stops_the_others_and_is_named(tmp_path):
-    from mlc.pipeline import _run_graph, notebook_needs
+    from mlc.notebook.pipeline import _run_graph, notebook_needs
     nbs = [_tiny_notebook(tmp_path / "01_slow.ipynb", "import time; time.sleep(120)", []),
            _tiny_notebook(tmp_path / "02_broken.ipynb", "raise ValueError('no such label: zebra')", []),
            _tiny_notebook(tmp_path / "03_after.ipynb", "pass")]
@@ -203,7 +203,7 @@ def test_a_failing_notebook_stops_the_others_and_is_named(tmp_path):
 
 
 def test_the_kits_notebooks_declare_what_they_need_and_up_to_five_run_together():
-    from mlc.pipeline import notebook_needs, widest_level
+    from mlc.notebook.pipeline import notebook_needs, widest_level
     nbs = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     needs = {nb: [n.name[:2] for n in notebook_needs(nb, nbs)] for nb in nbs}
     by_number = {nb.name[:2]: v for nb, v in needs.items()}

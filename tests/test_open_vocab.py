@@ -23,8 +23,9 @@ def register_oracle_clip(tmp_path, name, ctor):
 
 
 def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path, speed):
-    from mlc.models.qks import QKS, QKSConfig, convert_official_state_dict
     from regen import official_state_dict
+
+    from mlc.methods.qks.model import QKS, QKSConfig, convert_official_state_dict
     sd, rec = official_state_dict(oracles / "qks-small")
     c = rec["config"]
     register_oracle_clip(tmp_path, "qks-oracle-clip", c["clip_ctor"])
@@ -45,8 +46,9 @@ def test_qks_official_checkpoint_reproduces_official_outputs(oracles, tmp_path, 
 
 
 def test_mkt_stage1_official_checkpoint_reproduces_official_outputs(oracles, tmp_path, speed):
-    from mlc.models.mkt import MKT, MKTConfig, convert_official_state_dict
     from regen import official_state_dict
+
+    from mlc.methods.mkt.model import MKT, MKTConfig, convert_official_state_dict
     sd, rec = official_state_dict(oracles / "mkt-small")
     c = rec["config"]
     register_oracle_clip(tmp_path, "mkt-oracle-clip", c["clip_ctor"])
@@ -73,8 +75,9 @@ def test_prompt_learner_context_equals_training_the_whole_token_table():
     """Official stage 2 trains all 49408 rows with label positions overwritten by a frozen snapshot; the
     kit trains only the template rows.  After AdamW steps (with weight decay) the embeddings agree."""
     import open_clip
-    from mlc.clip import _register_configs
-    from mlc.models.mkt import PromptLearner
+
+    from mlc.methods.mkt.model import PromptLearner
+    from mlc.modeling.clip import _register_configs
     _register_configs()
     torch.manual_seed(0)
     clip_model = open_clip.create_model("mlc-toy-clip")
@@ -114,9 +117,10 @@ def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
     import dataclasses
 
     from conftest import ROOT
-    from mlc.engine import build_param_groups
-    from mlc.models.registry import create_model
-    from mlc.params import load_params
+
+    from mlc.config.params import load_params
+    from mlc.core.registry import create_model
+    from mlc.engine.loop import build_param_groups
     mp = load_params(ROOT / "params/mkt/nuswide_vitb16.yaml").methods["mkt"]
     model = create_model("mkt", dataclasses.replace(mp.model, clip_pretrained=None), 925)
     groups = {g["name"]: g for g in build_param_groups(model, mp.train)}
@@ -128,8 +132,8 @@ def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
 
 
 def test_mkt_stage2_converter_takes_the_tuned_template_rows():
-    from mlc.clip import _register_configs
-    from mlc.models.mkt import MKT, MKTConfig, convert_official_prompt_state_dict
+    from mlc.methods.mkt.model import MKT, MKTConfig, convert_official_prompt_state_dict
+    from mlc.modeling.clip import _register_configs
     _register_configs()
     torch.manual_seed(0)
     model = MKT(MKTConfig(clip_model="mlc-toy-clip", clip_pretrained=None, stage="prompt"), 2,

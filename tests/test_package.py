@@ -34,8 +34,8 @@ def installed(tmp_path_factory):
 def test_wheel_carries_the_clip_config_and_the_paper_numbers(installed, tmp_path):
     py, _ = installed
     code = ("import mlc, open_clip, pandas as pd\n"
-            "from mlc.clip import _register_configs\n"
-            "from mlc.report import PAPER_NUMBERS\n"
+            "from mlc.modeling.clip import _register_configs\n"
+            "from mlc.evaluation.report import PAPER_NUMBERS\n"
             "_register_configs()\n"
             "cfg = open_clip.get_model_config('mlc-toy-clip')\n"
             "papers = pd.read_csv(PAPER_NUMBERS)\n"

@@ -4,7 +4,8 @@ import functools
 
 import pytest
 from conftest import ROOT
-from mlc.params import load_params
+
+from mlc.config.params import load_params
 
 # OpenAI CLIP ViT-B/16 (what MKT and QKS load): the architecture their released weights were trained in
 OFFICIAL_VIT_B16 = {"activation": "QuickGELU", "image_size": 224, "patch_size": 16, "vision_width": 768,
@@ -17,7 +18,8 @@ PAPER_FILES = sorted(p.relative_to(ROOT).as_posix() for d in ("mkt", "qks")
 @functools.lru_cache(maxsize=None)
 def _architecture(model_name: str) -> dict:
     import open_clip
-    from mlc.clip import _register_configs
+
+    from mlc.modeling.clip import _register_configs
     _register_configs()
     m = open_clip.create_model(model_name, pretrained=None)
     blocks = list(m.visual.transformer.resblocks) + list(m.transformer.resblocks)
@@ -50,7 +52,7 @@ def test_paper_config_builds_openai_vit_b16(path):
 
 
 def test_openai_weights_are_refused_in_a_gelu_model():
-    from mlc.clip import load_clip
+    from mlc.modeling.clip import load_clip
     with pytest.raises(ValueError, match=r"'ViT-B-16' is built with nn.GELU.*use 'ViT-B-16-quickgelu'"):
         load_clip("ViT-B-16", "openai")
 
@@ -95,7 +97,7 @@ def _backbone_facts(backbone) -> dict:
     facts = {"width": backbone.num_features, "stride": backbone.stride}
     if body == "IntermediateLayerGetter":
         norms = {type(m).__name__ for m in backbone.body.modules() if "BatchNorm" in type(m).__name__}
-        from mlc.models.backbones import weight_source
+        from mlc.modeling.backbones import weight_source
         facts.update(kind="torchvision ResNet", norm=norms.pop() if len(norms) == 1 else sorted(norms),
                      blocks=[len(getattr(backbone.body, f"layer{i}")) for i in range(1, 5)],
                      weights=weight_source(backbone.name).source.rsplit("/", 1)[-1])
@@ -142,7 +144,7 @@ def test_every_closed_set_paper_config_is_checked():
 def test_paper_config_builds_the_official_architecture(path):
     """Built as a user's run builds it (the params file read, the model created at its size, on the meta
     device so paper-size models cost nothing), then compared with the official backbone and head."""
-    from mlc.train import DATASET_CLASSES, untrained_method
+    from mlc.runs.build import DATASET_CLASSES, untrained_method
     params = load_params(ROOT / path)
     for name, mp in params.methods.items():
         source = params.data.source or "coco"

@@ -1,7 +1,8 @@
 
 import pytest
 from conftest import ROOT
-from mlc.params import ParamsError, load_params
+
+from mlc.config.params import ParamsError, load_params
 
 
 def _write(tmp_path, text, name="p.yaml"):

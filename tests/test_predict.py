@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 import torch
-from mlc.predict import Predictor, _expand
 from PIL import Image
+
+from mlc.evaluation.predict import Predictor, _expand
 
 
 def test_images_from_files_folders_and_pil_images(tmp_path):

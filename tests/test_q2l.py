@@ -3,9 +3,10 @@ import dataclasses
 import pytest
 import torch
 from conftest import ROOT
-from mlc.models.layers import GroupWiseLinear, sine_position_encoding
-from mlc.models.q2l import Q2LConfig, Query2Label, convert_official_state_dict
-from mlc.params import load_params
+
+from mlc.config.params import load_params
+from mlc.methods.q2l.model import Q2LConfig, Query2Label, convert_official_state_dict
+from mlc.modeling.layers import GroupWiseLinear, sine_position_encoding
 
 
 def test_official_checkpoint_reproduces_official_outputs(oracles, speed):

@@ -13,7 +13,8 @@ the CLS token of the last stage split off; Q2L applies the final LayerNorm to th
 import pytest
 import torch
 import torch.nn.functional as F
-from mlc.models.backbones import CvtBody, QuickGELU, convert_official_cvt
+
+from mlc.modeling.backbones import CvtBody, QuickGELU, convert_official_cvt
 
 SPEC = dict(embed_dim=[16, 32, 48], depth=[1, 2, 3], num_heads=[1, 2, 3], cls_token=[False, False, True],
             patch_sizes=[7, 3, 3], patch_stride=[4, 2, 2], patch_padding=[2, 1, 1])
@@ -142,8 +143,8 @@ def test_transformers_gelu_would_change_the_outputs(oracle):
 
 def test_q2l_checkpoint_backbone_keys_land_on_the_cvt_backbone():
     """Inside Q2L's checkpoint.pkl the CvT sits at ``backbone.0.*`` (no IntermediateLayerGetter)."""
-    from mlc.models.backbones import _REGISTRY, register_backbone
-    from mlc.models.q2l import Q2LConfig, Query2Label, _official_q2l
+    from mlc.methods.q2l.model import Q2LConfig, Query2Label, _official_q2l
+    from mlc.modeling.backbones import _REGISTRY, register_backbone
     if "cvt_oracle_tiny" not in _REGISTRY:
         register_backbone("cvt_oracle_tiny", 48, 16)(lambda pretrained=False, weights=None: CvtBody(**SPEC))
     model = Query2Label(Q2LConfig(backbone="cvt_oracle_tiny", hidden_dim=48, dim_feedforward=64), 5)
@@ -160,7 +161,7 @@ def test_q2l_checkpoint_backbone_keys_land_on_the_cvt_backbone():
 def test_paper_size_cvt_w24_has_the_official_shape():
     """CvT-w24: widths 192 / 768 / 1024, depths 2 / 2 / 20, stride 16 (a 24 x 24 map at 384 px), 277 M
     parameters without the classifier; the key set is Microsoft's, mapped one to one."""
-    from mlc.models.backbones import CVT_W24, backbone_spec
+    from mlc.modeling.backbones import CVT_W24, backbone_spec
     spec = backbone_spec("cvt_w24_384")
     assert (spec.num_features, spec.stride) == (1024, 16)
     with torch.device("meta"):
@@ -225,7 +226,7 @@ def test_q2l_tresnet_checkpoint_keys_land_on_timms_tresnet_with_inplace_abn_weig
     """Q2L-TResL-448's checkpoint holds ASL's TResNet at backbone.0.body.body.*; the kit's tresnet_l is timm's.
     Every key lands on a kit key of the same shape, InPlaceABN weights become |w| + 1e-5 BatchNorm weights
     (what InPlaceABN computes with), and BatchNorm's num_batches_tracked (absent from InPlaceABN) is filled."""
-    from mlc.models.q2l import Q2LConfig, Query2Label, _official_q2l
+    from mlc.methods.q2l.model import Q2LConfig, Query2Label, _official_q2l
     with torch.device("meta"):
         model = Query2Label(Q2LConfig(backbone="tresnet_l", hidden_dim=2432, dim_feedforward=64), 3)
     asl = asl_tresnet_keys()
@@ -276,7 +277,7 @@ def ms_swin_keys(embed=192, depths=(2, 2, 18, 2), heads=(6, 12, 24, 48), window=
 def test_q2l_swin_checkpoint_keys_land_on_timms_swin():
     """Q2L-SwinL-384's checkpoint holds Microsoft's Swin at backbone.0.*; timm's filter moves the downsampling
     to the start of the next stage and drops the buffers timm recomputes."""
-    from mlc.models.q2l import Q2LConfig, Query2Label, _official_q2l
+    from mlc.methods.q2l.model import Q2LConfig, Query2Label, _official_q2l
     with torch.device("meta"):
         model = Query2Label(Q2LConfig(backbone="swin_large_384", hidden_dim=1536, dim_feedforward=64), 3)
     ms = ms_swin_keys()

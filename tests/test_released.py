@@ -5,14 +5,15 @@ import json
 import subprocess
 import sys
 
-import mlc
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 import yaml
-from mlc.data.manifest import Label, write_manifest
 from PIL import Image
+
+import mlc
+from mlc.data.manifest import Label, write_manifest
 
 
 def _manifest(root, n_seen=20, n_unseen=0, n_images=4, size=64):
@@ -218,7 +219,7 @@ def test_mkt_stage2_file_loads_the_tuned_context_on_the_official_stage1_encoder(
 
 
 def test_evaluate_command_on_a_released_file_and_the_report_tells_it_from_a_trained_run(oracles, tmp_path):
-    from mlc.report import finished_runs
+    from mlc.evaluation.report import finished_runs
     rec = _q2l_release(oracles, tmp_path / "released" / "Q2L-R18-224")
     released = {"method": "q2l", "checkpoint": str(tmp_path / "released" / "Q2L-R18-224" / "checkpoint.pkl"),
                 "model_name": "Q2L-R18-224", "paper_metric": "mAP", "paper_value": 42.0}
@@ -236,8 +237,8 @@ def test_evaluate_command_on_a_released_file_and_the_report_tells_it_from_a_trai
     assert row["weights"] == "released weights, evaluated by the kit" and row["mAP"] == pytest.approx(
         100 * metrics["mAP"])
     # a checkpoint file is never evaluated into a method folder that trained: nothing is replaced
-    from mlc.evaluate import EvaluationConflictError, evaluate
-    from mlc.params import load_params
+    from mlc.config.params import load_params
+    from mlc.evaluation.evaluate import EvaluationConflictError, evaluate
     (tmp_path / "outputs" / "released_fixture" / "q2l" / "result.json").write_text("{}")
     with pytest.raises(EvaluationConflictError, match="holds a training of 'q2l'"):
         evaluate(load_params(params), progress=False)
@@ -281,8 +282,8 @@ def test_evaluation_notebook_on_released_params_shows_the_released_weights_and_p
 
 
 def test_evaluating_a_released_open_vocabulary_file_writes_the_zsl_report(oracles, tmp_path):
-    from mlc.evaluate import evaluate
-    from mlc.params import load_params
+    from mlc.config.params import load_params
+    from mlc.evaluation.evaluate import evaluate
     _, model = _qks_release(oracles, tmp_path)
     params = _params(tmp_path, _manifest(tmp_path, 20, 10, n_images=6), "qks", model, {"normalize": "clip"},
                      label_subset="seen", released={"method": "qks", "checkpoint": str(tmp_path / "best_model.pth"),
@@ -293,7 +294,7 @@ def test_evaluating_a_released_open_vocabulary_file_writes_the_zsl_report(oracle
     zsl = json.loads((out / "metrics_zsl.json").read_text())
     assert zsl["weights"]["kind"] == "released" and zsl["n_seen"] == 20 and len(zsl["labels"]) == 30
     assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1
-    from mlc.report import finished_runs
+    from mlc.evaluation.report import finished_runs
     row = finished_runs(tmp_path / "outputs").iloc[0]
     assert row["weights"] == "released weights, evaluated by the kit" and row["ZSL mAP"] == pytest.approx(
         100 * zsl["faithful"]["ZSL"]["mAP"])
@@ -303,7 +304,8 @@ def test_evaluate_command_on_a_trained_toy_run(tmp_path):
     """``python -m mlc.evaluate`` on the kit's own run: the run's best checkpoint, 'trained' in the file and the
     report; the same weights given as a file evaluate into another run name, as a 'kit checkpoint'."""
     from conftest import ROOT, toy_params_file, train_subprocess
-    from mlc.report import finished_runs
+
+    from mlc.evaluation.report import finished_runs
     params = toy_params_file(tmp_path, train="epochs: 1, batch_size: 16", name="toyeval")
     assert train_subprocess(params).returncode == 0
     done = subprocess.run([sys.executable, "-m", "mlc.evaluate", str(params), "--method", "q2l"],

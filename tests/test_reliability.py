@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, RunsCode, toy_params_file, train_subprocess
-from mlc import stage
+
+from mlc.config.params import ParamsError, load_params
+from mlc.core.safe_load import CheckpointError, UnsafeFileError
 from mlc.data.dataset import ImageError, MultiLabelDataset
 from mlc.data.manifest import Label, ManifestError, write_manifest
-from mlc.params import ParamsError, load_params
-from mlc.rundir import RunConflictError, finished_methods, prepare_run_dir
-from mlc.safe_load import CheckpointError, UnsafeFileError
+from mlc.engine import stage
+from mlc.engine.rundir import RunConflictError, finished_methods, prepare_run_dir
 
 
 # ------------------------------------------------------------------------------------ 1. divergence
@@ -32,17 +33,18 @@ def test_diverged_run_stops_at_once_is_marked_failed_and_never_reported(tmp_path
     assert stage.status(stage_dir) == "failed"
     params = load_params(pf)
     assert finished_methods(params) == []
-    from mlc.report import finished_runs
+    from mlc.evaluation.report import finished_runs
     (stage_dir / "metrics_test.json").write_text(json.dumps({"mAP": 0.17, "CF1": 0.1, "OF1": 0.1}))
     assert len(finished_runs(tmp_path / "out")) == 0          # a stray metrics file does not make it a result
-    from mlc.train import load_trained
+    from mlc.runs.build import load_trained
     with pytest.raises(RuntimeError, match="this run failed"):
         load_trained(params, "q2l")
 
 
 def test_non_finite_scores_are_never_selected():
-    from mlc.engine import Method, _validate
-    from mlc.params import EvalParams, TrainParams
+    from mlc.config.params import EvalParams, TrainParams
+    from mlc.engine.loop import _validate
+    from mlc.modeling.method import Method
 
     class Net(torch.nn.Module):
         def __init__(self, value):
@@ -65,8 +67,9 @@ def test_non_finite_scores_are_never_selected():
 def test_a_loss_non_finite_before_any_update_is_not_blamed_on_the_learning_rate(tmp_path):
     """Starting weights that overflow (a random ResNet with frozen BatchNorm reaches 2e5, past float16) fail at
     the first step: the error says no update happened and points at the weights, not at the learning rate."""
-    from mlc.engine import Method, TrainingDivergedError, fit
-    from mlc.params import EvalParams, TrainParams
+    from mlc.config.params import EvalParams, TrainParams
+    from mlc.engine.loop import TrainingDivergedError, fit
+    from mlc.modeling.method import Method
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 3))
     with torch.no_grad():
         net[1].weight.fill_(1e38)                                 # the first forward overflows float32
@@ -148,7 +151,7 @@ def _manifest_params(tmp_path, manifest):
 def test_an_empty_split_is_an_error_before_training(tmp_path, empty):
     rows = {s: [] if s == empty else [f"{s}{i}.png" for i in range(3)] for s in ("train", "val", "test")}
     params = _manifest_params(tmp_path, _manifest(tmp_path, rows))
-    from mlc.train import train_method
+    from mlc.runs.train import train_method
     with pytest.raises(ValueError, match=rf"m/{empty}.parquet: the '{empty}' split is empty"):
         train_method(params, "q2l", progress=False)
     assert stage.status(params.run_dir / "q2l") == "new"
@@ -157,7 +160,7 @@ def test_an_empty_split_is_an_error_before_training(tmp_path, empty):
 def test_a_missing_image_of_any_split_is_an_error_before_training(tmp_path):
     rows = {"train": ["t0.png", "t1.png"], "val": ["v0.png"], "test": ["e0.png", "missing1.png", "missing2.png"]}
     params = _manifest_params(tmp_path, _manifest(tmp_path, rows))
-    from mlc.train import train_method
+    from mlc.runs.train import train_method
     with pytest.raises(ImageError, match=r"test.parquet: 2 of 3 images of the 'test' split are missing \(row 1: "):
         train_method(params, "q2l", progress=False)
     assert stage.status(params.run_dir / "q2l") == "new"
@@ -178,17 +181,17 @@ def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
     marker = tmp_path / "ran"
     evil = tmp_path / "evil.pth"
     torch.save({"state_dict": {"w": torch.zeros(1)}, "args": RunsCode(marker)}, evil)
-    from mlc.models.convert import read_checkpoint
+    from mlc.modeling.convert import read_checkpoint
     with pytest.raises(UnsafeFileError, match=r"evil.pth: the file holds Python objects outside the safe list"):
         read_checkpoint(evil)
-    from mlc.models.mkt import MKT
+    from mlc.methods.mkt.model import MKT
     with pytest.raises(UnsafeFileError, match="evil.pth"):
         MKT._load_image_encoder(None, str(evil))
     params = load_params(toy_params_file(tmp_path))
     best = params.run_dir / "q2l" / "checkpoints" / "best.pt"
     best.parent.mkdir(parents=True)
     os.link(evil, best)
-    from mlc.train import load_trained
+    from mlc.runs.build import load_trained
     with pytest.raises(UnsafeFileError, match="best.pt"):
         load_trained(params, "q2l")
     assert not marker.exists()
@@ -250,10 +253,10 @@ def test_speed_and_logging_settings_are_not_conflicts(tmp_path):
 
 
 def test_augmentations_do_not_depend_on_loader_workers(tiny_world):
+    from mlc.config.params import InputParams
     from mlc.data.sampler import TrainSampler
     from mlc.data.transforms import build_transform
-    from mlc.engine import make_loader
-    from mlc.params import InputParams
+    from mlc.engine.loop import make_loader
     tf = build_transform(InputParams(hflip=True, randaugment="official", cutout_factor=0.5), train=True)
     ds = MultiLabelDataset(tiny_world, "train", tf)
     epoch_seed = 1234
@@ -270,8 +273,9 @@ def test_augmentations_do_not_depend_on_loader_workers(tiny_world):
 
 
 def test_pipeline_prints_every_line_of_a_notebook_error():
-    from mlc.pipeline import _error_text
     from papermill.exceptions import PapermillExecutionError
+
+    from mlc.notebook.pipeline import _error_text
     e = PapermillExecutionError(3, 1, "src", "RunConflictError", "outputs/x holds other params (2 differences):\n"
                                 "  a: 1 -> 2\n  b: 3 -> 4", [])
     text = _error_text(e)
@@ -361,7 +365,9 @@ def test_a_nan_selection_map_from_classes_without_positives_is_named_not_called_
     from types import SimpleNamespace
 
     import torch
-    from mlc.engine import Method, _validate
+
+    from mlc.engine.loop import _validate
+    from mlc.modeling.method import Method
 
     class Net(torch.nn.Module):
         def forward(self, x):

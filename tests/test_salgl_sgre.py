@@ -3,11 +3,12 @@ import dataclasses
 
 import pytest
 import torch
-from mlc.models import salgl as salgl_mod
-from mlc.models import sgre as sgre_mod
-from mlc.models.layers import LowRankBilinearAttention, sine_position_encoding
-from mlc.models.salgl import SALGL, SALGLConfig, comatrix_to_transition
-from mlc.models.sgre import SGRE, SGREConfig
+
+from mlc.methods.salgl import model as salgl_mod
+from mlc.methods.salgl.model import SALGL, SALGLConfig, comatrix_to_transition
+from mlc.methods.sgre import model as sgre_mod
+from mlc.methods.sgre.model import SGRE, SGREConfig
+from mlc.modeling.layers import LowRankBilinearAttention, sine_position_encoding
 
 
 def _salgl_from_record(rec):
@@ -115,8 +116,8 @@ def test_comatrix_update_is_the_per_sample_official_loop(soft):
 
 
 def test_salgl_training_step_counts_labels_and_trains_the_scene_classifier():
-    from mlc.models.registry import method_builder
-    from mlc.params import LossParams
+    from mlc.config.params import LossParams
+    from mlc.core.registry import method_builder
     torch.manual_seed(0)
     model = SALGL(SALGLConfig(num_scenes=3, att_dim=16, dim_feedforward=32, heads=2), 5,
                   label_names=[f"red w{i}" for i in range(5)])
@@ -137,9 +138,9 @@ def test_salgl_training_step_counts_labels_and_trains_the_scene_classifier():
 
 
 def test_sgre_loss_is_pixel_plus_lambda_object():
-    from mlc.losses import AsymmetricLoss
-    from mlc.models.registry import method_builder
-    from mlc.params import LossParams
+    from mlc.config.params import LossParams
+    from mlc.core.registry import method_builder
+    from mlc.modeling.losses import AsymmetricLoss
     model = SGRE(SGREConfig(att_dim=16, dim_feedforward=32, heads=2, object_loss_weight=0.4), 6)
     method = method_builder("sgre")(model, LossParams())
     out = model.train()(torch.randn(2, 3, 32, 32))
@@ -162,8 +163,9 @@ def test_converters_reject_foreign_keys():
                                                                ("params/sgre/coco_tresl_448.yaml", 80, 139.45)])
 def test_paper_config_parameter_counts(params_file, num_classes, millions):
     from conftest import ROOT
-    from mlc.models.registry import create_model
-    from mlc.params import load_params
+
+    from mlc.config.params import load_params
+    from mlc.core.registry import create_model
     (mp,) = load_params(ROOT / params_file).methods.values()
     cfg = dataclasses.replace(mp.model, pretrained=False, label_embeddings="words")   # BERT file: not needed for shapes
     with torch.device("meta"):

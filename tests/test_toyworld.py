@@ -2,9 +2,10 @@ import hashlib
 import warnings
 
 import numpy as np
-from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, generate
-from mlc.figures import conditional_cooccurrence
 from PIL import Image
+
+from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, generate
+from mlc.notebook.figures import conditional_cooccurrence
 
 
 def _digest(root):

@@ -2,9 +2,10 @@ import random
 
 import numpy as np
 import pytest
-from mlc.data import transforms as T
-from mlc.params import InputParams
 from PIL import Image
+
+from mlc.config.params import InputParams
+from mlc.data import transforms as T
 
 
 def _image(size=64):
@@ -116,7 +117,8 @@ def test_mkt_paper_config_trains_with_timms_official_pipeline():
     """MKT's utils/transforms.py: timm create_transform(224, rand-m9-mstd0.5-inc1, bicubic, no colour jitter,
     no random erasing); evaluation: resize 256 + centre crop 224 (bicubic); ImageNet mean/std."""
     from conftest import ROOT
-    from mlc.params import load_params
+
+    from mlc.config.params import load_params
     params = load_params(ROOT / "params" / "mkt" / "nuswide_vitb16.yaml")
     for method in ("mkt", "mkt_prompt"):
         inp = params.methods[method].input
@@ -140,9 +142,10 @@ def test_mkt_paper_config_trains_with_timms_official_pipeline():
 def test_timm_posterize_at_zero_bits_gives_a_black_image_as_old_pillow_did():
     """MKT's rand-m9-mstd0.5-inc1 can draw 0 bits to keep; Pillow >= 11 raises there, which killed loader workers."""
     import numpy as np
-    from mlc.data.transforms import build_transform
-    from mlc.params import InputParams
     from PIL import Image
+
+    from mlc.config.params import InputParams
+    from mlc.data.transforms import build_transform
     tf = build_transform(InputParams(image_size=32, normalize="imagenet", timm_augment="rand-m9-mstd0.5-inc1"), True)
     ops = [op for step in tf.transforms for op in getattr(step, "ops", []) if op.name.startswith("Posterize")]
     assert ops

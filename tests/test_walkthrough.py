@@ -1,8 +1,9 @@
-"""The notebooks' step-by-step view of one batch (mlc.walkthrough)."""
+"""The notebooks' step-by-step view of one batch (mlc.notebook.walkthrough)."""
 import torch
 from conftest import ROOT
-from mlc import walkthrough
-from mlc.models.q2l import Q2LConfig, Query2Label
+
+from mlc.methods.q2l.model import Q2LConfig, Query2Label
+from mlc.notebook import walkthrough
 
 
 def test_shapes_lists_each_part_in_call_order_with_its_code():

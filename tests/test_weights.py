@@ -124,7 +124,7 @@ def test_weights_command_fetches_through_the_hub_then_hits_the_cache(hub, tmp_pa
     again = _run(["-m", "mlc.weights", str(params), "--list"], env, tmp_path)
     assert again.returncode == 0 and " yes " in again.stdout and len(server.requests) == n
     # the kit's own use (the label embeddings) reads the cache offline: no request at all
-    code = ("from mlc.embeddings import bert_token_embeddings; "
+    code = ("from mlc.modeling.embeddings import bert_token_embeddings; "
             "print(bert_token_embeddings(['cat', 'traffic light'], 'kit-test/tiny-bert').shape)")
     offline = _run(["-c", code], {**env, "MLC_OFFLINE": "1"}, tmp_path)
     assert offline.returncode == 0, offline.stderr[-2000:]
@@ -135,14 +135,14 @@ def test_offline_tries_no_network_and_says_what_to_fetch(hub, tmp_path):
     server, _ = hub
     n = len(server.requests)
     env = _env(tmp_path, server, MLC_OFFLINE="1")
-    code = "from mlc.embeddings import bert_token_embeddings; bert_token_embeddings(['cat'], 'kit-test/tiny-bert')"
+    code = "from mlc.modeling.embeddings import bert_token_embeddings; bert_token_embeddings(['cat'], 'kit-test/tiny-bert')"
     done = _run(["-c", code], env, tmp_path)
     assert done.returncode != 0
     assert "not in the local cache (offline: MLC_OFFLINE or HF_HUB_OFFLINE is set)" in done.stderr
     assert "python -m mlc.weights PARAMS_FILE" in done.stderr
     listed = _run(["-m", "mlc.weights", str(_params(tmp_path))], env, tmp_path)
     assert listed.returncode == 1 and "offline" in listed.stderr and "missing: BERT" in listed.stderr
-    code = "from mlc.models.backbones import _timm_model; _timm_model('test_vit.r160_in1k', True, None)"
+    code = "from mlc.modeling.backbones import _timm_model; _timm_model('test_vit.r160_in1k', True, None)"
     timm_offline = _run(["-c", code], env, tmp_path)
     assert timm_offline.returncode != 0 and "timm/test_vit.r160_in1k" in timm_offline.stderr
     assert len(server.requests) == n                            # not one request
@@ -150,7 +150,7 @@ def test_offline_tries_no_network_and_says_what_to_fetch(hub, tmp_path):
 
 def test_timm_backbone_weights_come_through_timms_own_download(hub, tmp_path):
     server, vit = hub
-    code = ("from mlc.models.backbones import _timm_model; "
+    code = ("from mlc.modeling.backbones import _timm_model; "
             "m = _timm_model('test_vit.r160_in1k', True, None); "
             "print(float(sum(v.double().sum() for v in m.state_dict().values())))")
     env = _env(tmp_path, server)
@@ -173,7 +173,7 @@ def test_every_paper_params_file_lists_its_weights_offline():
     env = {**os.environ, "MLC_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     files = sorted(str(p.relative_to(ROOT)) for d in ("q2l", "salgl", "sgre", "mkt", "qks", "released")
                    for p in (ROOT / "params" / d).glob("*.yaml"))
-    code = ("import sys; from mlc.params import load_params; from mlc.weights import needed_weights\n"
+    code = ("import sys; from mlc.config.params import load_params; from mlc.weights import needed_weights\n"
             "for f in sys.argv[1:]:\n"
             "    w = needed_weights(load_params(f)); assert w, f; print(f, len(w))")
     done = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, env=env, cwd=ROOT,
@@ -183,8 +183,8 @@ def test_every_paper_params_file_lists_its_weights_offline():
 
 
 def test_what_the_paper_configs_need():
-    from mlc.params import load_params
-    from mlc.weights import needed_weights
+    from mlc.config.params import load_params
+    from mlc.runs.weights import needed_weights
 
     def needs(path):
         return {w.what: (w.library, w.source) for w in needed_weights(load_params(ROOT / path))}

@@ -1,8 +1,9 @@
 """SEEN / ZSL / GZSL evaluation on hand-worked examples."""
 import numpy as np
 import pytest
-from mlc.zsl import average_precision_known, subset_report, topk_prf, zsl_report
 from sklearn.metrics import average_precision_score
+
+from mlc.metrics.zsl import average_precision_known, subset_report, topk_prf, zsl_report
 
 
 def test_ap_over_known_cells_matches_hand_computation_and_sklearn():

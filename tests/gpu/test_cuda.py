@@ -12,7 +12,7 @@ from conftest import ROOT, toy_params_file
 
 
 def test_cuda_is_usable_and_auto_picks_it():
-    from mlc.engine import describe_cuda, pick_device, resolve_amp
+    from mlc.engine.loop import describe_cuda, pick_device, resolve_amp
     assert torch.cuda.is_available(), describe_cuda()
     assert pick_device("auto").type == "cuda"
     assert torch.cuda.get_device_name(0) in describe_cuda()
@@ -49,13 +49,14 @@ def test_fp16_training_uses_the_grad_scaler(tmp_path):
 
 def test_scores_on_cuda_equal_scores_on_the_cpu(tmp_path):
     """A trained checkpoint scores the test split alike on both devices (fp32; TF32 off)."""
-    from mlc.engine import predict
-    from mlc.params import load_params
-    from mlc.train import build_method, load_trained, method_data
+    from mlc.config.params import load_params
+    from mlc.engine.loop import predict
+    from mlc.runs.build import build_method, load_trained
+    from mlc.runs.data import method_data
     _train(tmp_path, "x", "epochs: 1, batch_size: 16, amp: none")
     params = load_params(next(tmp_path.glob("p_x_*.yaml")))
     data = method_data(params, "q2l")
-    from mlc.engine import make_loader
+    from mlc.engine.loop import make_loader
     loader = make_loader(data.datasets["test"], 16, shuffle=False)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     scores = {}

@@ -11,8 +11,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from ..progress import bar as progress_bar
-from .manifest import Manifest, ManifestError, target_row
+from mlc.core.progress import bar as progress_bar
+from mlc.data.manifest import Manifest, ManifestError, target_row
 
 
 class ImageError(OSError):

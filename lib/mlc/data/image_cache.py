@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..io import atomic_write, atomic_write_text, exclusive
-from ..progress import bar as progress_bar
+from mlc.core.io import atomic_write, atomic_write_text, exclusive
+from mlc.core.progress import bar as progress_bar
 
 
 class CacheError(RuntimeError):

@@ -28,7 +28,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..io import atomic_write, atomic_write_text
+from mlc.core.io import atomic_write, atomic_write_text
 
 FORMAT_VERSION = 1
 POSITIVE, NEGATIVE, UNKNOWN = 1, 0, -1

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from ..progress import bar as progress_bar
-from .manifest import Label, Manifest, ManifestError, write_manifest
+from mlc.core.progress import bar as progress_bar
+from mlc.data.manifest import Label, Manifest, ManifestError, write_manifest
 
 COLOURS = {
     "red": (214, 39, 40),

@@ -5,5 +5,5 @@
 do (see docs/datasets.md) and fails with an error that names the file (and line) it could not read.
 Importing this package imports every converter module, which registers itself in :mod:`.registry`.
 """
-from . import coco, nuswide, openimages, vg, voc  # noqa: F401  (each registers its converter)
-from .registry import convert_dataset, list_converters, register_converter  # noqa: F401
+from mlc.data.datasets import coco, nuswide, openimages, vg, voc  # noqa: F401  (each registers its converter)
+from mlc.data.datasets.registry import convert_dataset, list_converters, register_converter  # noqa: F401

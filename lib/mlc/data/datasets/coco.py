@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..manifest import Label, write_manifest
-from .common import DatasetFormatError, group_lists, read_json
-from .registry import register_converter
+from mlc.data.datasets.common import DatasetFormatError, group_lists, read_json
+from mlc.data.datasets.registry import register_converter
+from mlc.data.manifest import Label, write_manifest
 
 
 def _check_records(path: Path, key: str, records: list, fields: dict[str, type]) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mlc.core.io import atomic_write_text
+
 
 class DatasetFormatError(ValueError):
     """A raw dataset file is missing or malformed; the message names the file (and line)."""
@@ -101,7 +103,6 @@ def group_lists(row: np.ndarray, col: np.ndarray, n_rows: int) -> list[np.ndarra
 def report_missing(out_dir: Path, missing: list[str], strict: bool, dataset: str, image_root: Path) -> None:
     """Write ``missing_images.txt``; with ``strict`` a missing image is an error instead."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    from ...io import atomic_write_text
     atomic_write_text(out_dir / "missing_images.txt", "".join(m + "\n" for m in missing))
     if missing and strict:
         raise DatasetFormatError(f"{image_root}: {len(missing)} images of {dataset} are missing, e.g. "

@@ -25,8 +25,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from ...progress import bar as progress_bar
-from .common import DatasetFormatError, require
+from mlc.core.progress import bar as progress_bar
+from mlc.data.datasets.common import DatasetFormatError, require
 
 USER_AGENT = "mlc-kit-downloader/1.0 (+https://github.com/mlc-kit)"
 

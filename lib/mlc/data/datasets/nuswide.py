@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...safe_load import load_pickle
-from ..manifest import Label, write_manifest
-from .common import (
+from mlc.core.safe_load import load_pickle
+from mlc.data.datasets.common import (
     DatasetFormatError,
     dense_to_lists,
     read_binary_column,
@@ -36,7 +35,8 @@ from .common import (
     report_missing,
     require,
 )
-from .registry import register_converter
+from mlc.data.datasets.registry import register_converter
+from mlc.data.manifest import Label, write_manifest
 
 
 def image_path(listed: str) -> str:

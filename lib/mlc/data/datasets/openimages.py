@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...safe_load import load_pickle
-from ..manifest import Label, write_manifest
-from .common import DatasetFormatError, group_lists, read_lines, report_missing, require
-from .registry import register_converter
+from mlc.core.safe_load import load_pickle
+from mlc.data.datasets.common import DatasetFormatError, group_lists, read_lines, report_missing, require
+from mlc.data.datasets.registry import register_converter
+from mlc.data.manifest import Label, write_manifest
 
 
 def read_class_descriptions(path: Path) -> dict[str, str]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 from typing import Callable
 
-from ...io import atomic_write_text
-from ...suggest import did_you_mean
-from ..manifest import Manifest
+from mlc.core.io import atomic_write_text
+from mlc.core.suggest import did_you_mean
+from mlc.data.manifest import Manifest
 
 _CONVERTERS: dict[str, Callable] = {}
 

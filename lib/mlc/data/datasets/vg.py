@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..manifest import Label, write_manifest
-from .common import DatasetFormatError, read_json, read_lines, report_missing
-from .registry import register_converter
+from mlc.data.datasets.common import DatasetFormatError, read_json, read_lines, report_missing
+from mlc.data.datasets.registry import register_converter
+from mlc.data.manifest import Label, write_manifest
 
 
 def _list(path: Path) -> list[str]:

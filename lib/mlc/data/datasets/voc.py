@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..manifest import Label, write_manifest
-from .common import DatasetFormatError, read_lines, report_missing, require
-from .registry import register_converter
+from mlc.data.datasets.common import DatasetFormatError, read_lines, report_missing, require
+from mlc.data.datasets.registry import register_converter
+from mlc.data.manifest import Label, write_manifest
 
 # Display names for text embeddings (the renaming of SALGL/SGRE's embedding.py); ids keep VOC's names.
 DISPLAY_NAMES = {"diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor"}

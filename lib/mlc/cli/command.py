@@ -1,0 +1,95 @@
+"""The kit's command line: ``mlc <command> PARAMS [options]``.
+
+    mlc train      params/toy.yaml --method q2l [--set methods.q2l.train.lr=2e-4 ...]
+    mlc evaluate   params/toy.yaml --method q2l         (test metrics of a finished run)
+    mlc evaluate   params/released/q2l_coco_r101_448.yaml   (the authors' released weights)
+    mlc embeddings params/salgl/coco_r101_448.yaml      (the label-embedding tables the params need)
+    mlc run-all    params/toy.yaml [--only 10_ 20_]     (every notebook through papermill)
+
+Every command takes ``--set KEY=VALUE`` overrides (validated like the file; errors name the command
+line) and ``--output-root DIR`` (or ``$MLC_OUTPUT_ROOT``).  Params values may use ``${env:NAME}``.
+Relative paths in a params file resolve against the kit checkout that holds it, whatever the current
+folder.  ``python -m mlc.train`` and ``python -m mlc.pipeline`` keep working.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from mlc.cli.args import (
+    add_params_arguments,
+    add_run_all_arguments,
+    add_train_arguments,
+    load_from_args,
+    train_set_args,
+)
+from mlc.cli.evaluate import add_evaluate_arguments, run_evaluation
+from mlc.config.params import ParamsError
+from mlc.notebook.pipeline import run_all
+from mlc.runs.embeddings import build_run_embeddings
+from mlc.runs.train import run_training
+
+
+def _train(args) -> int:
+    args.set_args = train_set_args(args)
+    return run_training(load_from_args(args), args.method)
+
+
+def _evaluate(args) -> int:
+    return run_evaluation(load_from_args(args), args.method, args.checkpoint, args.device)
+
+
+def _embeddings(args) -> int:
+    params = load_from_args(args)
+    built = build_run_embeddings(params, args.encoders)
+    if not built:
+        print(f"{params.source}: no encoders (text.encoders is empty and none were given with --encoders)")
+    return 0
+
+
+def _run_all(args) -> int:
+    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root, jobs=args.jobs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mlc`` argument parser with its subcommands."""
+    ap = argparse.ArgumentParser(prog="mlc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("train", help="train one method of a params file (resumes an interrupted run)")
+    add_params_arguments(p)
+    add_train_arguments(p)
+    p.set_defaults(func=_train)
+    p = sub.add_parser("evaluate", help="test metrics of finished runs or of a checkpoint file, released weights "
+                                        "included (writes metrics_test.json)")
+    add_params_arguments(p)
+    add_evaluate_arguments(p)
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser("embeddings", help="build the label-embedding tables a params file needs")
+    add_params_arguments(p)
+    p.add_argument("--encoders", nargs="*", default=None, help="encoders (default: text.encoders of the params)")
+    p.set_defaults(func=_embeddings)
+    p = sub.add_parser("run-all", help="execute every notebook through papermill for a params file")
+    add_run_all_arguments(p)
+    p.set_defaults(func=_run_all)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``mlc`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        code = 2
+    sys.exit(code)
+
+
+def train_main(argv: list[str] | None = None) -> None:
+    """Entry point of ``mlc-train`` (same as ``mlc train``)."""
+    main(["train", *(sys.argv[1:] if argv is None else argv)])
+
+
+if __name__ == "__main__":
+    main()
+

@@ -1,0 +1,2 @@
+"""SGRE: see docs/methods/sgre.md."""
+from mlc.methods.sgre import model  # noqa: F401  (each registers what it defines)

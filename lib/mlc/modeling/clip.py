@@ -1,0 +1,118 @@
+"""CLIP through open_clip: OpenAI ViT-B/16 on real data, the toy CLIP in the toy world.
+
+The toy CLIP is an ordinary open_clip model built from the kit's config ``mlc-toy-clip``
+(``lib/mlc/clip_configs/``: a ViT with 8 px patches on 64 px images and a small text transformer),
+pretrained contrastively on the toy world's captions by :func:`train_toy_clip` and saved as a plain
+open_clip state dict.  Every consumer loads either model the same way::
+
+    model, preprocess, tokenizer = load_clip("mlc-toy-clip", "outputs/toy/clip/mlc-toy-clip.pt")
+    model, preprocess, tokenizer = load_clip("ViT-B-16", "/models/ViT-B-16.pt")   # or "openai" from the cache
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlc.core.online import hf_cached, offline, offline_hint
+from mlc.modeling.backbones import MissingWeightsError
+
+CONFIG_DIR = Path(__file__).parent / "clip_configs"
+_registered = False
+
+
+def _register_configs() -> None:
+    global _registered
+    if not _registered:
+        import open_clip
+        open_clip.add_model_config(CONFIG_DIR)
+        _registered = True
+
+
+def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu"):
+    """(model in eval mode, eval preprocess, tokenizer).  ``pretrained``: a local file, "openai" (open_clip's
+    download into its cache; offline, the cached file only: see :mod:`mlc.core.online`), or None (random weights).
+    A missing file is an error saying what to fetch."""
+    import open_clip
+    _register_configs()
+    config = open_clip.get_model_config(model_name) or {}
+    if pretrained == "openai" and not config.get("quick_gelu", False):
+        # open_clip builds e.g. ViT-B-16 with nn.GELU; OpenAI's weights were trained with QuickGELU, and loading
+        # them into a GELU model changes every output without a word
+        raise ValueError(f"CLIP {model_name!r} is built with nn.GELU, but OpenAI's weights were trained with "
+                         f"QuickGELU: use {model_name + '-quickgelu'!r} (as the kit's paper configs do)")
+    if pretrained not in (None, "openai") and not Path(pretrained).is_file():
+        hint = ("train it with notebooks/02_toy_clip.ipynb" if model_name.startswith("mlc-") else
+                f"download the OpenAI weights (e.g. ViT-B-16.pt from openaipublic) and save them as {pretrained}")
+        raise MissingWeightsError(f"CLIP weights not found: {pretrained}; {hint}")
+    if pretrained == "openai" and offline():         # no network: the cached file, or an error at once
+        pretrained = _cached_openai(model_name)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device,
+                                                                     output_dict=True)
+    except RuntimeError as e:
+        if pretrained == "openai":
+            raise MissingWeightsError(f"OpenAI weights for {model_name} could not be downloaded by open_clip ({e}); "
+                                      f"set clip.pretrained to a local file such as ViT-B-16.pt") from None
+        raise
+    return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
+
+
+def openai_weights(model_name: str) -> tuple[str, str | None]:
+    """(where open_clip downloads ``model_name``'s OpenAI weights from, the file already in its caches or None):
+    the Hugging Face repo of open_clip's pretrained config, or the legacy URL cache ~/.cache/clip.  No request."""
+    import open_clip
+    _register_configs()
+    cfg = open_clip.get_pretrained_cfg(model_name, "openai") or {}
+    hub = (cfg.get("hf_hub") or "").rstrip("/")
+    path = hf_cached(hub, ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")) if hub else None
+    legacy = Path("~/.cache/clip").expanduser() / Path(cfg.get("url", "none")).name
+    if path is None and legacy.is_file():
+        path = str(legacy)
+    return (f"https://huggingface.co/{hub}" if hub else cfg.get("url", "?")), path
+
+
+def _cached_openai(model_name: str) -> str:
+    """The OpenAI weights of ``model_name`` in open_clip's caches; missing is an error at once."""
+    source, path = openai_weights(model_name)
+    if path is None:
+        raise MissingWeightsError(f"OpenAI weights for {model_name} are not in open_clip's cache ({source}, or "
+                                  f"~/.cache/clip); set clip.pretrained to a local file such as ViT-B-16.pt\n"
+                                  + offline_hint("them"))
+    return path
+
+
+@torch.no_grad()
+def encode_prompts(model, tokenizer, names: list[str], templates: list[str], normalize_each: bool = True,
+                   normalize_mean: bool = True) -> np.ndarray:
+    """[C, E]: per label the mean over templates of its text embedding.  CLIP's zero-shot recipe normalises
+    each prompt and the mean; QKS averages the raw outputs (both flags False)."""
+    out = []
+    for name in names:
+        emb = model.encode_text(tokenizer([t.format(name) for t in templates]))
+        if normalize_each:
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+        emb = emb.mean(0)
+        if normalize_mean:
+            emb = emb / emb.norm()
+        out.append(emb)
+    return torch.stack(out).numpy()
+
+
+def visual_tokens(visual, images: torch.Tensor) -> torch.Tensor:
+    """All tokens of an open_clip ViT after ``ln_post``, CLS first, without the projection: [B, 1 + N, W].
+
+    (open_clip's forward pools to the CLS token; MKT and QKS modify CLIP to keep every token.)
+    """
+    x = visual._embeds(images)                 # conv1 -> + CLS -> + positions -> ln_pre, [B, 1 + N, W]
+    x = visual.transformer(x)
+    return visual.ln_post(x)
+
+
+def grid_size(visual) -> tuple[int, int]:
+    """(h, w) of the token grid of a CLIP ViT's visual tower."""
+    g = visual.grid_size
+    return (g, g) if isinstance(g, int) else tuple(g)
+
+

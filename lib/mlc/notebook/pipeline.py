@@ -1,0 +1,307 @@
+"""Execute the notebooks through papermill for one params file.
+
+    python -m mlc.pipeline params/toy.yaml [--jobs N]      (what run_all.sh calls)
+
+A training notebook ``1x_train_<method>`` runs only when the params file configures that method.  A
+notebook starts once the notebooks it needs have finished: those its metadata names (``"mlc": {"needs":
+["01"]}``, by number), or else every notebook before it.  Up to ``--jobs`` notebooks run at once, each in
+its own process with cores / jobs threads (``OMP_NUM_THREADS``; the same for every notebook, so that a run's
+numbers do not depend on what ran beside what): the toy models are too small for two threads to do twice the
+work of one (``benchmarks/toy_threads.py``: a toy Q2L step takes 94 ms on 2 threads, 159 ms on 1), so two
+notebooks on one core each finish sooner than one after the other on both.  The default is one job per
+core, up to as many notebooks as can run together, without a GPU; one job with a GPU (trainings would share
+its memory); ``--jobs 1`` runs them in name order on every core.  Executed copies go to
+``outputs/<run name>/notebooks/``.  The first failing notebook stops the run (the others running are stopped
+too) with exit code 1 and a message naming it and its executed copy.  At the end every executed notebook is
+exported to HTML (``outputs/<run name>/html/``, with an ``index.html``), so a whole run can be browsed without Jupyter.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from mlc.config.params import ParamsError, load_params, parse_set_args
+from mlc.core.io import atomic_write_text
+from mlc.core.progress import PROGRESS_ENV, duration
+from mlc.notebook.session import repo_root
+
+
+def notebooks_for(params, root: Path) -> list[Path]:
+    """The notebooks of a run in name order; a training notebook only when the params configure its method."""
+    out = []
+    for nb in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        m = re.match(r"\d\d_train_(\w+)\.ipynb$", nb.name)
+        if m and m.group(1) not in params.methods:
+            continue
+        out.append(nb)
+    return out
+
+
+def notebook_needs(nb: Path, notebooks: list[Path]) -> list[Path]:
+    """The notebooks among ``notebooks`` that must finish before ``nb`` starts: those its metadata names
+    (``"mlc": {"needs": ["01", "11"]}``, by number; one the run leaves out is not waited for), else every
+    notebook before it."""
+    meta = json.loads(nb.read_text(encoding="utf-8")).get("metadata", {}).get("mlc", {})
+    if "needs" not in meta:
+        return [other for other in notebooks if other.name < nb.name]
+    numbers = {str(n) for n in meta["needs"]}
+    return [other for other in notebooks if other.name[:2] in numbers]
+
+
+def default_jobs(needs: dict[Path, list[Path]]) -> int:
+    """One notebook per CPU core, up to as many as can ever run together (the widest level of the graph of
+    needs); one at a time with a GPU (the trainings would share its memory)."""
+    try:
+        import torch
+        if torch.cuda.is_available():
+            return 1
+    except ImportError:
+        pass
+    return max(1, min(_cores(), widest_level(needs)))
+
+
+def widest_level(needs: dict[Path, list[Path]]) -> int:
+    """The most notebooks at one depth of the graph of needs (depth: the longest chain of needs before it)."""
+    depth: dict[Path, int] = {}
+    for nb in sorted(needs, key=lambda n: n.name):          # needs come earlier in name order
+        depth[nb] = 1 + max((depth[n] for n in needs[nb]), default=-1)
+    levels = list(depth.values())
+    return max((levels.count(d) for d in set(levels)), default=1)
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _params_with_overrides(params_path: Path, params, set_args: list[str], output_root: str | None) -> Path:
+    """A params file for the notebooks that extends ``params_path`` with the command-line overrides."""
+    import yaml
+    over, _ = parse_set_args(set_args)
+    if output_root:
+        over["output_root"] = str(Path(output_root).resolve())
+    path = params.run_dir / "params_overrides.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, f"# {params_path} with the overrides of the command line\n" +
+                      yaml.safe_dump({"extends": str(params_path), **over}, sort_keys=False))
+    return path
+
+
+def run_all(params_file: str | Path, only: list[str] | None = None, set_args: list[str] | None = None,
+            output_root: str | None = None, jobs: int | None = None) -> int:
+    """Execute the notebooks for one params file (see the module docstring); returns the exit code."""
+    root = repo_root()
+    params_path = Path(params_file).resolve()
+    try:
+        params = load_params(params_path, set_args=set_args, output_root=output_root)
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    notebooks = notebooks_for(params, root)
+    if only:
+        chosen = [nb for nb in notebooks if any(o in nb.name for o in only)]
+        unmatched = [o for o in only if not any(o in nb.name for nb in notebooks)]
+        if unmatched:
+            print(f"error: --only {' '.join(unmatched)} matches no notebook of this run "
+                  f"({', '.join(nb.name for nb in notebooks)})", file=sys.stderr)
+            return 2
+        notebooks = chosen
+    if set_args or output_root:
+        params_path = _params_with_overrides(params_path, params, set_args or [], output_root)
+    out_dir = params.run_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    needs = {nb: notebook_needs(nb, notebooks) for nb in notebooks}
+    jobs = max(1, jobs or default_jobs(needs))
+    t_all = time.time()
+    failed = _run_graph(notebooks, needs, jobs, root, out_dir, params_path, t_all)
+    if failed is not None:
+        nb, target, error = failed
+        print(f"\nFAILED: notebook {nb.relative_to(root)}\n  executed copy (with the error): {target}\n"
+              f"  {error}", file=sys.stderr)
+        return 1
+    print(f"all {len(notebooks)} notebooks done in {time.time() - t_all:.0f} s; outputs in {params.run_dir}")
+    index = export_html(out_dir, params.run_dir / "html")
+    print(f"HTML: {index}")
+    return 0
+
+
+def _run_graph(notebooks: list[Path], needs: dict, jobs: int, root: Path, out_dir: Path, params_path: Path,
+               t_all: float):
+    """Run the notebooks, each once the ones it needs are done, at most ``jobs`` at a time; returns None,
+    or (notebook, executed copy, error text) of the first that failed (the others running are stopped)."""
+    pending, running, done = list(notebooks), {}, set()
+    cores = _cores()
+    lock = threading.Lock()
+    while pending or running:
+        ready = [nb for nb in pending if all(n in done for n in needs[nb])]
+        while ready and len(running) < jobs:
+            nb = ready.pop(0)
+            pending.remove(nb)
+            # the same share for every notebook, whatever runs beside it: the thread count changes the order of
+            # the CPU's sums and so the last digits of a training, which must not depend on the timing
+            threads = max(1, cores // jobs)
+            running[nb] = _start(nb, out_dir / nb.name, root, params_path, threads, lock)
+            with lock:
+                print(f">> {nb.relative_to(root)} ({threads} thread{'s' * (threads > 1)}; "
+                      f"{duration(time.time() - t_all)} so far)", flush=True)
+        if not running:
+            raise RuntimeError(f"notebooks waiting for notebooks that never run: {[nb.name for nb in pending]}")
+        time.sleep(0.2)
+        for nb, job in list(running.items()):
+            if job["proc"].poll() is None:
+                continue
+            for r in job["readers"]:
+                r.join()
+            del running[nb]
+            target = out_dir / nb.name
+            if job["proc"].returncode != 0:
+                for other in running.values():
+                    other["proc"].terminate()
+                for other in running.values():
+                    other["proc"].wait()
+                error = (_executed_error(target) or (job["stderr"][-1] if job["stderr"] else None)
+                         or f"the notebook's process exited with code {job['proc'].returncode}")
+                return nb, target, error
+            done.add(nb)
+            with lock:
+                print(f"   {nb.name} done in {time.time() - job['t0']:.0f} s -> {target}", flush=True)
+    return None
+
+
+def _start(nb: Path, target: Path, root: Path, params_path: Path, threads: int, lock: threading.Lock) -> dict:
+    """One notebook in its own process (``python -m mlc.pipeline --execute``) with ``threads`` CPU threads;
+    its progress lines are printed as they come."""
+    env = {**os.environ, PROGRESS_ENV: "lines", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mlc.pipeline", "--execute", str(nb), str(target),
+                             str(params_path)], cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    job = {"proc": proc, "t0": time.time(), "stderr": []}
+
+    def relay():
+        for line in proc.stdout:
+            with lock:
+                print(line.rstrip("\n"), flush=True)
+
+    def keep_errors():
+        for line in proc.stderr:
+            if line.strip():
+                job["stderr"] = [*job["stderr"][-50:], line.rstrip("\n")]
+
+    readers = [threading.Thread(target=f, daemon=True) for f in (relay, keep_errors)]
+    for r in readers:
+        r.start()
+    job["readers"] = readers
+    return job
+
+
+def _executed_error(target: Path) -> str | None:
+    """The error of the failed cell in an executed notebook ("Name: message"), or None."""
+    try:
+        nb = json.loads(target.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    for cell in nb.get("cells", []):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return f"{out.get('ename')}: {out.get('evalue')}".replace("\n", "\n  ")
+    return None
+
+
+def execute_one(nb: Path, target: Path, params_path: Path) -> int:
+    """Execute one notebook in the working directory (what each process of :func:`run_all` runs, started in
+    the repository's root): its progress lines go to stdout, a failure's error to stderr and the exit code."""
+    import shutil
+    import signal
+    import tempfile
+
+    import papermill as pm
+    # stopped by run_all (another notebook failed): leave through papermill, which shuts the kernel down
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    _stream_notebook_output()
+    sockets = Path(tempfile.mkdtemp(prefix="mlc-kernel-"))
+    extra = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(sockets)}
+    try:
+        # a kernel starting beside a busy training may take long: wait up to 5 minutes, not papermill's 60 s
+        pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
+                            cwd=os.getcwd(), kernel_name="python3", progress_bar=False, log_output=True,
+                            start_timeout=300, **extra)
+    except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
+        print(_error_text(e), file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+    return 0
+
+
+def _ipc_kernel_manager(socket_dir: Path):
+    """A kernel manager whose kernel talks over Unix sockets in ``socket_dir``: kernels started at the same
+    moment by notebooks side by side cannot pick the same TCP port (jupyter_client picks free ports, closes
+    them and lets the kernel bind them later), and nothing is exposed on the network."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs):
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", str(socket_dir / "kernel"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
+
+
+# the progress lines worth a terminal: "[q2l] epoch 3/12 ... ETA 1m40s", "[toy CLIP] epoch ...", resume notes
+_PROGRESS_LINE = re.compile(r"^\[[^\]]+\] |^resuming |^early stop")
+
+
+class _ProgressLines(logging.Handler):
+    """Prints the progress lines among what papermill logs of the notebooks' outputs."""
+
+    def emit(self, record):
+        for line in record.getMessage().splitlines():
+            if _PROGRESS_LINE.match(line.strip()):
+                print("   " + line.strip(), flush=True)
+
+
+def _stream_notebook_output() -> None:
+    """Show the notebooks' progress lines (from papermill's ``log_output``) on the terminal as they come."""
+    log = logging.getLogger("papermill")
+    if not any(isinstance(h, _ProgressLines) for h in log.handlers):
+        log.addHandler(_ProgressLines())
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def _error_text(e: Exception) -> str:
+    """The whole error of a failed cell (a run conflict lists its differences on several lines)."""
+    ename, evalue = getattr(e, "ename", None), getattr(e, "evalue", None)
+    if ename is not None and evalue is not None:
+        return f"{ename}: {evalue}".replace("\n", "\n  ")
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
+
+
+def export_html(notebook_dir: Path, html_dir: Path) -> Path:
+    """Every executed notebook as a standalone HTML page (figures embedded), plus an index page."""
+    import html
+
+    from nbconvert import HTMLExporter
+    html_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter()
+    pages = []
+    for nb in sorted(notebook_dir.glob("*.ipynb")):
+        body, _ = exporter.from_filename(str(nb))
+        atomic_write_text(html_dir / f"{nb.stem}.html", body)
+        pages.append(nb.stem)
+    links = "".join(f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in pages)
+    index = html_dir / "index.html"
+    atomic_write_text(index, f"<!doctype html><meta charset='utf-8'><title>{html.escape(str(notebook_dir.parent.name))}"
+                             f"</title><h1>Run {html.escape(notebook_dir.parent.name)}</h1><ul>{links}</ul>")
+    return index
+
+

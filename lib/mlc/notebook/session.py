@@ -1,0 +1,37 @@
+"""Helpers for the notebooks: find the repository, load the params, set the figure style."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from mlc.config.params import RunParams, find_checkout, load_params
+from mlc.notebook.figures import set_style
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The kit's root (the folder with pyproject.toml and notebooks/), from the working directory up."""
+    here = (start or Path.cwd()).resolve()
+    root = find_checkout(here)
+    if root is None:
+        raise FileNotFoundError(f"no mlc-kit checkout above {here} (looked for pyproject.toml and notebooks/)")
+    return root
+
+
+def setup(params_file: str, devices: int = 1) -> RunParams:
+    """Run from the repository root (so relative paths in params work from JupyterLab too) and load params.
+    ``devices`` above 1 trains every method on that many GPUs (processes): ``train_method`` then launches
+    torchrun and streams its progress into the notebook (see :mod:`mlc.runs.torchrun`)."""
+    root = repo_root()
+    os.chdir(root)
+    set_style()
+    params = load_params(params_file)
+    if devices > 1:
+        for mp in params.methods.values():
+            mp.train.devices = int(devices)
+    (params.run_dir / "figures").mkdir(parents=True, exist_ok=True)
+    return params
+
+
+def figure_path(params: RunParams, name: str) -> Path:
+    """Path (without suffix) of a figure in the run's figures folder."""
+    return params.run_dir / "figures" / name

@@ -1,0 +1,205 @@
+"""One way to a model: a finished run's best checkpoint, a kit checkpoint file, or the authors' released weights.
+
+``load_model(params_file, method=None, checkpoint=None)`` is what the notebooks, ``python -m mlc.evaluate``,
+the predictor and the tests call.  The params build the model (architecture, label names, label embeddings);
+the weights come from
+
+* ``checkpoint=None``: the released file the params name (``released.checkpoint``, params/released/), else the
+  run's ``<run>/<method>/checkpoints/best.pt``;
+* ``checkpoint=PATH``: a kit checkpoint (``best.pt``, or a bare kit state dict) or an official file in the
+  container its authors ship (see :func:`mlc.core.registry.official_format`): Q2L ``checkpoint.pkl`` (+
+  ``config_new.json``, which must agree with the params), SALGL ``ema_best_model.pth``, SGRE
+  ``best_ema_model.pth``, MKT stage-1 / stage-2 files, QKS ``best_model.pth``; with or without ``module.``
+  prefixes and ``state_dict`` / ``model`` wrappers.
+
+Every file is read without running code from it (:mod:`mlc.core.safe_load`).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mlc.config.params import RunParams, load_params
+from mlc.core.registry import create_model, official_format
+from mlc.engine.rundir import finished_methods
+from mlc.modeling.convert import read_checkpoint, strip_module_prefix
+from mlc.runs.build import load_trained
+from mlc.runs.data import prepare_data
+from mlc.runs.resolve import method_params, no_such_method
+
+# Q2L's --backbone names -> the kit's backbones
+Q2L_BACKBONES = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50", "resnet101": "resnet101",
+                 "tresnetl": "tresnet_l", "tresnetl_v2": "tresnet_l_21k", "swin_L_384_22k": "swin_large_384",
+                 "CvT_w24": "cvt_w24_384"}
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode and what it is: its method, its label names, and where its weights came from."""
+    method: str
+    model: torch.nn.Module
+    label_names: list[str]
+    weights: dict          # {"kind": "trained" | "kit checkpoint" | "released", "checkpoint", "sha256", "format"}
+
+
+def sha256_of(path: str | Path, chunk: int = 1 << 20) -> str:
+    """The file's SHA-256 (hex), read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """(state dict without ``module.`` prefixes, a description of the container) of a checkpoint file."""
+    state, container = read_checkpoint(path, with_container=True)
+    return strip_module_prefix(state), container
+
+
+def check_q2l_config(config_file: str | Path, mp, num_classes: int, params_source: str) -> None:
+    """Q2L ships ``config_new.json`` (its training arguments) beside ``checkpoint.pkl``; the official
+    inference script builds the model from it.  Every architecture field must agree with the params."""
+    config_file = Path(config_file)
+    try:
+        official = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{config_file}: not a readable Q2L config_new.json ({e})") from None
+    cfg = mp.model
+    expected = {"backbone": (Q2L_BACKBONES.get(official.get("backbone"), official.get("backbone")), cfg.backbone,
+                             "model.backbone"),
+                "img_size": (official.get("img_size"), mp.input.image_size, "input.image_size"),
+                "num_class": (official.get("num_class"), num_classes, "the number of labels"),
+                "hidden_dim": (official.get("hidden_dim"), cfg.hidden_dim, "model.hidden_dim"),
+                "dim_feedforward": (official.get("dim_feedforward"), cfg.dim_feedforward, "model.dim_feedforward"),
+                "enc_layers": (official.get("enc_layers"), cfg.enc_layers, "model.enc_layers"),
+                "dec_layers": (official.get("dec_layers"), cfg.dec_layers, "model.dec_layers"),
+                "nheads": (official.get("nheads"), cfg.nheads, "model.nheads"),
+                "keep_input_proj": (official.get("keep_input_proj", False), cfg.keep_input_proj,
+                                    "model.keep_input_proj"),
+                "keep_first_self_attn_dec": (official.get("keep_first_self_attn_dec", False),
+                                             cfg.keep_first_self_attn, "model.keep_first_self_attn"),
+                "keep_other_self_attn_dec": (official.get("keep_other_self_attn_dec", False),
+                                             cfg.keep_other_self_attn, "model.keep_other_self_attn")}
+    if official.get("pre_norm"):
+        raise ValueError(f"{config_file}: pre_norm is true; the kit's Q2L is the post-norm model of every "
+                         f"released checkpoint")
+    wrong = [f"{key} is {theirs!r} in {config_file.name} but {where} is {mine!r} in {params_source}"
+             for key, (theirs, mine, where) in expected.items() if theirs is not None and theirs != mine]
+    if wrong:
+        raise ValueError(f"{config_file}: the released model's architecture differs from the params:\n  "
+                         + "\n  ".join(wrong))
+
+
+def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], path: Path, what: str,
+                  num_classes: int) -> None:
+    """``load_state_dict(strict=True)`` whose errors name the file and, for a shape mismatch, the class count."""
+    own = model.state_dict()
+    for key, value in state.items():
+        if key in own and own[key].shape != value.shape:
+            hint = ""
+            if num_classes in own[key].shape and num_classes not in value.shape:
+                hint = f" (the params give {num_classes} labels: is this a checkpoint for another dataset?)"
+            raise ValueError(f"{path}: {what}: {key!r} has shape {tuple(value.shape)}, the model's is "
+                             f"{tuple(own[key].shape)}{hint}")
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{path}: {what} does not fit the model: missing {missing[:5]}"
+                         f"{' ...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
+                         f"{' ...' if len(unexpected) > 5 else ''}")
+    model.load_state_dict(state, strict=True)
+
+
+def load_weights(model: torch.nn.Module, model_name: str, path: str | Path, num_classes: int) -> dict:
+    """Put the weights of ``path`` (a kit or an official file) into ``model``; returns what they were."""
+    path = Path(path)
+    state, container = read_state_dict(path)
+    own = model.state_dict()
+    if set(state) == set(own):                          # the kit's own layout
+        _load_checked(model, state, path, "kit checkpoint", num_classes)
+        return {"kind": "kit checkpoint", "format": f"kit state dict ({container})"}
+    fmt = official_format(model_name)
+    try:
+        converted = fmt.convert(state, model)
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not a kit checkpoint of this model and not an official {model_name} checkpoint "
+                         f"({fmt.description}): {e.args[0] if e.args else e}") from None
+    _load_checked(model, converted, path, f"official {model_name} checkpoint", num_classes)
+    return {"kind": "released", "format": f"official {model_name} ({container})"}
+
+
+def _params(params_file) -> RunParams:
+    return params_file if isinstance(params_file, RunParams) else load_params(params_file)
+
+
+def method_name(params: RunParams, method: str | None = None) -> str:
+    """The method whose weights to load: ``method``, else the released one, else the params' only method."""
+    if method is None:
+        if params.released is not None:
+            return params.released.method
+        if len(params.methods) != 1:
+            raise ValueError(f"{params.source}: several methods ({', '.join(params.methods)}); name one with method=")
+        return next(iter(params.methods))
+    if method not in params.methods:
+        raise KeyError(no_such_method(params, method))
+    return method
+
+
+def methods_to_load(params: RunParams, methods: list[str] | None = None, checkpoint=None,
+                    baselines: bool = True) -> list[str]:
+    """The methods an evaluation or exploration covers: those named, else the released one (or the one a
+    ``checkpoint`` file is for), else every finished run (``baselines=False``: without the baseline runs)."""
+    if methods:
+        return list(methods)
+    if params.released is not None or checkpoint is not None:
+        return [method_name(params)]
+    return finished_methods(params, baselines=baselines)
+
+
+def load(params_file, method: str | None = None, checkpoint: str | Path | None = None, device: str = "cpu",
+         label_names: list[str] | None = None) -> LoadedModel:
+    """:func:`load_model` with what it loaded: label names and the weights' origin (kind, file, SHA-256)."""
+    params = _params(params_file)
+    name = method_name(params, method)
+    mp = method_params(params, name)
+    if label_names is None:
+        manifest = prepare_data(params, progress=False)
+        label_names = [manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)]
+    released = params.released if params.released is not None and params.released.method == name else None
+    if checkpoint is None and released is not None:
+        checkpoint = params.resolve_path(released.checkpoint)
+        if not Path(checkpoint).is_file():
+            how = released.download or f"Download them from {released.url or 'the authors'}"
+            raise FileNotFoundError(
+                f"{checkpoint}: the released {released.model_name or name} weights are not there ({params.source}, "
+                f"released.checkpoint).\n  {how}\n  and save the file as {checkpoint}, or pass checkpoint=PATH / "
+                f"--checkpoint PATH.")
+    if checkpoint is None:
+        model = load_trained(params, name, device="cpu")
+        path = params.run_dir / name / "checkpoints" / "best.pt"
+        weights = {"kind": "trained", "format": "kit run"}
+    else:
+        path = Path(checkpoint)
+        model = create_model(mp.model_name, mp.model, len(label_names), label_names=list(label_names))
+        if mp.model_name == "q2l":
+            config = released.config if released is not None and released.config else None
+            config_path = params.resolve_path(config) if config else path.parent / "config_new.json"
+            if config or config_path.is_file():
+                check_q2l_config(config_path, mp, len(label_names), params.source)
+        weights = load_weights(model, mp.model_name, path, len(label_names))
+    weights.update(checkpoint=str(Path(path).resolve()), sha256=sha256_of(path))
+    return LoadedModel(name, model.to(device).eval(), list(label_names), weights)
+
+
+def load_model(params_file, method: str | None = None, checkpoint: str | Path | None = None,
+               device: str = "cpu", label_names: list[str] | None = None) -> torch.nn.Module:
+    """The model of a params file in eval mode, with weights from the run, a kit checkpoint or the authors'
+    released file (see the module docstring).  ``params_file``: a path or loaded params; ``method``: needed
+    when the params have several; ``label_names``: the model's labels without reading the dataset (the
+    manifest's by default)."""
+    return load(params_file, method, checkpoint, device, label_names).model

@@ -1,0 +1,211 @@
+"""The toy world's CLIP (notebook 02): its key and checkpoint in the run, its caption data, its contrastive
+pretraining, and its zero-shot scores."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlc.core.io import atomic_write_stream, atomic_write_text
+from mlc.core.progress import bar as progress_bar
+from mlc.data.dataset import MultiLabelDataset
+from mlc.data.toyworld import SCENE_PHRASES
+from mlc.engine.loop import _Autocast, build_scheduler, resolve_amp
+from mlc.metrics.multilabel import per_class_ap
+from mlc.modeling.clip import _register_configs, encode_prompts
+
+
+def clip_key(params) -> str:
+    """A key of everything that determines a trained toy CLIP (its config, recipe and the toy world)."""
+    import open_clip
+    _register_configs()
+    recipe = {k: v for k, v in asdict(params.clip).items() if k not in ("zero_shot_template", "pretrained", "amp")}
+    if resolve_amp(params.clip.amp, torch.device("cpu")) is not None:   # the precision it really trains in here
+        recipe["precision"] = "bf16"
+    blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": recipe,
+                       "world": params.data.toy.key(), "seed": params.seed}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def clip_checkpoint(params) -> Path:
+    """Where the run's CLIP weights are: ``clip.pretrained`` or the toy CLIP trained for this run."""
+    if params.clip.pretrained:
+        return Path(params.clip.pretrained) if params.clip.pretrained == "openai" else \
+            params.resolve_path(params.clip.pretrained)
+    return params.resolve_path(params.output_root) / "clip" / f"{params.clip.model}-{clip_key(params)}.pt"
+
+
+class CaptionDataset(torch.utils.data.Dataset):
+    """(image, caption tokens) pairs; the small toy images are decoded once and kept in memory.
+
+    With ``variants`` each draw rewrites the caption from what it names (the image's objects and, half
+    of the time, its scene), with a random subset of the objects in random order: "a blue star and a red
+    circle", "a red circle at the beach".  Web captions vary like this; one fixed sentence per image
+    teaches a small model little about single objects.  It uses no more than the caption already says.
+    """
+
+    def __init__(self, manifest, split, preprocess, tokenizer, variants: bool = False, seed: int = 0):
+        from PIL import Image
+        df = manifest.split(split)
+        if "caption" not in df:
+            raise ValueError(f"{manifest.root}: split {split!r} has no captions to pretrain a CLIP on")
+        self.tokenizer, self.variants = tokenizer, variants
+        self.captions = df["caption"].tolist()
+        self.tokens = tokenizer(self.captions)
+        names = manifest.label_names
+        self.objects = [[names[i] for i in pos] for pos in df["pos"]]
+        scenes = manifest.meta.get("scenes")
+        self.scenes = [scenes[s] for s in df["scene"]] if scenes and "scene" in df else [None] * len(df)
+        self.rng = np.random.default_rng(seed)
+        images = []
+        for rel in df["image"]:
+            with Image.open(manifest.image_root / rel) as img:
+                images.append(preprocess(img.convert("RGB")))
+        self.images = torch.stack(images)
+
+    def __len__(self):
+        return len(self.tokens)
+
+    def variant(self, i: int) -> str:
+        """A caption naming a random subset of the image's objects, in random order (and the scene half the time)."""
+        objs = list(self.objects[i])
+        if not objs:
+            return self.captions[i]
+        k = self.rng.integers(1, len(objs) + 1)
+        picked = [objs[j] for j in self.rng.permutation(len(objs))[:k]]
+        text = " and ".join(("an " if o[0] in "aeiou" else "a ") + o for o in picked)
+        if self.scenes[i] and self.rng.random() < 0.5:
+            text += " " + SCENE_PHRASES.get(self.scenes[i], f"at the {self.scenes[i]}")
+        return text
+
+    def __getitem__(self, i):
+        if self.variants:
+            return self.images[i], self.tokenizer([self.variant(i)])[0]
+        return self.images[i], self.tokens[i]
+
+
+def train_toy_clip(params, manifest, progress: bool = True) -> dict:
+    """Contrastive pretraining of ``params.clip.model`` on the train captions; returns the record
+    (path, history, seconds).  Reuses a finished checkpoint with the same key."""
+    import open_clip
+    path = clip_checkpoint(params)
+    record_path = path.with_suffix(".json")
+    if path.is_file() and record_path.is_file():
+        return json.loads(record_path.read_text())
+    if params.clip.pretrained:
+        raise ValueError("clip.pretrained is set: nothing to train")
+    cp = params.clip
+    torch.manual_seed(params.seed)
+    _register_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(cp.model, output_dict=True)
+    tokenizer = open_clip.get_tokenizer(cp.model)
+    data = CaptionDataset(manifest, "train", preprocess, tokenizer, variants=cp.caption_variants, seed=params.seed)
+    val = CaptionDataset(manifest, "val", preprocess, tokenizer) if "val" in manifest.split_names else None
+    g = torch.Generator().manual_seed(params.seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=cp.batch_size, shuffle=True, drop_last=True, generator=g)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cp.weight_decay}, {"params": rest, "weight_decay": 0}],
+                            lr=cp.lr, betas=(0.9, 0.98), eps=1e-6)
+    # the engine's per-step cosine schedule with linear warm-up (to zero; CLIP pretraining has no floor)
+    from types import SimpleNamespace
+
+    sched, _ = build_scheduler(opt, SimpleNamespace(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0,
+                                                    warmup_epochs=cp.warmup_epochs), len(loader))
+    loss_fn = open_clip.ClipLoss()
+    autocast = _Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
+    history, t0 = [], time.time()
+    for epoch in range(cp.epochs):
+        model.train()
+        losses = []
+        for images, texts in progress_bar(loader, desc=f"toy CLIP epoch {epoch + 1}/{cp.epochs}", leave=False,
+                                  disable=not progress):
+            loss = contrastive_step(model, images, texts, loss_fn, opt, autocast)
+            sched.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, math.log(100))
+            losses.append(loss.item())
+        rec = {"epoch": epoch, "train_loss": float(np.mean(losses)),
+               "logit_scale": float(model.logit_scale.exp().detach())}
+        if val is not None:
+            rec["val_loss"] = _caption_loss(model, val, loss_fn, cp.batch_size)
+        history.append(rec)
+        if progress:
+            print(f"[toy CLIP] epoch {epoch + 1}/{cp.epochs} loss {rec['train_loss']:.3f}"
+                  + (f" val {rec['val_loss']:.3f}" if "val_loss" in rec else ""))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_stream(path, lambda f: torch.save(model.state_dict(), f))
+    record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
+              "precision": "bf16" if autocast.enabled else "fp32",
+              "key": clip_key(params)}
+    atomic_write_text(record_path, json.dumps(record, indent=1))
+    return record
+
+
+def contrastive_step(model, images, texts, loss_fn, opt, autocast) -> torch.Tensor:
+    """One optimizer step of contrastive pretraining (forward and loss under ``autocast()``); returns the loss."""
+    with autocast():
+        out = model(images, texts)
+        loss = loss_fn(out["image_features"], out["text_features"], out["logit_scale"])
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return loss
+
+
+@torch.no_grad()
+def _caption_loss(model, dataset, loss_fn, batch_size) -> float:
+    model.eval()
+    losses = []
+    for images, texts in torch.utils.data.DataLoader(dataset, batch_size=batch_size, drop_last=True):
+        out = model(images, texts)
+        losses.append(loss_fn(out["image_features"], out["text_features"], out["logit_scale"]).item())
+    return float(np.mean(losses)) if losses else float("nan")
+
+
+@torch.no_grad()
+def encode_images(model, preprocess, manifest, split: str, batch_size: int = 256, progress: bool = True) -> np.ndarray:
+    """L2-normalised image embeddings [N, E] of a split."""
+    ds = MultiLabelDataset(manifest, split, preprocess)
+    out = []
+    loader = torch.utils.data.DataLoader(ds, batch_size=batch_size)
+    for batch in progress_bar(loader, desc=f"encode {split}", leave=False, disable=not progress):
+        out.append(model.encode_image(batch["image"], normalize=True))
+    return torch.cat(out).numpy()
+
+
+def zero_shot_scores(model, preprocess, tokenizer, manifest, split: str, template: str, progress: bool = True
+                     ) -> np.ndarray:
+    """Cosine similarity of every image of a split to every label's prompt: [N, C] (all labels)."""
+    images = encode_images(model, preprocess, manifest, split, progress=progress)
+    texts = encode_prompts(model, tokenizer, manifest.label_names, [template])
+    return images @ texts.T
+
+
+def zero_shot_report(params, manifest, model, preprocess, tokenizer, split: str = "test", progress: bool = True):
+    """CLIP zero-shot on a split (one prompt per label, ``clip.zero_shot_template``) against a random ranking,
+    for the seen and the unseen labels; writes ``<run>/clip_zero_shot.json``.  Returns (table %, per-class AP)."""
+    import pandas as pd
+    scores = zero_shot_scores(model, preprocess, tokenizer, manifest, split, params.clip.zero_shot_template,
+                              progress=progress)
+    targets = manifest.dense_targets(split)
+    ap = per_class_ap(scores, targets, "noninterp")
+    rng = np.random.default_rng(0)
+    random_ap = np.nanmean([per_class_ap(rng.random(scores.shape), targets, "noninterp") for _ in range(5)], axis=0)
+    groups = {"seen": manifest.seen_indices, "unseen": manifest.unseen_indices}
+    table = pd.DataFrame({name: {"CLIP zero-shot mAP": 100 * np.nanmean(ap[idx]),
+                                 "random ranking mAP": 100 * np.nanmean(random_ap[idx]), "labels": len(idx)}
+                          for name, idx in groups.items() if len(idx)}).T
+    params.run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(params.run_dir / "clip_zero_shot.json", json.dumps(
+        {"model": params.clip.model, "template": params.clip.zero_shot_template,
+         **{f"{k}_mAP": float(v) / 100 for k, v in table["CLIP zero-shot mAP"].items()},
+         **{f"{k}_random_mAP": float(v) / 100 for k, v in table["random ranking mAP"].items()},
+         "per_class_AP": [None if np.isnan(a) else float(a) for a in ap]}, indent=1))
+    return table, ap
