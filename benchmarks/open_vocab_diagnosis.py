@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     texts = clip.encode_prompts(cmodel, tokenizer, unseen_names, [params.clip.zero_shot_template])
     targets_all = manifest.dense_targets("test", order)
     zsl(f"CLIP zero-shot (cosine, prompt {params.clip.zero_shot_template!r})", images @ texts.T, targets_all)
-    from mlc.methods.mkt.model import MKT_TEMPLATE
+    from mlc.methods.mkt.prompts import MKT_TEMPLATE
     from mlc.methods.qks.prompts import qks_templates
     for name, templates in ((f"MKT's template {MKT_TEMPLATE!r}", [MKT_TEMPLATE]),
                             ("QKS's 85 templates (averaged)", qks_templates())):

@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 import torch
 
+from mlc.methods.qks.prompts import qks_templates
 from mlc.modeling import embeddings as E
 
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "circle", "dining", "table", "traffic", "light",
@@ -88,7 +89,7 @@ def test_clip_prompt_ensembles_raw_and_normalised(tmp_path):
     model = open_clip.create_model("mlc-toy-clip")
     ckpt = tmp_path / "toy.pt"
     torch.save(model.state_dict(), ckpt)
-    templates = E.qks_templates()
+    templates = qks_templates()
     assert len(templates) == 85 and templates[0] == "a bad photo of a {}."
     assert templates[-1] == "this is one {} in the scene."
     raw = E.build_text_embeddings("clip_qks", ["red circle", "blue star"], tmp_path / "cache",

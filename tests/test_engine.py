@@ -144,7 +144,7 @@ def test_the_toy_clip_key_names_the_precision_it_trains_in(monkeypatch):
     """A toy CLIP trained in bf16 is another CLIP: its key differs, so a run never reuses an fp32 CLIP for a bf16
     recipe; where the CPU would run ``amp: bf16`` in fp32 anyway, the key (and so the CLIP) is the fp32 one."""
     from mlc.engine import loop as engine
-    from mlc.modeling import clip
+    from mlc.runs import toy_clip as clip
     toy = ROOT / "params" / "toy.yaml"
     fp32, bf16 = (load_params(toy, set_args=[f"clip.amp={amp}"]) for amp in ("none", "bf16"))
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: True)

@@ -143,9 +143,10 @@ def test_transformers_gelu_would_change_the_outputs(oracle):
 
 def test_q2l_checkpoint_backbone_keys_land_on_the_cvt_backbone():
     """Inside Q2L's checkpoint.pkl the CvT sits at ``backbone.0.*`` (no IntermediateLayerGetter)."""
+    from mlc.core.registry import BACKBONES
     from mlc.methods.q2l.model import Q2LConfig, Query2Label, _official_q2l
-    from mlc.modeling.backbones import _REGISTRY, register_backbone
-    if "cvt_oracle_tiny" not in _REGISTRY:
+    from mlc.modeling.backbones import register_backbone
+    if "cvt_oracle_tiny" not in BACKBONES:
         register_backbone("cvt_oracle_tiny", 48, 16)(lambda pretrained=False, weights=None: CvtBody(**SPEC))
     model = Query2Label(Q2LConfig(backbone="cvt_oracle_tiny", hidden_dim=48, dim_feedforward=64), 5)
     sd = official_state_dict()

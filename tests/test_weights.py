@@ -173,7 +173,7 @@ def test_every_paper_params_file_lists_its_weights_offline():
     env = {**os.environ, "MLC_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
     files = sorted(str(p.relative_to(ROOT)) for d in ("q2l", "salgl", "sgre", "mkt", "qks", "released")
                    for p in (ROOT / "params" / d).glob("*.yaml"))
-    code = ("import sys; from mlc.config.params import load_params; from mlc.weights import needed_weights\n"
+    code = ("import sys; from mlc.config.params import load_params; from mlc.runs.weights import needed_weights\n"
             "for f in sys.argv[1:]:\n"
             "    w = needed_weights(load_params(f)); assert w, f; print(f, len(w))")
     done = subprocess.run([sys.executable, "-c", code, *files], capture_output=True, text=True, env=env, cwd=ROOT,

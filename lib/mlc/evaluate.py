@@ -1,5 +1,7 @@
-"""``python -m mlc.evaluate``: test metrics of finished runs or released weights (``mlc evaluate``).  The command lives in :mod:`mlc.cli.evaluate`."""
+"""``python -m mlc.evaluate``: test metrics of finished runs or released weights (``mlc evaluate``).
+
+The command lives in :mod:`mlc.cli.evaluate`."""
 from mlc.cli.evaluate import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,5 +1,7 @@
-"""``python -m mlc.weights``: the pretrained weights a run needs.  The command lives in :mod:`mlc.cli.weights`."""
+"""``python -m mlc.weights``: the pretrained weights a run needs.
+
+The command lives in :mod:`mlc.cli.weights`."""
 from mlc.cli.weights import main
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -20,7 +20,7 @@ from torch import nn
 
 from mlc.runs.data import method_data
 
-_ROOT = Path(__file__).resolve().parents[2]
+_ROOT = Path(__file__).resolve().parents[3]
 
 
 def describe(x) -> str:

@@ -49,7 +49,7 @@ def train_with_torchrun(params: RunParams, name: str, devices: int, progress: bo
     env = dict(os.environ, MLC_PROGRESS="lines", PYTHONUNBUFFERED="1", **{LAUNCH_BASE_DIR_ENV: params.base_dir},
                OMP_NUM_THREADS=os.environ.get(
         "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices))))
-    lib = str(Path(__file__).resolve().parents[1])
+    lib = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [lib, env.get("PYTHONPATH")]))
     tail: list[str] = []
     try:

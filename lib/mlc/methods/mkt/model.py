@@ -23,13 +23,12 @@ from torch import nn
 
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.core.safe_load import load_torch
+from mlc.methods.mkt.prompts import MKT_TEMPLATE
 from mlc.modeling.clip import grid_size, load_clip, visual_tokens
 from mlc.modeling.convert import rename_state_dict, strip_module_prefix
 from mlc.modeling.embeddings import build_text_embeddings
 from mlc.modeling.losses import build_loss
 from mlc.modeling.method import Method
-
-MKT_TEMPLATE = "There is a {} in the scene"
 
 
 @dataclass
