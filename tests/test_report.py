@@ -5,7 +5,7 @@ import numpy as np
 from conftest import ROOT
 
 from mlc.evaluation.report import PAPER_NUMBERS, finished_runs, paper_comparison, released_models, rows_without_params
-from mlc.notebook.figures import scene_label_weights
+from mlc.methods.salgl.figures import scene_label_weights
 
 
 def test_paper_numbers_file_is_complete_and_tagged():

@@ -135,7 +135,8 @@ def test_offline_tries_no_network_and_says_what_to_fetch(hub, tmp_path):
     server, _ = hub
     n = len(server.requests)
     env = _env(tmp_path, server, MLC_OFFLINE="1")
-    code = "from mlc.modeling.embeddings import bert_token_embeddings; bert_token_embeddings(['cat'], 'kit-test/tiny-bert')"
+    code = ("from mlc.modeling.embeddings import bert_token_embeddings; "
+            "bert_token_embeddings(['cat'], 'kit-test/tiny-bert')")
     done = _run(["-c", code], env, tmp_path)
     assert done.returncode != 0
     assert "not in the local cache (offline: MLC_OFFLINE or HF_HUB_OFFLINE is set)" in done.stderr

@@ -15,6 +15,7 @@ import torch
 
 from mlc.core.io import atomic_write_text
 from mlc.core.progress import bar as progress_bar
+from mlc.core.registry import model_entry
 from mlc.data.dataset import MultiLabelDataset
 from mlc.data.transforms import build_transform
 from mlc.engine.loop import make_loader
@@ -24,9 +25,9 @@ from mlc.runs.resolve import method_params
 
 
 def map_kind(model_name: str) -> str:
-    """What a model's ``attention`` holds, for colour-bar labels (docs/models.md): MKT's maps are signed
-    patch-label similarities, every other model's are attention weights."""
-    return "patch-label similarity" if model_name == "mkt" else "attention weight"
+    """What a model's ``attention`` holds, for colour-bar labels (docs/models.md): attention weights unless the
+    model registered another kind (MKT's maps are signed patch-label similarities)."""
+    return model_entry(model_name).map_kind
 
 
 def load_for_maps(params, name: str, manifest, device: str = "cpu"):

@@ -1,8 +1,8 @@
 """The reproduction report: every finished run under ``outputs/`` and the papers' numbers beside the kit's.
 
-The papers' numbers live in ``mlc/evaluation/paper_numbers.csv`` (package data, built from ../shared/specs/paper-numbers.md), each
-with its source and tag: P primary (the authors' own artefact), S secondary (re-typed by a third party),
-R a third-party reproduction.  A paper row is matched with the runs made from its params file.
+The papers' numbers live in ``mlc/evaluation/paper_numbers.csv`` (package data, built from ../shared/specs/paper-
+numbers.md), each with its source and tag: P primary (the authors' own artefact), S secondary (re-typed by a third
+party), R a third-party reproduction. A paper row is matched with the runs made from its params file.
 """
 from __future__ import annotations
 

@@ -180,7 +180,7 @@ class MKT(nn.Module):
                 "attention": sim.reshape(*sim.shape[:2], h, w)}
 
 
-@register_model("mkt", MKTConfig)
+@register_model("mkt", MKTConfig, map_kind="patch-label similarity")
 def build_mkt(cfg: MKTConfig, num_classes: int, label_names: list[str] | None = None) -> MKT:
     """Build MKT (registered as ``mkt``)."""
     return MKT(cfg, num_classes, label_names)

@@ -1,2 +1,2 @@
 """Query2Label: see docs/methods/q2l.md."""
-from mlc.methods.q2l import model  # noqa: F401  (each registers what it defines)
+from mlc.methods.q2l import claim, model  # noqa: F401  (each registers what it defines)

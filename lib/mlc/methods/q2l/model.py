@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from mlc.core.registry import register_model, register_official
+from mlc.methods.q2l.official import check_q2l_config
 from mlc.modeling.backbones import create_backbone
 from mlc.modeling.convert import rename_state_dict
 from mlc.modeling.layers import DecoderLayer, EncoderLayer, GroupWiseLinear, sine_position_encoding
@@ -161,7 +162,7 @@ def _timm_body_keys(state: dict[str, torch.Tensor], model: "Query2Label") -> dic
     return out
 
 
-@register_official("q2l", files=("checkpoint.pkl",), config_file="config_new.json",
+@register_official("q2l", files=("checkpoint.pkl",), config_file="config_new.json", check_config=check_q2l_config,
                    description="Query2Label model zoo: checkpoint.pkl ({'state_dict', 'epoch', 'best_mAP', ...}, "
                                "keys maybe 'module.'-prefixed) + config_new.json (the training arguments)")
 def _official_q2l(official: dict[str, torch.Tensor], model: "Query2Label") -> dict[str, torch.Tensor]:

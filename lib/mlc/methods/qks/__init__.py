@@ -1,2 +1,2 @@
 """QKS: see docs/methods/qks.md."""
-from mlc.methods.qks import model, prompts  # noqa: F401  (each registers what it defines)
+from mlc.methods.qks import claim, figures, model, prompts  # noqa: F401  (each registers what it defines)

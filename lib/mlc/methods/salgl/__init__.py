@@ -1,2 +1,2 @@
 """SALGL: see docs/methods/salgl.md."""
-from mlc.methods.salgl import model  # noqa: F401  (each registers what it defines)
+from mlc.methods.salgl import claim, figures, model  # noqa: F401  (each registers what it defines)
