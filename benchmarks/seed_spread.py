@@ -21,7 +21,8 @@ def main() -> None:
     ap.add_argument("--params", default="params/toy.yaml")
     ap.add_argument("--method", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--zsl", action="store_true", help="also score the unseen labels (mlc.evaluation.open_vocab; MKT, QKS)")
+    ap.add_argument("--zsl", action="store_true", help="also score the unseen labels "
+                    "(mlc.evaluation.open_vocab; MKT, QKS)")
     args = ap.parse_args()
     from mlc.config.params import load_params
     base = load_params(args.params)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import platform
@@ -34,7 +35,6 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -103,7 +103,7 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = switches["cudnn_benchmark"]
     from mlc.engine.loop import build_param_groups
-    tp = SimpleNamespace(**{**vars(mp.train), "fused_adamw": switches["fused"]})
+    tp = dataclasses.replace(mp.train, fused_adamw=switches["fused"])
     optimizer = make_adamw(build_param_groups(model, mp.train), tp, device)
     autocast = _Autocast(device, switches["amp"])
     scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)

@@ -150,8 +150,7 @@ def test_global_batch_must_divide_over_processes_and_accumulation(tmp_path):
 
 def test_accumulation_gives_the_gradient_of_the_whole_batch():
     """Two forwards of 8 images with accumulate_steps 2 update the weights as one forward of 16 does."""
-    from types import SimpleNamespace
-
+    from mlc.config.params import TrainParams
     from mlc.engine.loop import _Autocast, _LossMeter, _Run, build_scheduler, make_adamw, train_one_epoch  # noqa: F401
     from mlc.modeling.method import Method
     torch.manual_seed(0)
@@ -163,8 +162,8 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch():
         batch = 16 // accumulate
         loader = [{"image": x[i:i + batch], "target": y[i:i + batch], "index": torch.arange(i, i + batch)}
                   for i in range(0, 32, batch)]
-        tp = SimpleNamespace(lr=0.1, weight_decay=0.0, fused_adamw=False, epochs=1, scheduler="constant",
-                             accumulate_steps=accumulate, channels_last=False, log_every=1, grad_clip_norm=None)
+        tp = TrainParams(lr=0.1, weight_decay=0.0, fused_adamw=False, epochs=1, scheduler="constant",
+                         accumulate_steps=accumulate, channels_last=False, log_every=1, grad_clip_norm=None)
         method = Method(model=model, loss_fn=lambda out, t: {
             "loss": torch.nn.functional.binary_cross_entropy_with_logits(out["logits"], t)},
             forward_fn=lambda m, images, t: {"logits": m(images)})

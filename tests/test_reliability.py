@@ -362,10 +362,9 @@ def test_params_file_details(tmp_path):
 
 def test_a_nan_selection_map_from_classes_without_positives_is_named_not_called_divergence():
     """Finite scores with eval.empty_class: nan on a val split missing a class: a clear error, not 'diverged'."""
-    from types import SimpleNamespace
-
     import torch
 
+    from mlc.config.params import EvalParams, TrainParams
     from mlc.engine.loop import _validate
     from mlc.modeling.method import Method
 
@@ -375,8 +374,8 @@ def test_a_nan_selection_map_from_classes_without_positives_is_named_not_called_
 
     batch = {"image": torch.randn(4, 3), "target": torch.tensor([[1., 0, 0], [0, 1, 0], [1, 1, 0], [0, 0, 0]]),
              "index": torch.arange(4)}
-    tp = SimpleNamespace(select_on="val", amp="none")
-    ev = SimpleNamespace(ap_mode="voc", empty_class="nan")
+    tp = TrainParams(select_on="val", amp="none")
+    ev = EvalParams(ap_mode="voc", empty_class="nan")
     with pytest.raises(ValueError, match=r"1 of 3 classes have no positive image in the val split.*empty_class: skip"):
         _validate(Method(model=Net(), loss_fn=None), {"live": Net()}, {"val": [batch]}, torch.device("cpu"), tp, ev,
                   {}, progress=False)

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 PLUGINS_ENV = "MLC_PLUGINS"
 _plugin_packages: list[str] = []
 _imported: set[str] = set()
+_discovering = False
 
 
 def add_plugin_packages(*names: str) -> None:
@@ -50,18 +51,33 @@ def plugin_modules() -> list[str]:
 
 
 def discover() -> None:
-    """Import every plug-in package not imported yet (each registers what it holds)."""
-    for name in plugin_modules():
-        if name in _imported:
-            continue
-        _imported.add(name)          # before the import: a plug-in that looks something up must not recurse
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != name or name in _plugin_packages:
+    """Import every plug-in package not imported yet (each registers what it holds).
+
+    A lookup made while a plug-in is being imported (a method checking its own model entry) does not start
+    the next plug-in's import: that one follows when the current import is done.  A plug-in whose import
+    failed is tried again at the next lookup."""
+    global _discovering
+    if _discovering:
+        return
+    _discovering = True
+    try:
+        for name in plugin_modules():
+            if name in _imported:
+                continue
+            _imported.add(name)
+            try:
+                importlib.import_module(name)
+            except ModuleNotFoundError as e:
+                _imported.discard(name)
+                if e.name != name or name in _plugin_packages:
+                    raise
+                raise ModuleNotFoundError(f"{PLUGINS_ENV} names {name!r}, which is not importable (is its folder on "
+                                          f"PYTHONPATH?)", name=name) from None
+            except BaseException:
+                _imported.discard(name)
                 raise
-            raise ModuleNotFoundError(f"{PLUGINS_ENV} names {name!r}, which is not importable (is its folder on "
-                                      f"PYTHONPATH?)", name=name) from None
+    finally:
+        _discovering = False
 
 
 T = TypeVar("T")

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mlc.config.params import EvalParams, LogParams, TrainParams
 from mlc.core import distributed as dist
 from mlc.core.io import atomic_write_stream, atomic_write_text
 from mlc.core.progress import StepTicker, duration
@@ -101,17 +102,17 @@ def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, d
                       pin_memory=torch.cuda.is_available(), persistent_workers=persistent_workers and num_workers > 0)
 
 
-def is_frozen(name: str, tp) -> bool:
+def is_frozen(name: str, tp: TrainParams) -> bool:
     """Whether parameter ``name`` matches one of ``tp.freeze`` (regular expressions, ``re.search``)."""
     return any(re.search(pat, name) for pat in tp.freeze)
 
 
-def trainable_parameters(model: nn.Module, tp) -> int:
+def trainable_parameters(model: nn.Module, tp: TrainParams) -> int:
     """How many parameters training will update: those that require gradients and match no ``tp.freeze``."""
     return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_frozen(n, tp))
 
 
-def build_param_groups(model: nn.Module, tp) -> list[dict]:
+def build_param_groups(model: nn.Module, tp: TrainParams) -> list[dict]:
     """Freeze parameters matching ``tp.freeze``; group the others by the first ``tp.param_groups`` match."""
     groups = [{"params": [], "lr_scale": g.lr_scale, "weight_decay": tp.weight_decay if g.weight_decay is None
                else g.weight_decay, "name": g.match} for g in tp.param_groups]
@@ -135,7 +136,7 @@ def build_param_groups(model: nn.Module, tp) -> list[dict]:
     return out
 
 
-def build_scheduler(optimizer, tp, steps_per_epoch: int):
+def build_scheduler(optimizer, tp: TrainParams, steps_per_epoch: int):
     """Returns (scheduler, per_iteration)."""
     total = tp.epochs * steps_per_epoch
     if tp.scheduler == "onecycle":
@@ -271,9 +272,9 @@ class _State:
     stopped: str | None = None            # why training ended early (early stopping); honoured on resume
 
 
-def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_dir: str | Path, seed: int = 0,
-        stage_name: str = "main", progress: bool = True, make_train_loader: Callable[[int], DataLoader] | None = None,
-        log_params=None) -> FitResult:
+def fit(method: Method, loaders: dict[str, DataLoader], tp: TrainParams, eval_params: EvalParams,
+        stage_dir: str | Path, seed: int = 0, stage_name: str = "main", progress: bool = True,
+        make_train_loader: Callable[[int], DataLoader] | None = None, log_params: LogParams | None = None) -> FitResult:
     """Train one stage into ``stage_dir`` (checkpoints/, history.jsonl, result.json) and return its result.
 
     ``loaders`` holds "val" and "test" loaders; ``make_train_loader(epoch)`` gives the training loader
@@ -289,9 +290,9 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp, eval_params, stage_d
     if stage.is_finished(stage_dir):
         return _reuse_finished(method, stage_dir)
     with _locked_stage(stage_dir):
-        logger = RunLogger(stage_dir, stage_name, tensorboard=getattr(log_params, "tensorboard", False),
-                           wandb=getattr(log_params, "wandb", False),
-                           wandb_project=getattr(log_params, "wandb_project", None),
+        log = log_params if log_params is not None else LogParams(tensorboard=False)
+        logger = RunLogger(stage_dir, stage_name, tensorboard=log.tensorboard, wandb=log.wandb,
+                           wandb_project=log.wandb_project,
                            enabled=dist.is_main_process(), echo=progress)
         try:
             run = _setup(method, loaders, tp, stage_dir, seed, stage_name, progress, make_train_loader, logger)
@@ -343,7 +344,7 @@ class _Run:
     scaler: torch.amp.GradScaler
     autocast: _Autocast
     device: torch.device
-    tp: object
+    tp: TrainParams
     loaders: dict
     get_train_loader: Callable[[int], DataLoader]
     steps_per_epoch: int                  # optimizer steps (each of accumulate_steps forwards)
@@ -362,28 +363,30 @@ class _Run:
         return self.progress and dist.is_main_process()
 
 
-def make_adamw(groups: list[dict], tp, device: torch.device) -> torch.optim.Optimizer:
+def make_adamw(groups: list[dict], tp: TrainParams, device: torch.device) -> torch.optim.Optimizer:
     """AdamW over the parameter groups: the fused kernel when ``train.fused_adamw`` and torch has one for the
     device (CUDA; the CPU from torch 2.4), else the multi-tensor (foreach) one."""
-    fused = bool(getattr(tp, "fused_adamw", False)) and device.type in ("cuda", "cpu")
+    fused = bool(tp.fused_adamw) and device.type in ("cuda", "cpu")
     try:
         return torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay, fused=fused or None)
     except RuntimeError:                  # an older torch without a fused kernel for this device
         return torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay)
 
 
-def _setup(method, loaders, tp, stage_dir: Path, seed, stage_name, progress, make_train_loader, logger) -> _Run:
+def _setup(method: Method, loaders: dict[str, DataLoader], tp: TrainParams, stage_dir: Path, seed: int,
+           stage_name: str, progress: bool, make_train_loader: Callable[[int], DataLoader] | None,
+           logger: RunLogger) -> _Run:
     """Device, speed switches, process group wrapper, optimizer, schedule, EMA and AMP scaler."""
     device = dist.local_device(pick_device(tp.device))
     logger.info(f"[{stage_name}] device {device}" + (f" (train.device: {tp.device}; {describe_cuda()})"
                                                       if tp.device == "auto" else ""))
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = bool(getattr(tp, "cudnn_benchmark", True))
+        torch.backends.cudnn.benchmark = tp.cudnn_benchmark
     model = method.model.to(device)
-    channels_last = bool(getattr(tp, "channels_last", False))
+    channels_last = tp.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    if getattr(tp, "sync_bn", False) and dist.is_dist():
+    if tp.sync_bn and dist.is_dist():
         if device.type == "cuda":
             model = method.model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         else:
@@ -393,10 +396,10 @@ def _setup(method, loaders, tp, stage_dir: Path, seed, stage_name, progress, mak
     if dist.is_dist():
         from torch.nn.parallel import DistributedDataParallel
         net = ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if getattr(tp, "compile", False):
+    if tp.compile:
         net = torch.compile(net)
     get_train_loader = make_train_loader or (lambda epoch: loaders["train"])
-    accumulate = int(getattr(tp, "accumulate_steps", 1))
+    accumulate = tp.accumulate_steps
     steps_per_epoch = len(get_train_loader(0)) // accumulate
     if steps_per_epoch == 0:
         raise ValueError("the training loader is empty (fewer images than one batch with drop_last?)")
@@ -436,7 +439,7 @@ def _resume(run: _Run) -> _State:
     return state
 
 
-def _fit(run: _Run, eval_params) -> FitResult:
+def _fit(run: _Run, eval_params: EvalParams) -> FitResult:
     tp = run.tp
     state = _resume(run)
     stage_key = int.from_bytes(run.stage_name.encode()[:8].ljust(8, b"\0"), "little") % 2**31
@@ -500,7 +503,7 @@ def _select_and_checkpoint(run: _Run, state: _State, record: dict, scores: dict,
     return bad_epochs
 
 
-def _final_test(run: _Run, state: _State, eval_params) -> FitResult:
+def _final_test(run: _Run, state: _State, eval_params: EvalParams) -> FitResult:
     """The selected checkpoint on the test split: metrics, ``test_scores.npz`` and ``result.json``."""
     dist.barrier()                        # rank 0 has written the last best.pt
     best_ck, _ = stage.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
@@ -581,7 +584,7 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
     all processes, so every rank stops together).
     """
     tp, model, optimizer, scaler, device = run.tp, run.model, run.optimizer, run.scaler, run.device
-    accumulate, channels_last = int(getattr(tp, "accumulate_steps", 1)), bool(getattr(tp, "channels_last", False))
+    accumulate, channels_last = tp.accumulate_steps, tp.channels_last
     check_every = 1 if device.type == "cpu" else max(1, tp.log_every)
     model.train()
     if device.type == "cuda":
@@ -656,7 +659,8 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
     return record
 
 
-def _validate(method, candidates: dict, loaders, device, tp, eval_params, record: dict, progress: bool) -> dict:
+def _validate(method: Method, candidates: dict, loaders, device: torch.device, tp: TrainParams,
+              eval_params: EvalParams, record: dict, progress: bool) -> dict:
     """Selection score of every candidate (live, EMA) whose scores are all finite; fills ``record``."""
     scores = {}
     for source, net in candidates.items():
@@ -665,7 +669,7 @@ def _validate(method, candidates: dict, loaders, device, tp, eval_params, record
             loader = loaders[split]
             if id(loader) not in done:        # with select_on: test, val is the test loader: score it once
                 done[id(loader)] = predict(net, method, loader, device, tp.amp, desc=f"{split} ({source})",
-                                           progress=progress, channels_last=bool(getattr(tp, "channels_last", False)))
+                                           progress=progress, channels_last=tp.channels_last)
             pred = done[id(loader)]
             m = math.nan
             if pred["nonfinite"]:
@@ -683,7 +687,7 @@ def _validate(method, candidates: dict, loaders, device, tp, eval_params, record
     return scores
 
 
-def _no_positives_message(targets: np.ndarray, split: str, eval_params) -> str:
+def _no_positives_message(targets: np.ndarray, split: str, eval_params: EvalParams) -> str:
     """Why an mAP of finite scores is NaN: classes without a positive image under ``empty_class: nan``."""
     empty = int(((targets == 1).sum(0) == 0).sum())
     return (f"the {split} mAP is NaN although every score is finite: {empty} of {targets.shape[1]} classes have no "

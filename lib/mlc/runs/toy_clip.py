@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mlc.config.params import TrainParams
 from mlc.core.io import atomic_write_stream, atomic_write_text
 from mlc.core.progress import bar as progress_bar
 from mlc.data.dataset import MultiLabelDataset
@@ -114,10 +115,8 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cp.weight_decay}, {"params": rest, "weight_decay": 0}],
                             lr=cp.lr, betas=(0.9, 0.98), eps=1e-6)
     # the engine's per-step cosine schedule with linear warm-up (to zero; CLIP pretraining has no floor)
-    from types import SimpleNamespace
-
-    sched, _ = build_scheduler(opt, SimpleNamespace(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0,
-                                                    warmup_epochs=cp.warmup_epochs), len(loader))
+    schedule = TrainParams(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0, warmup_epochs=cp.warmup_epochs)
+    sched, _ = build_scheduler(opt, schedule, len(loader))
     loss_fn = open_clip.ClipLoss()
     autocast = _Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
     history, t0 = [], time.time()
