@@ -42,6 +42,13 @@ def tiny_world(tmp_path_factory):
                     progress=False)
 
 
+def paper_methods(params) -> list[str]:
+    """The runs of a params file that stand for a method (no baseline, no second stage that starts from another
+    run): one per registered method, whatever methods are registered -- what tests iterate instead of a list."""
+    return [m for m, mp in params.methods.items() if mp.baseline_for is None
+            and not str(getattr(mp.model, "image_checkpoint", None) or "").startswith("run:")]
+
+
 def toy_params_file(tmp_path, out="out", train="epochs: 2, batch_size: 16", extra="", name="rel") -> Path:
     """A params file over toy_ci with a tiny world (64 / 16 / 24 images) and Q2L's ``train`` settings."""
     p = tmp_path / f"p_{out}_{abs(hash(train + extra)) % 10**8}.yaml"

@@ -9,7 +9,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, paper_methods
+
+from mlc.config.params import load_params
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +51,11 @@ def _prepare_open_vocab(params):
     build_run_embeddings(params, manifest=manifest, progress=False)
 
 
-@pytest.mark.parametrize("method", ["q2l", "salgl", "sgre", "mkt", "qks"])
+@pytest.mark.parametrize("method", paper_methods(load_params(ROOT / "params" / "toy_ci.yaml")))
 def test_torchrun_two_processes_train_one_run_that_scores_every_test_image_once(ddp_run, method):
     from mlc.evaluation.evaluate import evaluate_method
     pf, params, root = ddp_run
-    if method in ("mkt", "qks"):
+    if params.methods[method].label_subset == "seen":             # open vocabulary: needs the run's CLIP
         _prepare_open_vocab(params)
     # the first run also generates the toy world: both ranks ask for it, one builds it
     done = torchrun(pf, method)

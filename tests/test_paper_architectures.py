@@ -87,9 +87,10 @@ OFFICIAL_HEADS = {
     "sgre": {"enc_layers": 1, "heads": 8, "dim_feedforward": 2048, "att_dim": 1024, "embed_dim": 768,
              "pos": True},
 }
-CLOSED_SET_FILES = sorted(p.relative_to(ROOT).as_posix() for d in ("q2l", "salgl", "sgre", "released")
+# every params file of a method whose official architecture is written down above (its folder and its releases)
+CLOSED_SET_FILES = sorted(p.relative_to(ROOT).as_posix() for d in (*OFFICIAL_HEADS, "released")
                           for p in (ROOT / "params" / d).glob("*.yaml")
-                          if d != "released" or p.name.split("_")[0] in ("q2l", "salgl", "sgre"))
+                          if d != "released" or p.name.split("_")[0] in OFFICIAL_HEADS)
 
 
 def _backbone_facts(backbone) -> dict:

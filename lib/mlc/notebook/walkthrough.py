@@ -8,7 +8,7 @@ the code that makes it)::
 
 Each row is one call of a part of the model (forward hooks on its direct children, and on their children
 with ``depth=2``), in the order the forward runs them.  The code location is the line where the part's class
-is defined, relative to the checkout (``lib/mlc/models/q2l.py:41``), or the torch class it is.
+is defined, relative to the checkout (``lib/mlc/methods/q2l/model.py:41``), or the torch class it is.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _has_tensor(x) -> bool:
 
 
 def where(obj) -> str:
-    """``lib/mlc/models/q2l.py:41`` for a class, function or instance of the kit; ``torch.nn.Linear`` for one of
+    """``lib/mlc/methods/q2l/model.py:41`` for a class, function or instance of the kit; ``torch.nn.Linear`` for one of
     torch's or another library's."""
     target = obj if isinstance(obj, type) or inspect.isfunction(obj) else type(obj)
     name = f"{target.__module__}.{target.__qualname__}"

@@ -1,2 +1,2 @@
-"""MKT: see docs/methods/mkt.md."""
+"""MKT: see docs/methods/open_vocabulary.md."""
 from mlc.methods.mkt import claim, model, prompts  # noqa: F401  (each registers what it defines)
