@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from mlc.config.params import load_params
-from mlc.engine.loop import build_param_groups
+from mlc.engine.optim import build_param_groups
 from mlc.runs.build import DATASET_CLASSES, untrained_method
 
 

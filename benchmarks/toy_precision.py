@@ -38,7 +38,7 @@ def clip_step_seconds(mode: str, steps: int, warmup: int) -> float:
 
     import open_clip
 
-    from mlc.engine.loop import _Autocast
+    from mlc.engine.precision import Autocast
     from mlc.modeling.clip import _register_configs
     from mlc.runs.toy_clip import contrastive_step
     _register_configs()
@@ -54,7 +54,7 @@ def clip_step_seconds(mode: str, steps: int, warmup: int) -> float:
     elif mode == "bf16_flash":
         context = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731
     else:
-        context = _Autocast(torch.device("cpu"), "bf16")
+        context = Autocast(torch.device("cpu"), "bf16")
 
     def step():
         contrastive_step(model, images, texts, loss_fn, opt, context)
@@ -81,7 +81,7 @@ def main(argv=None) -> None:
     from train_step import measure
 
     from mlc.config.params import load_params
-    from mlc.engine.loop import cpu_has_native_bf16
+    from mlc.engine.precision import cpu_has_native_bf16
     if not cpu_has_native_bf16():
         sys.exit("this CPU has no bf16 hardware: amp: bf16 runs fp32 here")
     torch.set_num_threads(args.threads)

@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from mlc.config.params import load_params  # noqa: E402
-from mlc.engine.loop import _Autocast, cpu_has_native_bf16, make_adamw  # noqa: E402
+from mlc.engine.optim import make_adamw  # noqa: E402
+from mlc.engine.precision import Autocast, cpu_has_native_bf16  # noqa: E402
 from mlc.runs.build import DATASET_CLASSES, untrained_method  # noqa: E402
 
 PAPER_CONFIGS = {"q2l": "params/q2l/coco_r101_448.yaml", "salgl": "params/salgl/coco_r101_448.yaml",
@@ -102,10 +103,10 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
         model = model.to(memory_format=torch.channels_last)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = switches["cudnn_benchmark"]
-    from mlc.engine.loop import build_param_groups
+    from mlc.engine.optim import build_param_groups
     tp = dataclasses.replace(mp.train, fused_adamw=switches["fused"])
     optimizer = make_adamw(build_param_groups(model, mp.train), tp, device)
-    autocast = _Autocast(device, switches["amp"])
+    autocast = Autocast(device, switches["amp"])
     scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
     net = torch.compile(model) if switches["compile"] else model
     images, targets = synthetic_batch(batch, mp.input.image_size, classes, device)

@@ -153,7 +153,9 @@ def test_global_batch_must_divide_over_processes_and_accumulation(tmp_path):
 def test_accumulation_gives_the_gradient_of_the_whole_batch():
     """Two forwards of 8 images with accumulate_steps 2 update the weights as one forward of 16 does."""
     from mlc.config.params import TrainParams
-    from mlc.engine.loop import _Autocast, _LossMeter, _Run, build_scheduler, make_adamw, train_one_epoch  # noqa: F401
+    from mlc.engine.loop import _Run, train_one_epoch
+    from mlc.engine.optim import build_scheduler, make_adamw  # noqa: F401
+    from mlc.engine.precision import Autocast
     from mlc.modeling.method import Method
     torch.manual_seed(0)
     x, y = torch.randn(32, 5), (torch.rand(32, 3) > 0.5).float()
@@ -173,7 +175,7 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch():
         sched, per_it = build_scheduler(opt, tp, 2)
         from mlc.engine.logs import RunLogger
         run = _Run(method, model, model, None, opt, sched, per_it, None, torch.amp.GradScaler("cpu", enabled=False),
-                   _Autocast(torch.device("cpu"), "none"), torch.device("cpu"), tp, {}, lambda e: loader, 2,
+                   Autocast(torch.device("cpu"), "none"), torch.device("cpu"), tp, {}, lambda e: loader, 2,
                    None, "t", 0, False, RunLogger("/nonexistent", "t", tensorboard=False, enabled=False))
         record = train_one_epoch(run, 0)
         return model.weight.detach().clone(), record["train_loss"]

@@ -5,7 +5,7 @@ import torch
 from conftest import ROOT, toy_params_file, train_subprocess
 
 from mlc.config.params import TrainParams, load_params
-from mlc.engine.loop import build_scheduler
+from mlc.engine.optim import build_scheduler
 from mlc.engine.rundir import RunConflictError, prepare_run_dir
 
 
@@ -81,7 +81,7 @@ def test_onecycle_and_cosine_schedules():
 
 def test_param_groups_and_freezing():
     from mlc.config.params import ParamGroup
-    from mlc.engine.loop import build_param_groups
+    from mlc.engine.optim import build_param_groups
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     tp = TrainParams(lr=1.0, freeze=[r"^0\.bias$"], param_groups=[ParamGroup(match=r"^1\.", lr_scale=0.1)])
     groups = build_param_groups(model, tp)
@@ -123,13 +123,13 @@ def test_device_cuda_fails_at_once_with_the_reason_when_unusable():
 def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, native):
     """``amp: bf16`` on the CPU is bf16 autocast where the CPU has bf16 in hardware and fp32 elsewhere (where bf16
     is emulated); ``fp16`` (the paper configs) and ``auto`` stay fp32 on every CPU."""
-    from mlc.engine import loop as engine
+    from mlc.engine import precision as engine
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert engine.resolve_amp("bf16", cpu) == (torch.bfloat16 if native else None)
     for amp in ("fp16", "auto", "none"):
         assert engine.resolve_amp(amp, cpu) is None
-    autocast = engine._Autocast(cpu, "bf16")
+    autocast = engine.Autocast(cpu, "bf16")
     layer = torch.nn.Linear(8, 8)
     with autocast():
         out = layer(torch.randn(2, 8))
@@ -143,7 +143,7 @@ def test_the_cpu_autocasts_only_bf16_and_only_with_bf16_hardware(monkeypatch, na
 def test_the_toy_clip_key_names_the_precision_it_trains_in(monkeypatch):
     """A toy CLIP trained in bf16 is another CLIP: its key differs, so a run never reuses an fp32 CLIP for a bf16
     recipe; where the CPU would run ``amp: bf16`` in fp32 anyway, the key (and so the CLIP) is the fp32 one."""
-    from mlc.engine import loop as engine
+    from mlc.engine import precision as engine
     from mlc.runs import toy_clip as clip
     toy = ROOT / "params" / "toy.yaml"
     fp32, bf16 = (load_params(toy, set_args=[f"clip.amp={amp}"]) for amp in ("none", "bf16"))

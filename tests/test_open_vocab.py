@@ -120,7 +120,7 @@ def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
 
     from mlc.config.params import load_params
     from mlc.core.registry import create_model
-    from mlc.engine.loop import build_param_groups
+    from mlc.engine.optim import build_param_groups
     mp = load_params(ROOT / "params/mkt/nuswide_vitb16.yaml").methods["mkt"]
     model = create_model("mkt", dataclasses.replace(mp.model, clip_pretrained=None), 925)
     groups = {g["name"]: g for g in build_param_groups(model, mp.train)}

@@ -12,7 +12,8 @@ from conftest import ROOT, toy_params_file
 
 
 def test_cuda_is_usable_and_auto_picks_it():
-    from mlc.engine.loop import describe_cuda, pick_device, resolve_amp
+    from mlc.engine.loop import describe_cuda, pick_device
+    from mlc.engine.precision import resolve_amp
     assert torch.cuda.is_available(), describe_cuda()
     assert pick_device("auto").type == "cuda"
     assert torch.cuda.get_device_name(0) in describe_cuda()

@@ -25,7 +25,6 @@ import json
 import math
 import os
 import random
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,8 @@ from mlc.core.progress import bar as progress_bar
 from mlc.data.transforms import normalize_batch
 from mlc.engine import stage
 from mlc.engine.logs import RunLogger
+from mlc.engine.optim import build_param_groups, build_scheduler, make_adamw
+from mlc.engine.precision import Autocast
 from mlc.metrics.multilabel import evaluate_scores, mean_average_precision
 from mlc.modeling.method import Method
 
@@ -102,110 +103,6 @@ def make_loader(dataset, batch_size: int, shuffle: bool, num_workers: int = 0, d
                       pin_memory=torch.cuda.is_available(), persistent_workers=persistent_workers and num_workers > 0)
 
 
-def is_frozen(name: str, tp: TrainParams) -> bool:
-    """Whether parameter ``name`` matches one of ``tp.freeze`` (regular expressions, ``re.search``)."""
-    return any(re.search(pat, name) for pat in tp.freeze)
-
-
-def trainable_parameters(model: nn.Module, tp: TrainParams) -> int:
-    """How many parameters training will update: those that require gradients and match no ``tp.freeze``."""
-    return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not is_frozen(n, tp))
-
-
-def build_param_groups(model: nn.Module, tp: TrainParams) -> list[dict]:
-    """Freeze parameters matching ``tp.freeze``; group the others by the first ``tp.param_groups`` match."""
-    groups = [{"params": [], "lr_scale": g.lr_scale, "weight_decay": tp.weight_decay if g.weight_decay is None
-               else g.weight_decay, "name": g.match} for g in tp.param_groups]
-    default = {"params": [], "lr_scale": 1.0, "weight_decay": tp.weight_decay, "name": "default"}
-    for name, p in model.named_parameters():
-        if is_frozen(name, tp):
-            p.requires_grad_(False)
-        if not p.requires_grad:
-            continue
-        for spec, group in zip(tp.param_groups, groups):
-            if re.search(spec.match, name):
-                group["params"].append(p)
-                break
-        else:
-            default["params"].append(p)
-    out = [g for g in groups + [default] if g["params"]]
-    for g in out:
-        g["lr"] = tp.lr * g["lr_scale"]
-    if not out:
-        raise ValueError("every parameter is frozen: nothing to train (check train.freeze)")
-    return out
-
-
-def build_scheduler(optimizer, tp: TrainParams, steps_per_epoch: int):
-    """Returns (scheduler, per_iteration)."""
-    total = tp.epochs * steps_per_epoch
-    if tp.scheduler == "onecycle":
-        max_lr = [g["lr"] for g in optimizer.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=max_lr, total_steps=total,
-                                                   pct_start=tp.pct_start), True
-    if tp.scheduler == "cosine":
-        warm = tp.warmup_epochs * steps_per_epoch
-        floor = tp.min_lr / tp.lr if tp.lr > 0 else 0.0
-
-        def factor(step):
-            if step < warm:
-                return step / warm
-            progress = (step - warm) / max(1, total - warm)
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor), True
-    if tp.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=tp.plateau_factor,
-                                                          patience=tp.plateau_patience), False
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0), True
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX): there oneDNN's bf16 convolutions
-    and matrix products make a toy training step take 0.64 to 0.82 of its fp32 time
-    (``benchmarks/toy_precision.py``); elsewhere bf16 is emulated, which the kit does not rely on."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` on ``device``; None for fp32.  On CUDA, ``auto`` is bf16 where the
-    GPU supports it (Ampere and later), else fp16 with a GradScaler.  On the CPU only ``bf16`` autocasts, and
-    only where the CPU has bf16 in hardware (:func:`cpu_has_native_bf16`); ``fp16`` and ``auto`` run fp32 there,
-    so that the paper configs (fp16) compute on a CPU what they always did."""
-    if amp == "none":
-        return None
-    if device.type == "cpu":
-        return torch.bfloat16 if amp == "bf16" and cpu_has_native_bf16() else None
-    if device.type != "cuda":
-        return None
-    if amp == "auto":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if amp == "bf16" else torch.float16
-
-
-class _Autocast:
-    def __init__(self, device: torch.device, amp: str):
-        self.dtype = resolve_amp(amp, device)
-        self.enabled = self.dtype is not None
-        self.device_type = device.type
-
-    def __call__(self):
-        autocast = torch.autocast(self.device_type, dtype=self.dtype or torch.float32, enabled=self.enabled)
-        if not (self.enabled and self.device_type == "cpu"):
-            return autocast
-        return _cpu_bf16_context(autocast)
-
-
-@contextlib.contextmanager
-def _cpu_bf16_context(autocast):
-    """bf16 autocast on the CPU with attention on the math path: torch's CPU flash attention is slow in
-    bf16 (a toy CLIP pretraining step on one thread: fp32 821 ms, bf16 742 ms with flash attention, 530 ms on the
-    math path; ``benchmarks/toy_precision.py``)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    with autocast, sdpa_kernel([SDPBackend.MATH]):
-        yield
-
-
 @torch.no_grad()
 def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.device, amp: str = "none",
             desc: str = "eval", progress: bool = True, channels_last: bool = False) -> dict:
@@ -213,7 +110,7 @@ def predict(model: nn.Module, method: Method, loader: DataLoader, device: torch.
     (each process scores its shard; :class:`mlc.data.sampler.EvalSampler` gives every image to exactly one);
     ``nonfinite`` counts NaN/inf scores (a diverged model), which no metric may rank."""
     model.eval()
-    autocast = _Autocast(device, amp)
+    autocast = Autocast(device, amp)
     scores, targets, indices = [], [], []
     normalize = getattr(getattr(loader, "dataset", None), "device_normalize", None)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)      # on the device: no sync per batch
@@ -342,7 +239,7 @@ class _Run:
     per_iteration: bool                   # scheduler steps per optimizer step (else per epoch, on val mAP)
     ema: object | None
     scaler: torch.amp.GradScaler
-    autocast: _Autocast
+    autocast: Autocast
     device: torch.device
     tp: TrainParams
     loaders: dict
@@ -361,16 +258,6 @@ class _Run:
     @property
     def show(self) -> bool:
         return self.progress and dist.is_main_process()
-
-
-def make_adamw(groups: list[dict], tp: TrainParams, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over the parameter groups: the fused kernel when ``train.fused_adamw`` and torch has one for the
-    device (CUDA; the CPU from torch 2.4), else the multi-tensor (foreach) one."""
-    fused = bool(tp.fused_adamw) and device.type in ("cuda", "cpu")
-    try:
-        return torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay, fused=fused or None)
-    except RuntimeError:                  # an older torch without a fused kernel for this device
-        return torch.optim.AdamW(groups, lr=tp.lr, weight_decay=tp.weight_decay)
 
 
 def _setup(method: Method, loaders: dict[str, DataLoader], tp: TrainParams, stage_dir: Path, seed: int,
@@ -408,7 +295,7 @@ def _setup(method: Method, loaders: dict[str, DataLoader], tp: TrainParams, stag
     if tp.ema_decay:
         from timm.utils import ModelEmaV3
         ema = ModelEmaV3(model, decay=tp.ema_decay)
-    autocast = _Autocast(device, tp.amp)
+    autocast = Autocast(device, tp.amp)
     scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
     per_forward = get_train_loader(0).batch_size
     logger.info(f"[{stage_name}] global batch {per_forward * dist.world_size() * accumulate} = {dist.world_size()} "

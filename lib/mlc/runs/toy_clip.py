@@ -17,7 +17,8 @@ from mlc.core.io import atomic_write_stream, atomic_write_text
 from mlc.core.progress import bar as progress_bar
 from mlc.data.dataset import MultiLabelDataset
 from mlc.data.toyworld import SCENE_PHRASES
-from mlc.engine.loop import _Autocast, build_scheduler, resolve_amp
+from mlc.engine.optim import build_scheduler
+from mlc.engine.precision import Autocast, resolve_amp
 from mlc.metrics.multilabel import per_class_ap
 from mlc.modeling.clip import _register_configs, encode_prompts
 
@@ -118,7 +119,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     schedule = TrainParams(scheduler="cosine", epochs=cp.epochs, lr=cp.lr, min_lr=0.0, warmup_epochs=cp.warmup_epochs)
     sched, _ = build_scheduler(opt, schedule, len(loader))
     loss_fn = open_clip.ClipLoss()
-    autocast = _Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
+    autocast = Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
     history, t0 = [], time.time()
     for epoch in range(cp.epochs):
         model.train()
