@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     from mlc.evaluation.open_vocab import all_labels_dataset, label_order
     from mlc.metrics.zsl import subset_report
     from mlc.modeling import clip
+    from mlc.runs import toy_clip
     from mlc.runs.build import load_trained
     from mlc.runs.data import prepare_data
     from mlc.runs.resolve import method_params
@@ -71,9 +72,9 @@ def main(argv=None) -> int:
         print(rows[-1], flush=True)
 
     # CLIP zero-shot, as the baseline reports it
-    path = params.clip.pretrained or str(clip.clip_checkpoint(params))
+    path = params.clip.pretrained or str(toy_clip.clip_checkpoint(params))
     cmodel, preprocess, tokenizer = clip.load_clip(params.clip.model, path)
-    images = clip.encode_images(cmodel, preprocess, manifest, "test", progress=False)
+    images = toy_clip.encode_images(cmodel, preprocess, manifest, "test", progress=False)
     texts = clip.encode_prompts(cmodel, tokenizer, unseen_names, [params.clip.zero_shot_template])
     targets_all = manifest.dense_targets("test", order)
     zsl(f"CLIP zero-shot (cosine, prompt {params.clip.zero_shot_template!r})", images @ texts.T, targets_all)

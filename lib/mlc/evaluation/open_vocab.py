@@ -14,6 +14,7 @@ from mlc.engine.loop import make_loader, pick_device, predict
 from mlc.metrics.zsl import random_ranking_scores, zsl_report
 from mlc.modeling import clip
 from mlc.modeling.method import Method
+from mlc.runs import toy_clip
 from mlc.runs.checkpoints import load
 from mlc.runs.data import prepare_data
 from mlc.runs.resolve import method_params
@@ -75,9 +76,9 @@ def baseline_reports(params, progress: bool = True) -> dict:
     ks = params.eval.zsl_top_k
     out = {"random ranking": _reports(random_ranking_scores(*targets.shape, seed=params.seed), targets, n_seen, ks)}
     if params.clip is not None:
-        path = params.clip.pretrained or str(clip.clip_checkpoint(params))
+        path = params.clip.pretrained or str(toy_clip.clip_checkpoint(params))
         model, preprocess, tokenizer = clip.load_clip(params.clip.model, path)
-        images = clip.encode_images(model, preprocess, manifest, "test", progress=progress)
+        images = toy_clip.encode_images(model, preprocess, manifest, "test", progress=progress)
         texts = clip.encode_prompts(model, tokenizer, [manifest.label_names[i] for i in order],
                                     [params.clip.zero_shot_template])
         out["CLIP zero-shot"] = _reports(images @ texts.T, targets, n_seen, ks)
