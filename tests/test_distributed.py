@@ -188,7 +188,7 @@ def test_accumulation_gives_the_gradient_of_the_whole_batch():
 
 def test_two_processes_preparing_the_same_toy_world_build_it_once(tmp_path):
     """Two jobs sharing one data folder: the first builds the world under a lock, the second waits and reuses it."""
-    code = ("import sys; from mlc.config.params import load_params; from mlc.train import prepare_data;"
+    code = ("import sys; from mlc.config.params import load_params; from mlc.runs.data import prepare_data;"
             "m = prepare_data(load_params(sys.argv[1]), progress=False); print(len(m.split('train')))")
     from conftest import toy_params_file
     pf = toy_params_file(tmp_path, "w")

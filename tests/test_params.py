@@ -65,3 +65,40 @@ def test_a_file_that_names_another_data_source_does_not_inherit_the_converter_op
     assert load_params(tmp_path / "same.yaml").data.source_options == {"keep_empty": True}
     assert load_params(tmp_path / "other.yaml").data.source_options == {"year": 2012}
     assert load_params(ROOT / "params/q2l/nuswide_r101_448.yaml").data.source_options == {}
+
+
+def test_relative_file_paths_of_a_model_resolve_against_the_checkout_not_the_current_folder(tmp_path, monkeypatch):
+    """SGRE's released label embeddings and MKT stage 2's stage-1 file are relative paths: they name files of
+    the checkout that holds the params, wherever the command runs; keywords stay keywords."""
+    from mlc.runs.resolve import method_params
+    monkeypatch.chdir(tmp_path)
+    sgre = load_params(ROOT / "params" / "released" / "sgre_coco_r101_448.yaml")
+    assert method_params(sgre, "sgre").model.label_embeddings == \
+        str(ROOT / "outputs" / "datasets" / "coco2014" / "embeddings" / "bert.npy")
+    mkt = load_params(ROOT / "params" / "released" / "mkt_nuswide_stage2.yaml")
+    assert method_params(mkt, "mkt_prompt").model.image_checkpoint == str(ROOT / "released" / "mkt" / "stage1.pth")
+    toy = load_params(ROOT / "params" / "toy.yaml")
+    assert method_params(toy, "salgl").model.label_embeddings == "words"
+    assert method_params(toy, "mkt_prompt").model.image_checkpoint == \
+        str(toy.run_dir / "mkt" / "checkpoints" / "best.pt")
+    released_salgl = load_params(ROOT / "params" / "released" / "salgl_coco_r101_448.yaml")
+    assert method_params(released_salgl, "salgl").model.label_embeddings == "checkpoint"
+
+
+def test_label_name_embeddings_are_cached_under_the_output_root_not_the_current_folder(tmp_path, monkeypatch):
+    """MKT and QKS embed label names through a cache: the run's ``<output_root>/embeddings`` (where notebook
+    03 caches too), never ``./outputs`` of whatever folder the command runs in."""
+    import dataclasses
+
+    from mlc.core.registry import create_model
+    from mlc.runs.resolve import method_params
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path / "out"))
+    names = ["red circle", "blue star", "green cross"]
+    for method in ("mkt", "qks"):
+        cfg = method_params(params, method).model
+        assert cfg.embedding_cache == str(tmp_path / "out" / "embeddings")
+        create_model(method, dataclasses.replace(cfg, clip_pretrained=None), 3, label_names=names)
+    assert len(list((tmp_path / "out" / "embeddings").glob("*.npy"))) == 2
+    assert list((tmp_path / "elsewhere").iterdir()) == []

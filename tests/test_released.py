@@ -90,6 +90,30 @@ def test_q2l_config_new_json_that_disagrees_with_the_params_is_an_error_naming_b
         mlc.load_model(params, checkpoint=tmp_path / "zoo" / "checkpoint.pkl")
 
 
+def test_q2l_an_explicit_checkpoint_brings_its_own_config_new_json(oracles, tmp_path):
+    """``checkpoint=PATH`` checks the config_new.json beside PATH, not the one the params name for their own
+    release (here: not there at all); the params' ``released.config`` is only the fallback."""
+    rec = _q2l_release(oracles, tmp_path / "mine")
+    released = {"method": "q2l", "checkpoint": str(tmp_path / "zoo" / "checkpoint.pkl"),
+                "config": str(tmp_path / "zoo" / "config_new.json")}
+    params = _params(tmp_path, _manifest(tmp_path, 20), "q2l", _q2l_model(rec["config"]), released=released)
+    loaded = mlc.load(params, checkpoint=tmp_path / "mine" / "checkpoint.pkl")
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.model(rec["input"])["logits"], rec["outputs"]["logits"], atol=1e-4,
+                                   rtol=1e-4)
+    # the side file beside the given checkpoint is the one checked: a wrong one there is named
+    config = json.loads((tmp_path / "mine" / "config_new.json").read_text())
+    (tmp_path / "mine" / "config_new.json").write_text(json.dumps({**config, "hidden_dim": 4096}))
+    with pytest.raises(ValueError, match=r"mine/config_new.json: the released model's architecture differs"):
+        mlc.load_model(params, checkpoint=tmp_path / "mine" / "checkpoint.pkl")
+    # without a side file of its own, the params' released.config is checked
+    (tmp_path / "mine" / "config_new.json").unlink()
+    (tmp_path / "zoo").mkdir()
+    (tmp_path / "zoo" / "config_new.json").write_text(json.dumps({**config, "nheads": 16}))
+    with pytest.raises(ValueError, match=r"zoo/config_new.json: the released model's architecture differs"):
+        mlc.load_model(params, checkpoint=tmp_path / "mine" / "checkpoint.pkl")
+
+
 def test_a_checkpoint_for_another_class_count_is_named(oracles, tmp_path):
     rec = _q2l_release(oracles, tmp_path / "zoo")
     (tmp_path / "zoo" / "config_new.json").unlink()
@@ -127,6 +151,32 @@ def test_salgl_ema_best_model_pth_gives_the_official_outputs(oracles, tmp_path, 
         out = loaded.model(rec["input"])
     for key in ("logits", "scene_probs", "att_weights", "comat"):
         torch.testing.assert_close(out[key], rec["outputs"][key], atol=1e-4, rtol=1e-4)
+
+
+def test_salgl_release_holds_its_label_embeddings_whatever_their_width(oracles, tmp_path):
+    """The released params say ``label_embeddings: checkpoint``: the table comes from the file, at the file's
+    width (no BERT, no .npy, whatever ``embed_dim`` says), and the official outputs follow."""
+    from regen import official_state_dict
+    sd, rec = official_state_dict(oracles / "salgl-small")
+    torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}, "epoch": 3},
+               tmp_path / "ema_best_model.pth")
+    c = rec["config"]
+    model = {"name": "salgl", "backbone": f"{c['backbone']}_bn", "num_scenes": c["num_scenes"],
+             "num_steps": c["num_steps"], "soft": c["soft"], "outmess": c["outmess"], "normalize": c["normalize"],
+             "ignore_self": c["ignore_self"], "pos": c["pos"], "heads": c["encoder"]["nhead"],
+             "dim_feedforward": c["encoder"]["dim_feedforward"], "att_dim": c["att_dim"],
+             "label_embeddings": "checkpoint", "embed_dim": 300}     # a width the file does not have
+    params = _params(tmp_path, _manifest(tmp_path, 20), "salgl", model,
+                     released={"method": "salgl", "checkpoint": str(tmp_path / "ema_best_model.pth")})
+    loaded = mlc.load(params)                                        # the params' own release
+    assert torch.equal(loaded.model.label_embeddings, sd["embeddings"])
+    with torch.no_grad():
+        out = loaded.model(rec["input"])
+    torch.testing.assert_close(out["logits"], rec["outputs"]["logits"], atol=1e-4, rtol=1e-4)
+    # a file without a table is named, not loaded with zeros
+    torch.save({k: v for k, v in sd.items() if k != "embeddings"}, tmp_path / "no_table.pth")
+    with pytest.raises(ValueError, match="no_table.pth.*holds no label-embedding table"):
+        mlc.load_model(params, checkpoint=tmp_path / "no_table.pth")
 
 
 def test_sgre_best_ema_model_pth_gives_the_official_outputs(oracles, tmp_path):

@@ -258,6 +258,24 @@ _LIMITS: dict[type, dict[str, tuple]] = {
 }
 
 
+# A value of a path field with one of these suffixes, or with a folder in it, names a file; any other value is
+# a keyword of the field ("random", "words", "run", "openai", ...).
+PATH_SUFFIXES = (".npy", ".pt", ".pth", ".pkl", ".bin", ".safetensors", ".ckpt", ".h5", ".json")
+
+
+def path_field(default: str | None = None):
+    """A model-config field that may name a file (weights, a label-embedding table, a cache folder): a relative
+    path in it resolves against the params' checkout, never the current folder (:mod:`mlc.runs.resolve`)."""
+    return field(default=default, metadata={"path": True})
+
+
+def names_a_file(value) -> bool:
+    """Whether the value of a path field is a path (not a keyword such as ``random`` or ``run:<method>``)."""
+    if not isinstance(value, str) or value.startswith("run:"):
+        return False
+    return "/" in value or "\\" in value or value.lower().endswith(PATH_SUFFIXES) or value.startswith("~")
+
+
 GENERIC_TEXT_ENCODERS = ("words", "bert", "bert_plain", "glove")
 
 

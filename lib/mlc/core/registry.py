@@ -196,18 +196,22 @@ class OfficialFormat:
     config_file: str | None = None                   # a JSON beside the weights that fixes the architecture
     # (config file, method params, num_classes, params source) -> None, raising where they disagree
     check_config: Callable[..., None] | None = None
+    # (state dict of the file, model config) -> the config whose model fits the file (e.g. the width of a
+    # label-embedding table the file holds); None: the params' config as it is
+    adapt_config: Callable[[dict, Any], Any] | None = None
 
 
 OFFICIAL_FORMATS: Registry[OfficialFormat] = Registry("official checkpoint format of model")
 
 
 def register_official(name: str, files: tuple[str, ...], description: str, config_file: str | None = None,
-                      check_config: Callable[..., None] | None = None):
+                      check_config: Callable[..., None] | None = None,
+                      adapt_config: Callable[[dict, Any], Any] | None = None):
     """Register ``fn(official_state_dict, model) -> kit_state_dict`` for model ``name``'s released checkpoints."""
     def deco(fn):
         model_entry(name)
         OFFICIAL_FORMATS.register(name, OfficialFormat(name, fn, tuple(files), description, config_file,
-                                                       check_config))
+                                                       check_config, adapt_config))
         return fn
     return deco
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -61,11 +62,14 @@ def fixed_label_embeddings(spec: str, label_names: list[str] | None, num_classes
                            dim: int) -> torch.Tensor | None:
     """The fixed embedding table named by ``spec``, or None for ``"random"`` (learnable: the model draws it).
 
+    ``"checkpoint"``: zeros [C, dim] that the weights file fills (a released model holds its own table).
     Without label names (e.g. a model built only to load a checkpoint) ``"words"`` falls back to zeros
     of the right shape: the checkpoint or the caller fills the buffer.
     """
     if spec == "random":
         return None
+    if spec == "checkpoint":
+        return torch.zeros(num_classes, dim)
     if spec == "words":
         if label_names is None:
             return torch.zeros(num_classes, dim)
@@ -80,6 +84,13 @@ def fixed_label_embeddings(spec: str, label_names: list[str] | None, num_classes
 # ------------------------------------------------------------------------------------------------
 # SALGL/SGRE's embedding.py renames three VOC classes before encoding them.
 VOC_RENAMES = {"diningtable": "dining table", "pottedplant": "potted plant", "tvmonitor": "tv monitor"}
+
+
+def default_cache_dir() -> Path:
+    """Where label-name embeddings are cached outside a run: ``$XDG_CACHE_HOME/mlc-kit/embeddings`` (by default
+    ``~/.cache/mlc-kit/embeddings``), never a folder relative to the current one."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mlc-kit" / "embeddings"
 
 
 def weights_identity(weights: str | Path) -> str:

@@ -75,10 +75,12 @@ def _load_checked(model: torch.nn.Module, state: dict[str, torch.Tensor], path: 
     model.load_state_dict(state, strict=True)
 
 
-def load_weights(model: torch.nn.Module, model_name: str, path: str | Path, num_classes: int) -> dict:
-    """Put the weights of ``path`` (a kit or an official file) into ``model``; returns what they were."""
+def load_weights(model: torch.nn.Module, model_name: str, path: str | Path, num_classes: int,
+                 state: tuple[dict[str, torch.Tensor], str] | None = None) -> dict:
+    """Put the weights of ``path`` (a kit or an official file) into ``model``; returns what they were.
+    ``state``: the file's (state dict, container) when already read."""
     path = Path(path)
-    state, container = read_state_dict(path)
+    state, container = state if state is not None else read_state_dict(path)
     own = model.state_dict()
     if set(state) == set(own):                          # the kit's own layout
         _load_checked(model, state, path, "kit checkpoint", num_classes)
@@ -91,6 +93,17 @@ def load_weights(model: torch.nn.Module, model_name: str, path: str | Path, num_
                          f"({fmt.description}): {e.args[0] if e.args else e}") from None
     _load_checked(model, converted, path, f"official {model_name} checkpoint", num_classes)
     return {"kind": "released", "format": f"official {model_name} ({container})"}
+
+
+def side_file(fmt, path: Path, params: RunParams, released, explicit: bool) -> Path | None:
+    """The authors' architecture file to check (Q2L's ``config_new.json``), or None: a checkpoint the caller
+    names brings its own (the file beside it), with the params' ``released.config`` as the fallback; the
+    params' own release uses ``released.config``, else the file beside its checkpoint."""
+    beside = path.parent / fmt.config_file
+    fallback = params.resolve_path(released.config) if released is not None and released.config else None
+    if explicit:
+        return beside if beside.is_file() else fallback if fallback is not None and fallback.is_file() else None
+    return fallback if fallback is not None else beside if beside.is_file() else None
 
 
 def _params(params_file) -> RunParams:
@@ -131,6 +144,7 @@ def load(params_file, method: str | None = None, checkpoint: str | Path | None =
         manifest = prepare_data(params, progress=False)
         label_names = [manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)]
     released = params.released if params.released is not None and params.released.method == name else None
+    explicit = checkpoint is not None
     if checkpoint is None and released is not None:
         checkpoint = params.resolve_path(released.checkpoint)
         if not Path(checkpoint).is_file():
@@ -145,15 +159,20 @@ def load(params_file, method: str | None = None, checkpoint: str | Path | None =
         weights = {"kind": "trained", "format": "kit run"}
     else:
         path = Path(checkpoint)
-        model = create_model(mp.model_name, mp.model, len(label_names), label_names=list(label_names))
-        fmt = OFFICIAL_FORMATS.find(mp.model_name)
+        state = read_state_dict(path)
+        fmt, cfg = OFFICIAL_FORMATS.find(mp.model_name), mp.model
+        if fmt is not None and fmt.adapt_config is not None:
+            try:
+                cfg = fmt.adapt_config(state[0], cfg)
+            except (KeyError, ValueError) as e:
+                raise ValueError(f"{path}: {e.args[0] if e.args else e} ({params.source}, methods.{name}.model)") \
+                    from None
+        model = create_model(mp.model_name, cfg, len(label_names), label_names=list(label_names))
         if fmt is not None and fmt.config_file and fmt.check_config is not None:
-            # the authors' architecture file: the params' ``released.config``, else the one beside the weights
-            config = released.config if released is not None and released.config else None
-            config_path = params.resolve_path(config) if config else path.parent / fmt.config_file
-            if config or config_path.is_file():
+            config_path = side_file(fmt, path, params, released, explicit)
+            if config_path is not None:
                 fmt.check_config(config_path, mp, len(label_names), params.source)
-        weights = load_weights(model, mp.model_name, path, len(label_names))
+        weights = load_weights(model, mp.model_name, path, len(label_names), state=state)
     weights.update(checkpoint=str(Path(path).resolve()), sha256=sha256_of(path))
     return LoadedModel(name, model.to(device).eval(), list(label_names), weights)
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mlc.config.params import path_field
 from mlc.core.registry import register_model
 from mlc.modeling.backbones import create_backbone
 
@@ -20,7 +21,7 @@ from mlc.modeling.backbones import create_backbone
 class LinearConfig:
     backbone: str = "toy_cnn"
     pretrained: bool = False             # ImageNet weights for the backbone (local file or cache)
-    backbone_weights: str | None = None
+    backbone_weights: str | None = path_field()
 
 
 class BackboneLinear(nn.Module):

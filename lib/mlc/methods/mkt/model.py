@@ -21,12 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mlc.config.params import path_field
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.core.safe_load import load_torch
 from mlc.methods.mkt.prompts import MKT_TEMPLATE
 from mlc.modeling.clip import grid_size, load_clip, visual_tokens
 from mlc.modeling.convert import rename_state_dict, strip_module_prefix
-from mlc.modeling.embeddings import build_text_embeddings
+from mlc.modeling.embeddings import build_text_embeddings, default_cache_dir
 from mlc.modeling.losses import build_loss
 from mlc.modeling.method import Method
 
@@ -34,12 +35,15 @@ from mlc.modeling.method import Method
 @dataclass
 class MKTConfig:
     clip_model: str = "mlc-toy-clip"      # ViT-B-16 for the paper
-    clip_pretrained: str | None = "run"   # "run": the run's CLIP (params.clip); or a weight file
+    clip_pretrained: str | None = path_field("run")   # "run": the run's CLIP (params.clip); or a weight file
     stage: str = "image"                  # "image" (stage 1) or "prompt" (stage 2, needs image_checkpoint)
-    image_checkpoint: str | None = None   # stage 2: the stage-1 model ("run": this run's stage-1 best.pt)
+    image_checkpoint: str | None = path_field()   # stage 2: the stage-1 model ("run:<method>": its best.pt)
     topk: int = 16                        # local stream: mean of the top-k patch similarities
     distill_weight: float = 1.0           # stage 1: L1 distillation to the frozen CLIP image embedding
     template: str = MKT_TEMPLATE
+    # where the label-name embeddings are cached; unset: the run's <output_root>/embeddings, or outside a run
+    # the user's cache folder
+    embedding_cache: str | None = path_field()
 
 
 def two_stream_logits(patches: torch.Tensor, cls: torch.Tensor, label_embed: torch.Tensor, topk: int
@@ -146,12 +150,14 @@ class MKT(nn.Module):
         self.label_embeddings = torch.as_tensor(table, dtype=torch.float32, device=self.visual.proj.device)
         self.num_classes = self.label_embeddings.shape[0]
 
-    def set_label_names(self, names: list[str], cache_dir: str = "outputs/embeddings") -> None:
-        """Stage 1: CLIP text embeddings of the template (cached); stage 2: re-tokenise the prompts."""
+    def set_label_names(self, names: list[str], cache_dir: str | None = None) -> None:
+        """Stage 1: CLIP text embeddings of the template (cached in ``cache_dir``, else the config's
+        ``embedding_cache``); stage 2: re-tokenise the prompts."""
         if self.prompt is not None:
             self.prompt.set_label_names(list(names))
             self.num_classes = len(names)
             return
+        cache_dir = cache_dir or self.cfg.embedding_cache or default_cache_dir()
         table = build_text_embeddings("clip", list(names), cache_dir, model_name=self.cfg.clip_model,
                                       pretrained=self.cfg.clip_pretrained, templates=[self.cfg.template],
                                       normalize=False)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mlc.config.params import path_field
 from mlc.core.registry import register_model, register_official
 from mlc.methods.q2l.official import check_q2l_config
 from mlc.modeling.backbones import create_backbone
@@ -27,7 +28,7 @@ from mlc.modeling.layers import DecoderLayer, EncoderLayer, GroupWiseLinear, sin
 class Q2LConfig:
     backbone: str = "toy_cnn"
     pretrained: bool = False             # ImageNet weights for the backbone (local file or cache)
-    backbone_weights: str | None = None  # explicit weight file
+    backbone_weights: str | None = path_field()  # explicit weight file
     hidden_dim: int = 128
     nheads: int = 4
     enc_layers: int = 1

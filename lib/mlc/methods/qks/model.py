@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from mlc.config.params import path_field
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.modeling.clip import grid_size, load_clip, visual_tokens
 from mlc.modeling.convert import rename_state_dict, strip_module_prefix
-from mlc.modeling.embeddings import build_text_embeddings
+from mlc.modeling.embeddings import build_text_embeddings, default_cache_dir
 from mlc.modeling.losses import build_loss
 from mlc.modeling.method import Method
 
@@ -31,7 +32,7 @@ from mlc.modeling.method import Method
 @dataclass
 class QKSConfig:
     clip_model: str = "mlc-toy-clip"      # open_clip model name (ViT-B-16 for the papers)
-    clip_pretrained: str | None = "run"   # "run": the run's CLIP (params.clip); or a weight file; None: random
+    clip_pretrained: str | None = path_field("run")   # "run": the run's CLIP (params.clip); a weight file; None
     num_query_tokens: int = 8             # --num-query-tokens (README: 12 NUS-WIDE, 22 Open Images)
     num_layers: int = 4                   # --num-hidden-layers (README: 7 NUS-WIDE, 8 Open Images)
     heads: int = 12
@@ -41,6 +42,9 @@ class QKSConfig:
     prompts: str = "clip_qks"             # label embeddings: clip_qks (85 templates), clip_mkt, or clip (templates)
     normalize_prompts: bool = False       # QKS averages raw text embeddings
     templates: list[str] = field(default_factory=list)   # prompts: clip: the templates (e.g. the toy captions')
+    # where the label-name embeddings are cached; unset: the run's <output_root>/embeddings, or outside a run
+    # the user's cache folder
+    embedding_cache: str | None = path_field()
 
 
 class QueryFormerLayer(nn.Module):
@@ -99,8 +103,10 @@ class QKS(nn.Module):
         self.label_embeddings = torch.as_tensor(table, dtype=torch.float32, device=self.proj.device)
         self.num_classes = self.label_embeddings.shape[0]
 
-    def set_label_names(self, names: list[str], cache_dir: str = "outputs/embeddings") -> None:
-        """Score the labels ``names`` from now on (their CLIP prompt embeddings, 85 templates by default; cached)."""
+    def set_label_names(self, names: list[str], cache_dir: str | None = None) -> None:
+        """Score the labels ``names`` from now on (their CLIP prompt embeddings, 85 templates by default; cached
+        in ``cache_dir``, else the config's ``embedding_cache``)."""
+        cache_dir = cache_dir or self.cfg.embedding_cache or default_cache_dir()
         table = build_text_embeddings(self.cfg.prompts, list(names), cache_dir, model_name=self.cfg.clip_model,
                                       pretrained=self.cfg.clip_pretrained, normalize=self.cfg.normalize_prompts,
                                       templates=list(self.cfg.templates))

@@ -13,12 +13,14 @@ docs/methods/salgl.md for every choice it makes).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mlc.config.params import path_field
 from mlc.core import distributed as dist
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.modeling.backbones import create_backbone
@@ -33,7 +35,7 @@ from mlc.modeling.method import Method
 class SALGLConfig:
     backbone: str = "toy_cnn"
     pretrained: bool = False
-    backbone_weights: str | None = None
+    backbone_weights: str | None = path_field()
     num_scenes: int = 4                  # official --num-scenes
     num_steps: int = 3                   # GGNN steps (--num-steps); 0 disables the graph
     soft: bool = False                   # soft scene assignment (--soft)
@@ -45,7 +47,8 @@ class SALGLConfig:
     dim_feedforward: int = 2048
     dropout: float = 0.1
     att_dim: int = 1024
-    label_embeddings: str = "words"      # "random" (learnable), "words" (toy), or a .npy file [C, E]
+    # "random" (learnable), "words" (toy), "checkpoint" (the weights file's table), or a .npy file [C, E]
+    label_embeddings: str = path_field("words")
     embed_dim: int = 768                 # width of the "words" embeddings (BERT's width)
     label_chunk: int | None = None       # compute label attention this many labels at a time
     fuse_score: bool = True              # see LowRankBilinearAttention
@@ -228,7 +231,20 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     return rename_state_dict(official, _KEY_RULES, method="official SALGL")
 
 
+def _table_width_of_file(state: dict[str, torch.Tensor], cfg: SALGLConfig) -> SALGLConfig:
+    """``label_embeddings: checkpoint``: the table's width is the file's (768 for BERT, the official default;
+    300 for GloVe; the backbone width for ``--embed-type random``), so that any release loads without BERT."""
+    if cfg.label_embeddings != "checkpoint":
+        return cfg
+    table = state.get("embeddings", state.get("label_embeddings"))
+    if table is None or table.ndim != 2:
+        raise ValueError("label_embeddings is 'checkpoint' but the file holds no label-embedding table "
+                         "('embeddings' [C, E])")
+    return dataclasses.replace(cfg, embed_dim=int(table.shape[1]))
+
+
 @register_official("salgl", files=("ema_best_model.pth", "best_model.pth", "latest_model.pth"),
+                   adapt_config=_table_width_of_file,
                    description="SALGL experiments/<exp>/checkpoints/ema_best_model.pth: the EMA model's state dict "
                                "('module.'-prefixed, ModelEma wrapper); best_model.pth the live model's")
 def _official_salgl(official: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mlc.config.params import path_field
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.modeling.backbones import create_backbone
 from mlc.modeling.convert import rename_state_dict
@@ -29,7 +30,7 @@ from mlc.modeling.method import Method
 class SGREConfig:
     backbone: str = "toy_cnn"
     pretrained: bool = False
-    backbone_weights: str | None = None
+    backbone_weights: str | None = path_field()
     pos: bool = True                     # sine positional encoding (--pos, in every README command)
     rm_cls: bool = False                 # drop a ViT's CLS token (--rm-cls, as the README's ViT commands do)
     enc_layers: int = 1
@@ -40,7 +41,7 @@ class SGREConfig:
     att_dim: int = 1024
     tau: float = 1.0                     # label-attention temperature (--tau)
     head_dropout: float = 0.5            # dropout inside the pixel-level MLP
-    label_embeddings: str = "words"      # "random" (learnable), "words" (toy), or a .npy file [C, E]
+    label_embeddings: str = path_field("words")      # "random" (learnable), "words" (toy), or a .npy file [C, E]
     embed_dim: int = 768
     label_chunk: int | None = None
     fuse_score: bool = True
