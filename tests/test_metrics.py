@@ -87,3 +87,18 @@ def test_label_frequency_baseline_is_about_the_positive_rate():
     y = (rng.random((4000, 5)) < [0.05, 0.1, 0.2, 0.3, 0.5]).astype(int)
     base = label_frequency_baseline(y[:2000], y[2000:], "noninterp")
     assert base == pytest.approx(y[2000:].mean(), abs=0.03)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_no_metric_is_computed_from_nan_or_infinite_scores(bad):
+    """All-NaN scores used to rank to a finite mAP (0.17 on this matrix): every metric refuses them instead."""
+    from mlc.metrics.zsl import subset_report, topk_prf, zsl_report
+    rng = np.random.default_rng(0)
+    targets = (rng.random((20, 4)) < 0.4).astype(int)
+    targets[0] = 1
+    for scores in (np.full((20, 4), bad), np.where(rng.random((20, 4)) < 0.1, bad, rng.random((20, 4)))):
+        for metric in (lambda: mean_average_precision(scores, targets), lambda: threshold_metrics(scores, targets),
+                       lambda: average_precision(scores[:, 0], targets[:, 0]), lambda: topk_prf(scores, targets, 3),
+                       lambda: subset_report(scores, targets), lambda: zsl_report(scores, targets, 2)):
+            with pytest.raises(ValueError, match=r"the scores hold \d+ NaN and \d+ infinite values"):
+                metric()

@@ -102,3 +102,26 @@ def test_label_name_embeddings_are_cached_under_the_output_root_not_the_current_
         create_model(method, dataclasses.replace(cfg, clip_pretrained=None), 3, label_names=names)
     assert len(list((tmp_path / "out" / "embeddings").glob("*.npy"))) == 2
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_zsl_top_k_and_text_encoders_are_checked_when_loading(tmp_path):
+    """``eval.zsl_top_k: [0]`` was accepted (and wrote P@0 = R@0 = 0) while ``top_k: 0`` was refused."""
+    with pytest.raises(ParamsError, match=r"eval.zsl_top_k: must be a non-empty list of integers >= 1, got \[0\]"):
+        load_params(_write(tmp_path, "name: x\neval: {zsl_top_k: [0]}\n"))
+    with pytest.raises(ParamsError, match=r"text.encoders\[1\]: unknown encoder 'clip_qkz'.*did you mean 'clip_qks'"):
+        load_params(_write(tmp_path, "name: x\ntext: {encoders: [words, clip_qkz]}\n"))
+
+
+def test_yaml_aliases_that_expand_without_bound_are_refused_at_once(tmp_path):
+    """Nested aliases (each level x10) made a 498-byte file take 37 s and 3.5 GB; one more level exhausted the
+    machine.  The expansion is measured on the document's graph, before anything walks it."""
+    import time
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 9):
+        levels.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]")
+    start = time.perf_counter()
+    with pytest.raises(ParamsError, match=r"p.yaml: its aliases \(\*name\) expand it to more than 100,000 values"):
+        load_params(_write(tmp_path, "name: x\n" + "\n".join(levels) + "\n"))
+    assert time.perf_counter() - start < 5
+    with pytest.raises(ParamsError, match=r"p.yaml:2: an alias refers to the value that contains it"):
+        load_params(_write(tmp_path, "name: x\nloop: &me {again: *me}\n"))

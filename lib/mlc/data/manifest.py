@@ -176,14 +176,34 @@ class Manifest:
         for col in ("image", "pos"):
             if col not in df:
                 raise ManifestError(f"{path}: required column {col!r} missing")
+        duplicated = df["image"].duplicated()
+        if duplicated.any():
+            first = df["image"][duplicated].iloc[0]
+            raise ManifestError(f"{path}: {int(duplicated.sum())} images are listed more than once (first: {first!r}, "
+                                f"rows {df.index[df['image'] == first].tolist()[:5]}); each image must be one row, or "
+                                f"it counts several times in every metric")
         n = self.num_labels
         for col in ("pos", "neg", "ignore"):
             if col not in df:
                 continue
-            lengths = df[col].map(len).to_numpy()
+            values = df[col].to_numpy()
+            try:
+                lengths = np.fromiter((len(v) for v in values), dtype=np.int64, count=len(values))
+            except TypeError:
+                row = next(i for i, v in enumerate(values) if not hasattr(v, "__len__") or isinstance(v, str))
+                raise ManifestError(f"{path}: row {row} (image {df['image'].iloc[row]!r}) column {col!r} holds "
+                                    f"{values[row]!r}, not a list of label indices") from None
             if lengths.sum() == 0:
                 continue
-            flat = np.concatenate([np.asarray(v) for v in df[col].to_numpy() if len(v)])
+            flat = np.concatenate([np.asarray(v) for v in values if len(v)])
+            whole = flat.dtype.kind in "iu" or (flat.dtype.kind == "f" and bool(np.isfinite(flat).all())
+                                                and bool((flat == np.round(flat)).all()))
+            if not whole:
+                first = int(np.flatnonzero(~_whole_numbers(flat))[0])
+                row = int(np.searchsorted(np.cumsum(lengths), first, side="right"))
+                value = flat[first].item() if hasattr(flat[first], "item") else flat[first]
+                raise ManifestError(f"{path}: row {row} (image {df['image'].iloc[row]!r}) column {col!r} has label "
+                                    f"{value!r}, not a whole label index")
             bad = (flat < 0) | (flat >= n)
             if bad.any():
                 row = int(np.searchsorted(np.cumsum(lengths), np.flatnonzero(bad)[0], side="right"))
@@ -208,6 +228,17 @@ class Manifest:
     def labels_per_image(self, split: str) -> np.ndarray:
         """Number of positive labels of each image of a split."""
         return self.split(split)["pos"].map(len).to_numpy()
+
+
+def _whole_numbers(values: np.ndarray) -> np.ndarray:
+    """Which entries are whole numbers (label indices); strings, None, NaN and fractions are not."""
+    out = np.zeros(len(values), bool)
+    for i, v in enumerate(values):
+        try:
+            out[i] = not isinstance(v, (str, bytes, bool)) and float(v) == int(v)
+        except (TypeError, ValueError, OverflowError):
+            out[i] = False
+    return out
 
 
 def _flat(lists: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

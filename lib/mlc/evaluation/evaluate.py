@@ -76,6 +76,10 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
     model = loaded.model
     method = build_method(mp, len(data.labels), model=model)
     pred = predict(model, method, loader, dev, mp.train.amp, desc=f"test {name}", progress=progress)
+    if pred["nonfinite"]:
+        raise ValueError(f"{params.source}: method {name!r} ({loaded.weights.get('checkpoint', 'its weights')}): "
+                         f"{pred['nonfinite']} of its test scores are NaN or infinite; nothing is evaluated or "
+                         f"written (diverged or broken weights)")
     ev = params.eval
     report = evaluate_scores(pred["scores"], pred["targets"], ev.ap_mode, ev.empty_class, ev.threshold, ev.top_k)
     other = "noninterp" if ev.ap_mode == "voc" else "voc"

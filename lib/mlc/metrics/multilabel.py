@@ -19,11 +19,23 @@ AP_MODES = ("voc", "noninterp")
 EMPTY_CLASS = ("nan", "zero", "skip")
 
 
+def finite_scores(scores) -> np.ndarray:
+    """The scores as an array; NaN or infinite scores are an error.  A diverged model's or a broken score
+    file's scores would otherwise rank to a finite, meaningless mAP (all-NaN scores give the AP of a stable
+    sort), so no metric is computed from them, whoever calls it."""
+    scores = np.asarray(scores)
+    if scores.dtype.kind == "f" and not np.isfinite(scores).all():
+        n_nan, n_inf = int(np.isnan(scores).sum()), int(np.isinf(scores).sum())
+        raise ValueError(f"the scores hold {n_nan} NaN and {n_inf} infinite values (of {scores.size}): no metric "
+                         f"is computed from them (a diverged model or a broken score file)")
+    return scores
+
+
 def average_precision(scores: np.ndarray, targets: np.ndarray, mode: str = "voc") -> float:
     """AP of one class; NaN if the class has no positive among its known cells."""
     if mode not in AP_MODES:
         raise ValueError(f"AP mode must be one of {AP_MODES}, got {mode!r}")
-    scores, targets = np.asarray(scores, dtype=np.float64), np.asarray(targets)
+    scores, targets = finite_scores(np.asarray(scores, dtype=np.float64)), np.asarray(targets)
     known = targets >= 0
     scores, targets = scores[known], targets[known]
     order = np.argsort(-scores, kind="stable")
@@ -45,7 +57,7 @@ def average_precision(scores: np.ndarray, targets: np.ndarray, mode: str = "voc"
 
 def per_class_ap(scores: np.ndarray, targets: np.ndarray, mode: str = "voc") -> np.ndarray:
     """AP of every class (``voc``: all-point interpolated; ``noninterp``: over known cells); NaN without positives."""
-    scores, targets = np.asarray(scores), np.asarray(targets)
+    scores, targets = finite_scores(scores), np.asarray(targets)
     if scores.shape != targets.shape or scores.ndim != 2:
         raise ValueError(f"scores {scores.shape} and targets {targets.shape} must both be [N, C]")
     return np.array([average_precision(scores[:, c], targets[:, c], mode) for c in range(scores.shape[1])])
@@ -90,7 +102,7 @@ def threshold_metrics(scores: np.ndarray, targets: np.ndarray, threshold: float 
     ``empty_class="one"`` (SALGL/SGRE): a class with no predictions has CP 1 and one without positives
     CR 1; ``"zero"``: they count as 0.  CF1 = 2 CP CR / (CP + CR) (harmonic mean of the averages).
     """
-    scores, targets = np.asarray(scores), np.asarray(targets)
+    scores, targets = finite_scores(scores), np.asarray(targets)
     known, gt = targets >= 0, targets == 1
     pred = scores >= threshold
     if top_k is not None:

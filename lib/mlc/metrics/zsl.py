@@ -20,11 +20,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from mlc.metrics.multilabel import finite_scores
+
 
 def average_precision_known(scores: np.ndarray, targets: np.ndarray) -> float:
     """Non-interpolated AP of one column over its known cells; nan when it has no positive."""
     known = targets != -1
-    s, t = scores[known], targets[known] == 1
+    s, t = finite_scores(scores)[known], targets[known] == 1
     n_pos = int(t.sum())
     if n_pos == 0:
         return float("nan")
@@ -36,6 +38,7 @@ def average_precision_known(scores: np.ndarray, targets: np.ndarray) -> float:
 
 def topk_prf(scores: np.ndarray, targets: np.ndarray, k: int) -> dict:
     """Micro precision, recall and F1 of the top-``k`` labels of each image."""
+    scores = finite_scores(scores)
     n, c = scores.shape
     k = min(k, c)
     top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < c else np.tile(np.arange(c), (n, 1))
@@ -71,8 +74,8 @@ def zsl_report(scores: np.ndarray, targets: np.ndarray, n_seen: int, ks=(3, 5), 
                zsl_scores: np.ndarray | None = None) -> dict:
     """{"SEEN": ..., "ZSL": ..., "GZSL": ...}; ``zsl_scores`` [N, C_unseen] replaces the sliced unseen
     scores for methods whose scores depend on the label set (MKT)."""
-    scores, targets = np.asarray(scores, np.float64), np.asarray(targets)
-    unseen = scores[:, n_seen:] if zsl_scores is None else np.asarray(zsl_scores, np.float64)
+    scores, targets = finite_scores(np.asarray(scores, np.float64)), np.asarray(targets)
+    unseen = scores[:, n_seen:] if zsl_scores is None else finite_scores(np.asarray(zsl_scores, np.float64))
     report = {"SEEN": subset_report(scores[:, :n_seen], targets[:, :n_seen], ks, empty_class),
               "ZSL": subset_report(unseen, targets[:, n_seen:], ks, empty_class),
               "GZSL": subset_report(scores, targets, ks, empty_class)}

@@ -2,9 +2,10 @@
 columns and datasets, the checks before training, and the switches that speed it up without changing a number."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
-from mlc.config.params import MethodParams, RunParams
+from mlc.config.params import MethodParams, RunParams, TrainParams
 from mlc.core.io import exclusive
 from mlc.data.dataset import MultiLabelDataset, check_images
 from mlc.data.datasets import convert_dataset
@@ -89,9 +90,10 @@ def method_data(params: RunParams, name: str, manifest: Manifest | None = None) 
     return MethodData(manifest, list(labels), datasets)
 
 
-def check_method_data(data: MethodData, tp, check_files: bool = True, progress: bool = True) -> None:
-    """Before any training: every split has images, the training split fills a batch, and (unless
-    ``check_files`` is off) every listed image file exists inside the image root."""
+def check_method_data(data: MethodData, tp: TrainParams, check_files: bool = True, progress: bool = True) -> None:
+    """Before any training: every split has images, the training split fills a batch, (unless ``check_files``
+    is off) every listed image file exists inside the image root, and a warning names evaluation images that
+    are also training images (their scores would flatter the model)."""
     for split, ds in data.datasets.items():
         if len(ds) == 0:
             raise ValueError(f"{ds.parquet_path}: the {split!r} split is empty "
@@ -100,6 +102,14 @@ def check_method_data(data: MethodData, tp, check_files: bool = True, progress: 
     if tp.drop_last and n_train < tp.batch_size:
         raise ValueError(f"{data.datasets['train'].parquet_path}: the train split has {n_train} images, fewer than "
                          f"one batch (train.batch_size {tp.batch_size}) with train.drop_last: lower the batch size")
+    train_images = set(data.manifest.split("train")["image"])
+    for split in dict.fromkeys(s for s in ("val", "test") if s in data.manifest.split_names):
+        images = data.manifest.split(split)["image"]
+        shared = images[images.isin(train_images)]
+        if len(shared):
+            warnings.warn(f"{data.manifest.root / (split + '.parquet')}: {len(shared)} of the {len(images)} {split} "
+                          f"images are also training images (first: {shared.iloc[0]!r}); their scores measure "
+                          f"memory, not recognition", stacklevel=2)
     if check_files:
         for ds in {id(d): d for d in data.datasets.values()}.values():
             check_images(ds, progress=progress)
