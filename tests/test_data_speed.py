@@ -54,6 +54,32 @@ def test_the_image_cache_gives_the_same_images_and_is_checked(tiny_world, tmp_pa
         attach_cache(plain, 64, progress=False)
 
 
+def test_an_image_rewritten_in_place_is_not_served_from_a_stale_cache(tiny_world, tmp_path):
+    """The cache was keyed on the image paths only: after a split's images were rewritten in place it served the
+    old pixels (retraining bit-identical to before).  Its key now holds each file's size and modification time."""
+    import os
+    import shutil
+
+    from PIL import Image
+
+    from mlc.data.manifest import Manifest
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world.root, world)
+    manifest = Manifest(world)
+    inp = _q2l_input()
+    cached = MultiLabelDataset(manifest, "train", build_transform(inp, False))
+    path = attach_cache(cached, 48, progress=False)
+    before = np.load(path)[0].copy()
+    image = cached.image_path(0)
+    Image.new("RGB", Image.open(image).size, (255, 0, 0)).save(image)     # the same path, other pixels
+    st = os.stat(image)
+    os.utime(image, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))         # a later time, whatever the clock did
+    fresh = MultiLabelDataset(manifest, "train", build_transform(inp, False))
+    attach_cache(fresh, 48, progress=False)
+    after = np.load(path)[0]
+    assert not np.array_equal(after, before) and (after[..., 0] == 255).all() and (after[..., 1:] == 0).all()
+
+
 @pytest.mark.slow
 def test_training_with_every_data_switch_gives_the_same_numbers(tmp_path):
     """image_cache + uint8 batches + 2 persistent workers against the plain float pipeline in one process."""

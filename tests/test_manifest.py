@@ -101,3 +101,33 @@ def test_evaluation_images_that_are_training_images_are_warned_about(tmp_path):
     with pytest.warns(UserWarning, match=r"test\.parquet: 1 of the 2 test images are also training images "
                                          r"\(first: 'b\.jpg'\)"):
         check_method_data(MethodData(m, [0, 1, 2], datasets), TrainParams(batch_size=1), check_files=False)
+
+
+def test_a_16_bit_greyscale_png_loads_as_its_picture_not_white(tmp_path):
+    """Pillow's own RGB conversion clips 16-bit values: such a PNG trained as an all-white image."""
+    from PIL import Image
+    ramp = np.linspace(0, 65535, 64 * 64).reshape(64, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    write_manifest(tmp_path / "m", name="x", labels=_labels(2), image_root="..",
+                   splits={"train": pd.DataFrame({"image": ["deep.png"], "pos": [[0]]})})
+    rgb = np.asarray(MultiLabelDataset(Manifest(tmp_path / "m"), "train").load_image(0))
+    assert rgb.dtype == np.uint8 and rgb.shape == (64, 64, 3)
+    assert rgb.min() == 0 and rgb.max() == 255 and 120 < rgb.mean() < 135        # the ramp, not white
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))
+
+
+def test_an_image_too_large_to_decode_safely_is_named(tmp_path):
+    """A header-only 20000 x 20000 PNG raised Pillow's raw DecompressionBombError."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    (tmp_path / "huge.png").write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b""))
+    write_manifest(tmp_path / "m", name="x", labels=_labels(2), image_root="..",
+                   splits={"train": pd.DataFrame({"image": ["huge.png"], "pos": [[0]]})})
+    with pytest.raises(ImageError, match=r"huge\.png: refused, too many pixels to decode safely \(listed in "
+                                         r".*train\.parquet, row 0\)"):
+        MultiLabelDataset(Manifest(tmp_path / "m"), "train").load_image(0)

@@ -379,3 +379,21 @@ def test_a_nan_selection_map_from_classes_without_positives_is_named_not_called_
     with pytest.raises(ValueError, match=r"1 of 3 classes have no positive image in the val split.*empty_class: skip"):
         _validate(Method(model=Net(), loss_fn=None), {"live": Net()}, {"val": [batch]}, torch.device("cpu"), tp, ev,
                   {}, progress=False)
+
+
+def test_an_unfinished_or_emptied_run_is_never_loaded_as_trained(tmp_path):
+    """``mlc evaluate`` on a run killed mid-training used to load its interim best.pt, say "trained weights" and
+    write metrics_test.json; a finished run whose best.pt was deleted said "run the training notebook first"."""
+    from mlc.engine import stage
+    from mlc.runs.build import load_trained
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path))
+    ckpt = params.run_dir / "q2l" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    (ckpt / "best.pt").write_bytes(b"an interim checkpoint")
+    with pytest.raises(RuntimeError, match=r"q2l: this run has not finished training .* rerun the training of 'q2l'"):
+        load_trained(params, "q2l")
+    (ckpt / "best.pt").unlink()
+    (params.run_dir / "q2l" / stage.RESULT).write_text(json.dumps({"test": {"mAP": 0.5}}))
+    assert stage.is_finished(params.run_dir / "q2l")
+    with pytest.raises(FileNotFoundError, match=r"best.pt: the run finished but its best checkpoint is gone.*delete"):
+        load_trained(params, "q2l")

@@ -15,6 +15,18 @@ from mlc.core.progress import bar as progress_bar
 from mlc.data.manifest import Manifest, ManifestError, target_row
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """An image as 8-bit RGB.  16-bit and 32-bit greyscale (PNG ``I;16``, ``I``) and float (``F``) images are
+    scaled to 0..255 first: Pillow's own conversion clips them, which turns a 16-bit PNG white."""
+    if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        if img.mode == "F":
+            top = 1.0 if values.max(initial=0) <= 1.0 else top
+        img = Image.fromarray(np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8), mode="L")
+    return img.convert("RGB")
+
+
 class ImageError(OSError):
     """An image listed in a manifest is missing or cannot be decoded; the message names both."""
 
@@ -93,9 +105,11 @@ class MultiLabelDataset(Dataset):
         where = f"(listed in {self.parquet_path}, row {i})"
         try:
             with Image.open(path) as img:
-                return img.convert("RGB")
+                return to_rgb(img)
         except FileNotFoundError:
             raise ImageError(f"{path}: image not found {where}") from None
+        except Image.DecompressionBombError as e:
+            raise ImageError(f"{path}: refused, too many pixels to decode safely {where}: {e}") from None
         except (UnidentifiedImageError, OSError) as e:
             raise ImageError(f"{path}: cannot decode image {where}: {e}") from None
 

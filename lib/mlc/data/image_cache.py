@@ -28,9 +28,23 @@ class CacheError(RuntimeError):
     """The image cache cannot be built or does not match its split."""
 
 
+# the decoding the cached pixels come from: a change to it (16-bit PNGs scaled, not clipped) rebuilds old caches
+DECODING = "v2"
+
+
+def _file_state(path: Path) -> str:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _identity(dataset, size: int) -> str:
-    listing = "\n".join(str(dataset.image_path(i)) for i in range(len(dataset)))
-    return hashlib.sha256(f"{size}\n{listing}".encode()).hexdigest()[:16]
+    """What determines the cached pixels: the size, the decoding, and each image's path, byte size and
+    modification time (an image rewritten in place makes another cache)."""
+    listing = "\n".join(f"{p}\t{_file_state(p)}" for p in (dataset.image_path(i) for i in range(len(dataset))))
+    return hashlib.sha256(f"{size}\n{DECODING}\n{listing}".encode()).hexdigest()[:16]
 
 
 def cache_path(dataset, size: int) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mlc.data.dataset import to_rgb
 from mlc.data.transforms import build_transform
 from mlc.notebook.figures import heatmap_grid
 from mlc.runs.checkpoints import load
@@ -47,7 +48,7 @@ def _expand(images) -> list[tuple[str, Image.Image]]:
     out = []
     for item in images:
         if isinstance(item, Image.Image):
-            out.append((f"<image {len(out)}>", item.convert("RGB")))
+            out.append((f"<image {len(out)}>", to_rgb(item)))
             continue
         path = Path(item).expanduser()
         if path.is_dir():
@@ -60,7 +61,7 @@ def _expand(images) -> list[tuple[str, Image.Image]]:
         else:
             try:
                 with Image.open(path) as img:
-                    out.append((str(path), img.convert("RGB")))
+                    out.append((str(path), to_rgb(img)))
             except OSError as e:
                 raise OSError(f"{path}: cannot decode image ({e})") from None
     return out
@@ -156,7 +157,7 @@ def upload_widget(predictor: Predictor, top_k: int = 5):
 
     def show(change):
         output.clear_output()
-        images = [Image.open(io.BytesIO(bytes(f["content"]))).convert("RGB") for f in upload.value]
+        images = [to_rgb(Image.open(io.BytesIO(bytes(f["content"])))) for f in upload.value]
         if images:
             with output:
                 preds = predictor(images, top_k=top_k)

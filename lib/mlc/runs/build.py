@@ -59,18 +59,26 @@ def untrained_method(mp: MethodParams, num_classes: int, on_meta: bool = False) 
 
 
 def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.Module:
-    """The best model of a finished method run, in eval mode."""
+    """The best model of a finished method run, in eval mode.  A failed, unfinished or emptied run is an
+    error saying which, never a half-trained model."""
     mp = method_params(params, name)
+    stage_dir = params.run_dir / name
+    best = stage_dir / "checkpoints" / "best.pt"
+    failed = stage.failure(stage_dir)
+    if failed is not None:
+        raise RuntimeError(f"{stage_dir}: this run failed ({failed.get('what', failed.get('reason'))}, "
+                           f"see {stage_dir / stage.FAILED}); it has no result to load")
+    if not stage.is_finished(stage_dir):
+        if best.is_file():
+            raise RuntimeError(f"{stage_dir}: this run has not finished training (its best.pt is from an interrupted "
+                               f"run); rerun the training of {name!r} to resume it, then evaluate")
+        raise FileNotFoundError(f"{best}: no trained checkpoint; run the training notebook for {name!r} first")
+    if not best.is_file():
+        raise FileNotFoundError(f"{best}: the run finished but its best checkpoint is gone, so there is nothing to "
+                                f"load; delete {stage_dir} and train {name!r} again")
     manifest = prepare_data(params, progress=False)
     labels = manifest.label_subset(mp.label_subset)
     model = create_model(mp.model_name, mp.model, len(labels), label_names=[manifest.label_names[i] for i in labels])
-    best = params.run_dir / name / "checkpoints" / "best.pt"
-    failed = stage.failure(params.run_dir / name)
-    if failed is not None:
-        raise RuntimeError(f"{params.run_dir / name}: this run failed ({failed.get('what', failed.get('reason'))}, "
-                           f"see {params.run_dir / name / stage.FAILED}); it has no result to load")
-    if not best.is_file():
-        raise FileNotFoundError(f"{best}: no trained checkpoint; run the training notebook for {name!r} first")
     state = stage.load_checkpoint(best, map_location=device)[0]["model"]
     try:
         model.load_state_dict(state)
