@@ -58,7 +58,7 @@ def test_mlc_train_from_another_folder_writes_into_the_params_outputs(tmp_path):
                  f"  toy: {{n_train: 32, n_val: 16, n_test: 16}}\n")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    run = subprocess.run([sys.executable, "-m", "mlc.cli.command", "train", str(f), "--method", "q2l",
+    run = subprocess.run([sys.executable, "-m", "mlc.cli", "train", str(f), "--method", "q2l",
                           "--set", "methods.q2l.train.epochs=1"], cwd=elsewhere, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -66,3 +66,15 @@ def test_mlc_train_from_another_folder_writes_into_the_params_outputs(tmp_path):
     assert (stage / "result.json").is_file() and not list(elsewhere.iterdir())
     assert "[q2l] test mAP" in (stage / "train.log").read_text()
     assert list((stage / "tensorboard").glob("events.out.tfevents.*")) and (stage / "history.csv").is_file()
+
+
+def test_a_relative_output_root_on_the_command_line_is_relative_to_where_the_command_runs(tmp_path, monkeypatch):
+    """``--output-root myruns`` run from another folder wrote to ``<kit>/myruns`` without saying so."""
+    import argparse
+
+    from mlc.cli.args import add_params_arguments, load_from_args
+    ap = argparse.ArgumentParser()
+    add_params_arguments(ap)
+    monkeypatch.chdir(tmp_path)
+    params = load_from_args(ap.parse_args([str(CI), "--output-root", "myruns"]))
+    assert params.run_dir == tmp_path / "myruns" / "toy_ci"

@@ -397,3 +397,15 @@ def test_an_unfinished_or_emptied_run_is_never_loaded_as_trained(tmp_path):
     assert stage.is_finished(params.run_dir / "q2l")
     with pytest.raises(FileNotFoundError, match=r"best.pt: the run finished but its best checkpoint is gone.*delete"):
         load_trained(params, "q2l")
+
+
+def test_a_toy_clip_batch_larger_than_its_training_set_is_refused(tmp_path):
+    """``--set clip.batch_size=500`` on 96 training images took zero steps, printed ``loss nan`` and saved its
+    random initial weights as the run's CLIP."""
+    from mlc.runs.data import prepare_data
+    from mlc.runs.toy_clip import clip_checkpoint, train_toy_clip
+    params = load_params(toy_params_file(tmp_path), set_args=["clip.batch_size=500"])
+    with pytest.raises(ValueError, match=r"clip.batch_size 500 is larger than the 64 training images, so the toy "
+                                         r"CLIP would take no step"):
+        train_toy_clip(params, prepare_data(params, progress=False), progress=False)
+    assert not clip_checkpoint(params).exists()

@@ -103,6 +103,11 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     if params.clip.pretrained:
         raise ValueError("clip.pretrained is set: nothing to train")
     cp = params.clip
+    n_train = len(manifest.split("train"))
+    if cp.epochs > 0 and n_train < cp.batch_size:
+        raise ValueError(f"{params.source}: clip.batch_size {cp.batch_size} is larger than the {n_train} training "
+                         f"images, so the toy CLIP would take no step and keep its random weights: lower "
+                         f"clip.batch_size")
     torch.manual_seed(params.seed)
     _register_configs()
     model, _, preprocess = open_clip.create_model_and_transforms(cp.model, output_dict=True)
