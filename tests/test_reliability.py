@@ -409,3 +409,21 @@ def test_a_toy_clip_batch_larger_than_its_training_set_is_refused(tmp_path):
                                          r"CLIP would take no step"):
         train_toy_clip(params, prepare_data(params, progress=False), progress=False)
     assert not clip_checkpoint(params).exists()
+
+
+def test_evaluating_a_trained_run_with_other_result_affecting_params_is_refused(tmp_path):
+    """``mlc evaluate P --set data.toy.seed=1`` on a finished run overwrote its metrics_test.json with a score on
+    another test world (26.0 -> 17.0), which the report then showed as the run's."""
+    from mlc.engine import stage
+    from mlc.engine.rundir import RunConflictError, prepare_run_dir
+    from mlc.evaluation.evaluate import result_dir
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path))
+    prepare_run_dir(params)
+    (params.run_dir / "q2l").mkdir()
+    (params.run_dir / "q2l" / stage.RESULT).write_text(json.dumps({"test": {"mAP": 0.26}}))
+    other = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path), set_args=["data.toy.seed=1"])
+    with pytest.raises(RunConflictError, match=r"data\.toy\.seed"):
+        result_dir(other, "q2l")
+    assert result_dir(params, "q2l") == params.run_dir / "q2l"
+    faster = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path), set_args=["data.num_workers=2"])
+    assert result_dir(faster, "q2l") == params.run_dir / "q2l"          # a setting that changes no number

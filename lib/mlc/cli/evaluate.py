@@ -8,6 +8,8 @@ import sys
 
 from mlc.cli.args import add_params_arguments, load_from_args
 from mlc.config.params import ParamsError, RunParams
+from mlc.engine import stage
+from mlc.engine.rundir import RunConflictError
 from mlc.evaluation.evaluate import EvaluationConflictError, evaluate, summary_table
 
 
@@ -39,7 +41,8 @@ def run_evaluation(params: RunParams, names, checkpoint, device: str = "auto") -
     """Evaluate and print one table; clear errors are one line on stderr and exit code 1."""
     try:
         reports = evaluate(params, names, checkpoint, device)
-    except (FileNotFoundError, ValueError, KeyError, EvaluationConflictError) as e:
+    except (FileNotFoundError, ValueError, KeyError, EvaluationConflictError, RunConflictError,
+            stage.StageNotFinishedError) as e:
         print(f"error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
         return 1
     for name in reports:

@@ -80,6 +80,10 @@ class StageLockedError(RuntimeError):
     """Another process is training the same stage."""
 
 
+class StageNotFinishedError(RuntimeError):
+    """A stage that failed or has not finished training was asked for its result."""
+
+
 @contextlib.contextmanager
 def lock(stage_dir: str | os.PathLike):
     """Hold ``<stage>/.lock`` exclusively while the block runs; :class:`StageLockedError` names the holder."""

@@ -35,11 +35,16 @@ def _uses_file(params: RunParams, name: str, checkpoint) -> bool:
 
 
 def result_dir(params: RunParams, name: str, checkpoint=None) -> Path:
-    """Where the evaluation of ``name`` goes: the run's method folder.  For weights from a file that folder
-    must hold no training (its metrics would be replaced by another model's); the run folder is prepared
-    (params.yaml) so the report finds the result."""
+    """Where the evaluation of ``name`` goes: the run's method folder.  A trained run is evaluated only with the
+    params it trained with (:class:`mlc.engine.rundir.RunConflictError` otherwise).  For weights from a file
+    that folder must hold no training (its metrics would be replaced by another model's); the run folder is
+    prepared (params.yaml) so the report finds the result."""
     out = params.run_dir / name
     if not _uses_file(params, name, checkpoint):
+        if (params.run_dir / "params.yaml").is_file():
+            # the run's own weights: its result-affecting params must be the ones it trained with (another
+            # test world or label set would score the model on other data under the run's name)
+            prepare_run_dir(params)
         return out
     state = stage.status(out)
     if state != "new":

@@ -66,12 +66,14 @@ def load_trained(params: RunParams, name: str, device: str = "cpu") -> torch.nn.
     best = stage_dir / "checkpoints" / "best.pt"
     failed = stage.failure(stage_dir)
     if failed is not None:
-        raise RuntimeError(f"{stage_dir}: this run failed ({failed.get('what', failed.get('reason'))}, "
-                           f"see {stage_dir / stage.FAILED}); it has no result to load")
+        raise stage.StageNotFinishedError(
+            f"{stage_dir}: this run failed ({failed.get('what', failed.get('reason'))}, see "
+            f"{stage_dir / stage.FAILED}); it has no result to load")
     if not stage.is_finished(stage_dir):
         if best.is_file():
-            raise RuntimeError(f"{stage_dir}: this run has not finished training (its best.pt is from an interrupted "
-                               f"run); rerun the training of {name!r} to resume it, then evaluate")
+            raise stage.StageNotFinishedError(
+                f"{stage_dir}: this run has not finished training (its best.pt is from an interrupted run); rerun "
+                f"the training of {name!r} to resume it, then evaluate")
         raise FileNotFoundError(f"{best}: no trained checkpoint; run the training notebook for {name!r} first")
     if not best.is_file():
         raise FileNotFoundError(f"{best}: the run finished but its best checkpoint is gone, so there is nothing to "
