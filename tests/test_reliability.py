@@ -427,3 +427,39 @@ def test_evaluating_a_trained_run_with_other_result_affecting_params_is_refused(
     assert result_dir(params, "q2l") == params.run_dir / "q2l"
     faster = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path), set_args=["data.num_workers=2"])
     assert result_dir(faster, "q2l") == params.run_dir / "q2l"          # a setting that changes no number
+
+
+@pytest.mark.slow
+def test_sigterm_to_run_all_alone_stops_its_notebook_processes(tmp_path):
+    """SIGTERM to the run_all process alone left its notebook processes running (Q2L trained on and wrote its
+    result 40 s after the parent died, beside a rerun); they now stop with it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    pf = toy_params_file(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "mlc.pipeline", str(pf), "--only", "01_"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def children():
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "--execute" in cmd and str(pf) in cmd:
+                found.append(int(pid))
+        return found
+
+    for line in proc.stdout:
+        if line.startswith(">> notebooks/01_"):
+            break
+    deadline = time.time() + 60
+    while not children() and time.time() < deadline:
+        time.sleep(0.2)
+    assert children(), "the notebook process never started"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert children() == []

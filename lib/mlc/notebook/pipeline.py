@@ -17,10 +17,12 @@ exported to HTML (``outputs/<run name>/html/``, with an ``index.html``), so a wh
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -138,6 +140,40 @@ def _run_graph(notebooks: list[Path], needs: dict, jobs: int, root: Path, out_di
     pending, running, done = list(notebooks), {}, set()
     cores = _cores()
     lock = threading.Lock()
+    with _children_stopped_with_this_process(running):
+        return _run_ready(pending, running, done, needs, jobs, cores, lock, root, out_dir, params_path, t_all)
+
+
+@contextlib.contextmanager
+def _children_stopped_with_this_process(running: dict):
+    """SIGTERM (or SIGHUP) to run_all alone, or any exit, stops the notebook processes it started: without this
+    they trained on and wrote results after their parent had gone, beside a rerun."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if main:
+        def stop(signum, frame):
+            raise SystemExit(128 + signum)
+        for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                previous[sig] = signal.signal(sig, stop)
+    try:
+        yield
+    finally:
+        alive = [job["proc"] for job in running.values() if job["proc"].poll() is None]
+        for proc in alive:
+            proc.terminate()            # the notebook process leaves through papermill, which stops its kernel
+        for proc in alive:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _run_ready(pending: list, running: dict, done: set, needs: dict, jobs: int, cores: int, lock: threading.Lock,
+               root: Path, out_dir: Path, params_path: Path, t_all: float):
     while pending or running:
         ready = [nb for nb in pending if all(n in done for n in needs[nb])]
         while ready and len(running) < jobs:
@@ -218,7 +254,6 @@ def execute_one(nb: Path, target: Path, params_path: Path) -> int:
     """Execute one notebook in the working directory (what each process of :func:`run_all` runs, started in
     the repository's root): its progress lines go to stdout, a failure's error to stderr and the exit code."""
     import shutil
-    import signal
     import tempfile
 
     import papermill as pm
