@@ -53,6 +53,7 @@ def test_checkpoint_for_another_class_count_is_a_clear_error(tmp_path):
     stage.mkdir(parents=True)
     from mlc.methods.q2l.model import Q2LConfig, Query2Label
     torch.save({"model": Query2Label(Q2LConfig(), 5).state_dict()}, stage / "best.pt")
+    (stage.parent / "result.json").write_text('{"test": {"mAP": 0.5}}')      # a finished run
     with pytest.raises(RuntimeError, match=r"best.pt: checkpoint does not fit model 'q2l' with 30 classes"):
         load_trained(p, "q2l")
 

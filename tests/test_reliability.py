@@ -191,6 +191,7 @@ def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
     best = params.run_dir / "q2l" / "checkpoints" / "best.pt"
     best.parent.mkdir(parents=True)
     os.link(evil, best)
+    (best.parent.parent / "result.json").write_text('{"test": {"mAP": 0.5}}')   # as if the run had finished
     from mlc.runs.build import load_trained
     with pytest.raises(UnsafeFileError, match="best.pt"):
         load_trained(params, "q2l")
