@@ -13,8 +13,9 @@ def _params_file(tmp_path, out, extra=""):
     return toy_params_file(tmp_path, out, train=f"epochs: 3, batch_size: 16{extra}", name="resume")
 
 
-def _train(params_file, kill_at=None):
-    return train_subprocess(params_file, **({} if kill_at is None else {"MLC_KILL_AT_STEP": str(kill_at)}))
+def _train(params_file, kill_at=None, threads=2):
+    return train_subprocess(params_file, OMP_NUM_THREADS=str(threads),
+                            **({} if kill_at is None else {"MLC_KILL_AT_STEP": str(kill_at)}))
 
 
 @pytest.mark.slow
@@ -27,13 +28,16 @@ def test_kill_9_mid_epoch_then_rerun_gives_the_same_result(tmp_path):
     stage = tmp_path / "resumed" / "resume" / "q2l"
     assert torch.load(stage / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 0
     assert not (stage / "result.json").exists()
-    again = _train(resumed)
+    # resumed in a process given another thread count (run_all --only after a full run_all): it resumes with the
+    # thread count it started with, which orders the CPU's sums, so its numbers are the uninterrupted run's
+    again = _train(resumed, threads=1)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "resuming" in again.stdout
+    assert "resuming" in again.stdout and "resuming with the 2 CPU thread(s) this run started with" in again.stdout
     a = json.loads((tmp_path / "straight" / "resume" / "q2l" / "result.json").read_text())
     b = json.loads((stage / "result.json").read_text())
     assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    assert a["cpu_threads"] == b["cpu_threads"] == 2
 
     # A finished run is reused, not retrained, and never overwritten by other params.
     mtime = (stage / "checkpoints" / "last.pt").stat().st_mtime_ns

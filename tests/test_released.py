@@ -371,5 +371,7 @@ def test_evaluate_command_on_a_trained_toy_run(tmp_path):
     assert again.returncode == 0, again.stderr[-2000:]
     other = json.loads((tmp_path / "out" / "toyeval_file" / "q2l" / "metrics_test.json").read_text())
     assert other["weights"]["kind"] == "kit checkpoint" and other["mAP"] == pytest.approx(metrics["mAP"], abs=1e-12)
-    runs = finished_runs(tmp_path / "out").set_index("run")["weights"].to_dict()
+    report = finished_runs(tmp_path / "out").set_index("run")
+    assert report.loc["toyeval", "CPU threads"] == 2                 # what the run trained with (OMP_NUM_THREADS)
+    runs = report["weights"].to_dict()
     assert runs == {"toyeval": "trained by the kit", "toyeval_file": "a kit checkpoint file, evaluated by the kit"}

@@ -148,16 +148,20 @@ class FitResult:
     best_score: float
     history: list[dict]
     test: dict | None
+    # the CPU threads the run computed with: their count orders the CPU's sums, so it is part of what made the
+    # result (the toy Q2L's test mAP differs by points between 1 and 2 threads)
+    cpu_threads: int | None = None
 
     def to_dict(self) -> dict:
         """The result as stored in ``result.json``."""
         return {"best_epoch": self.best_epoch, "best_source": self.best_source, "best_score": self.best_score,
-                "history": self.history, "test": self.test}
+                "history": self.history, "test": self.test, "cpu_threads": self.cpu_threads}
 
 
 def _load_result(stage_dir: Path) -> FitResult:
     d = json.loads((stage_dir / stage.RESULT).read_text())
-    return FitResult(stage_dir, d["best_epoch"], d["best_source"], d["best_score"], d["history"], d["test"])
+    return FitResult(stage_dir, d["best_epoch"], d["best_source"], d["best_score"], d["history"], d["test"],
+                     d.get("cpu_threads"))
 
 
 @dataclass
@@ -323,6 +327,12 @@ def _resume(run: _Run) -> _State:
     state = _State(ck["history"], ck["best"], ck["epoch"] + 1, ck.get("stopped"))
     run.logger.info(f"resuming {run.stage_dir} from epoch {state.next_epoch} (checkpoint {used})"
                     + (f"; training had ended ({state.stopped})" if state.stopped else ""))
+    started_with = ck.get("cpu_threads")
+    if started_with and started_with != torch.get_num_threads():
+        # another thread count would change the order of the CPU's sums, and so the numbers, from here on
+        run.logger.info(f"resuming with the {started_with} CPU thread(s) this run started with (this process was "
+                        f"given {torch.get_num_threads()})")
+        torch.set_num_threads(started_with)
     return state
 
 
@@ -376,7 +386,8 @@ def _select_and_checkpoint(run: _Run, state: _State, record: dict, scores: dict,
                                "scheduler": run.scheduler.state_dict(), "scaler": run.scaler.state_dict(),
                                "ema": run.ema.module.state_dict() if run.ema is not None else None,
                                "epoch": epoch, "history": state.history, "best": state.best,
-                               "stopped": state.stopped}, run.ckpt_dir / "last.pt", keep_previous=True)
+                               "stopped": state.stopped, "cpu_threads": torch.get_num_threads()},
+                              run.ckpt_dir / "last.pt", keep_previous=True)
         atomic_write_text(run.stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
         run.logger.history(state.history)
     run.logger.epoch(record, (epoch + 1) * run.steps_per_epoch)
@@ -396,7 +407,7 @@ def _final_test(run: _Run, state: _State, eval_params: EvalParams) -> FitResult:
     best_ck, _ = stage.load_checkpoint(run.ckpt_dir / "best.pt", map_location=run.device)
     run.model.load_state_dict(best_ck["model"])
     pred = predict(run.model, run.method, run.loaders["test"], run.device, run.tp.amp, desc="test",
-                   progress=run.progress, channels_last=bool(getattr(run.tp, "channels_last", False)))
+                   progress=run.progress, channels_last=run.tp.channels_last)
     if pred["nonfinite"]:
         _diverged(run.stage_dir, run.model, state.best["epoch"], None, f"{pred['nonfinite']} non-finite test "
                   f"scores from the best checkpoint {run.ckpt_dir / 'best.pt'}")
@@ -407,7 +418,7 @@ def _final_test(run: _Run, state: _State, eval_params: EvalParams) -> FitResult:
     run.logger.info(f"[{run.stage_name}] test mAP {100 * test['mAP']:.2f} (best epoch {state.best['epoch'] + 1}, "
                     f"{state.best['source']})")
     result = FitResult(run.stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
-                       test)
+                       test, torch.get_num_threads())
     if dist.is_main_process():
         atomic_write_stream(run.stage_dir / "test_scores.npz",
                             lambda f: np.savez_compressed(f, scores=pred["scores"], targets=pred["targets"]))

@@ -32,7 +32,8 @@ def _source_of(params_yaml: Path) -> str:
 
 def finished_runs(output_root: str | Path = "outputs") -> pd.DataFrame:
     """One row per (run, method) with a test evaluation: mAP, CF1, OF1 (%, closed set on the method's
-    labels) and, for open-vocabulary methods, ZSL and GZSL mAP (faithful)."""
+    labels), for open-vocabulary methods ZSL and GZSL mAP (faithful), and for a trained run the CPU threads it
+    trained with."""
     rows = []
     for params_yaml in sorted(Path(output_root).glob("*/params.yaml")):
         run_dir = params_yaml.parent
@@ -47,6 +48,8 @@ def finished_runs(output_root: str | Path = "outputs") -> pd.DataFrame:
                 continue
             row = {"run": run_dir.name, "params": _source_of(params_yaml), "method": method,
                    "weights": WEIGHTS[kind], "mAP": 100 * m["mAP"], "CF1": 100 * m["CF1"], "OF1": 100 * m["OF1"]}
+            if kind == "trained":       # the CPU threads it trained with: part of what made its numbers
+                row["CPU threads"] = json.loads((run_dir / method / stage.RESULT).read_text()).get("cpu_threads")
             zsl = run_dir / method / "metrics_zsl.json"
             if zsl.is_file():
                 z = json.loads(zsl.read_text())["faithful"]
