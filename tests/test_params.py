@@ -125,3 +125,39 @@ def test_yaml_aliases_that_expand_without_bound_are_refused_at_once(tmp_path):
     assert time.perf_counter() - start < 5
     with pytest.raises(ParamsError, match=r"p.yaml:2: an alias refers to the value that contains it"):
         load_params(_write(tmp_path, "name: x\nloop: &me {again: *me}\n"))
+
+
+@pytest.mark.parametrize("body, error", [
+    ("seed: -1", r"p.yaml:\d+: seed: must be >= 0, got -1"),
+    ("data: {toy: {n_train: -5}}", r"data.toy.n_train: must be >= 1, got -5"),
+    ("data: {toy: {image_size: 0}}", r"data.toy.image_size: must be >= 8, got 0"),
+    ("data: {toy: {unseen_fraction: 2}}", r"data.toy.unseen_fraction: must be in \[0, 1\), got 2"),
+    ("data: {toy: {supersample: 0}}", r"data.toy.supersample: must be >= 1, got 0"),
+    ("methods: {q2l: {train: {freeze: ['(']}}}", r"methods.q2l.train.freeze: must be valid regular expressions"),
+    ("methods: {q2l: {train: {param_groups: [{match: '[', lr_scale: 0.1}]}}}",
+     r"methods.q2l.train.param_groups\[0\].match: must be valid regular expressions"),
+    ("methods: {q2l: {train: {device: gpu}}}", r"methods.q2l.train.device: must be auto, cpu, cuda, cuda:N or mps"),
+    ("name: " + "x" * 300, r"name: .* must be at most 200 bytes long \(it is 300"),
+    ("? [a, b]\n: 1", r"p.yaml:\d+: a key must be a plain name, not a list"),
+])
+def test_values_that_would_fail_after_the_run_folder_is_written_are_refused_when_loading(tmp_path, body, error):
+    """These passed loading and failed later (after outputs/<run>/ was written), with raw library errors."""
+    with pytest.raises(ParamsError, match=error):
+        load_params(_write(tmp_path, f"extends: {ROOT / 'params/toy_ci.yaml'}\n{body}\n"))
+
+
+def test_environment_references_take_the_key_s_type_and_work_in_extends(tmp_path, monkeypatch):
+    """``seed: ${env:SEED}`` with SEED=3 was the string '3' ("expected an integer"); ``extends: ${env:X}`` was
+    read as a file named '${env:X}'."""
+    monkeypatch.setenv("MLC_TEST_SEED", "3")
+    monkeypatch.setenv("MLC_TEST_BASE", str(ROOT / "params" / "toy_ci.yaml"))
+    params = load_params(_write(tmp_path, "extends: ${env:MLC_TEST_BASE}\nseed: ${env:MLC_TEST_SEED}\n"
+                                          "description: run ${env:MLC_TEST_SEED}\n"))
+    assert params.seed == 3 and params.name == "toy_ci" and params.description == "run 3"
+
+
+def test_a_params_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
+    p = tmp_path / "latin.yaml"
+    p.write_bytes(f"extends: {ROOT / 'params/toy_ci.yaml'}\ndescription: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ParamsError, match=r"latin.yaml:2: not UTF-8 text \(byte 0xe9\)"):
+        load_params(p)

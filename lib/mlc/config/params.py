@@ -240,17 +240,40 @@ def _unit():
     return (lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
+def _compiles(pattern: str) -> bool:
+    try:
+        re.compile(pattern)
+    except re.error:
+        return False
+    return True
+
+
+def _regexes():
+    return (lambda v: all(_compiles(x) for x in ([v] if isinstance(v, str) else v)),
+            "valid regular expressions (Python's re)")
+
+
+def _device():
+    return (lambda v: re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", v) is not None, "auto, cpu, cuda, cuda:N or mps")
+
+
 _LIMITS: dict[type, dict[str, tuple]] = {
     TrainParams: {"epochs": _at_least(1), "batch_size": _at_least(1), "eval_batch_size": _at_least(1),
                   "lr": _positive(), "weight_decay": _at_least(0), "pct_start": _open_unit(),
                   "warmup_epochs": _at_least(0), "min_lr": _at_least(0), "plateau_factor": _open_unit(),
                   "plateau_patience": _at_least(0), "ema_decay": _open_unit(), "early_stop_patience": _at_least(1),
                   "grad_clip_norm": _positive(), "log_every": _at_least(1),
-                  "accumulate_steps": _at_least(1), "devices": _at_least(1)},
+                  "accumulate_steps": _at_least(1), "devices": _at_least(1), "freeze": _regexes(),
+                  "device": _device()},
+    RunParams: {"seed": _at_least(0)},
+    ToyWorldConfig: {"seed": _at_least(0), "n_train": _at_least(1), "n_val": _at_least(0), "n_test": _at_least(1),
+                     "image_size": _at_least(8), "unseen_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                     "supersample": _at_least(1), "typical_labels_per_scene": _at_least(1),
+                     "pairs_per_scene": _at_least(0), "pair_probability": _unit(), "atypical_weight": _at_least(0)},
     DataParams: {"num_workers": _at_least(0)},
     InputParams: {"image_size": _at_least(1), "cutout_factor": _unit()},
     LossParams: {"gamma_neg": _at_least(0), "gamma_pos": _at_least(0), "clip": _unit(), "eps": _at_least(0)},
-    ParamGroup: {"lr_scale": _at_least(0)},
+    ParamGroup: {"lr_scale": _at_least(0), "match": _regexes()},
     EvalParams: {"threshold": _unit(), "top_k": _at_least(1),
                  "zsl_top_k": (lambda v: len(v) > 0 and all(k >= 1 for k in v), "a non-empty list of integers >= 1")},
     ClipParams: {"epochs": _at_least(0), "batch_size": _at_least(1), "lr": _positive(), "weight_decay": _at_least(0),
@@ -296,6 +319,8 @@ def check_run_name(name: str) -> str | None:
     p = Path(name)
     if p.is_absolute() or name.startswith(("/", "\\")) or ":" in p.parts[0]:
         return "must be a relative name (the run folder is <output_root>/<name>)"
+    if len(name.encode()) > 200:
+        return f"must be at most 200 bytes long (it is {len(name.encode())}; it names a folder and its files)"
     if any(part in ("..", ".") for part in Path(name.replace("\\", "/")).parts) or name.startswith("."):
         return "must not contain '..' or '.' parts nor start with '.' (the run would land outside the output root)"
     return None
@@ -355,6 +380,9 @@ def _compose_with_lines(text: str, file: str) -> tuple[Any, dict[str, tuple[str,
         if isinstance(n, yaml.MappingNode):
             first_line: dict = {}
             for k, v in n.value:
+                if not isinstance(k, yaml.ScalarNode):
+                    raise ParamsError(f"{file}:{k.start_mark.line + 1}: a key must be a plain name, not a "
+                                      f"{'list' if isinstance(k, yaml.SequenceNode) else 'mapping'}")
                 p = f"{path}.{k.value}" if path else str(k.value)
                 if k.value in first_line:       # YAML would silently keep the last one
                     raise ParamsError(f"{file}:{k.start_mark.line + 1}: duplicate key {p!r} (first set on line "
@@ -390,7 +418,14 @@ def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tup
                           else f"{path}: params file not found")
     if path.resolve() in seen:
         raise ParamsError(f"{path}: 'extends' forms a cycle")
-    data, lines = _compose_with_lines(path.read_text(), str(path))
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[:e.start].count(b"\n") + 1
+        raise ParamsError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8") \
+            from None
+    data, lines = _compose_with_lines(text, str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -400,6 +435,7 @@ def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tup
         return data, lines
     if not isinstance(base_name, str):
         raise ParamsError(f"{path}:{lines['extends'][1]}: 'extends' must be a file name")
+    base_name = _expand_env(base_name, "extends", _Converter(lines, str(path)))
     base, base_lines = _read(path.parent / base_name, seen + (path.resolve(),),
                              extended_from=f"{path}:{lines['extends'][1]}")
     merged = _deep_merge(base, data)
@@ -607,7 +643,16 @@ def _expand_env(value, path: str, conv: "_Converter"):
                 return default
             conv.fail(path, f"environment variable {name} is not set (used as ${{env:{name}}}; "
                             f"${{env:{name}:-default}} gives a default)")
-        return _ENV_REF.sub(sub, value)
+        expanded = _ENV_REF.sub(sub, value)
+        if _ENV_REF.fullmatch(value.strip()):
+            # the whole value is one variable: it takes the type YAML gives its text (``seed: ${env:SEED}``
+            # with SEED=3 is the integer 3, as ``seed: 3`` would be)
+            try:
+                parsed = yaml.safe_load(expanded)
+            except yaml.YAMLError:
+                return expanded
+            return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else expanded
+        return expanded
     return value
 
 
