@@ -305,6 +305,38 @@ def test_full_disk_names_the_file_and_keeps_the_old_one(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
+def test_torch_s_unexpected_pos_on_a_full_disk_is_the_kit_s_no_space_message(tmp_path, monkeypatch):
+    """A full disk while torch writes last.pt surfaced as torch's "unexpected pos 64 vs 0"; nothing was lost."""
+    import shutil
+
+    from mlc.core.io import atomic_write_stream
+    path = tmp_path / "last.pt"
+    path.write_bytes(b"the previous checkpoint")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: type("U", (), {"free": 1024})())
+
+    def full(f):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 4288 vs 4176")
+    with pytest.raises(OSError, match=r"no space left on device while writing .*last.pt .*unexpected pos"):
+        atomic_write_stream(path, full)
+    assert path.read_bytes() == b"the previous checkpoint" and sorted(p.name for p in tmp_path.iterdir()) == \
+        ["last.pt"]
+
+
+def test_a_read_only_folder_names_the_file_written_not_the_kit_s_temporary_one(tmp_path, monkeypatch):
+    """On a read-only outputs folder the error named a ``.params.yaml.tmpPID`` that never existed."""
+    import errno
+
+    from mlc.core import io as kit_io
+
+    def read_only(file, mode="r", *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(file))
+    monkeypatch.setattr(kit_io, "open", read_only, raising=False)
+    with pytest.raises(OSError, match=r"cannot write .*params.yaml: Read-only file system \(the folder .* is not "
+                                      r"writable\)") as e:
+        kit_io.atomic_write_text(tmp_path / "params.yaml", "name: x\n")
+    assert ".tmp" not in str(e.value)
+
+
 def test_truncated_checkpoints_are_named_and_last_falls_back_to_the_previous(tmp_path):
     path = tmp_path / "last.pt"
     stage.save_checkpoint({"epoch": 0}, path, keep_previous=True)
@@ -464,3 +496,31 @@ def test_sigterm_to_run_all_alone_stops_its_notebook_processes(tmp_path):
     proc.communicate(timeout=120)
     assert proc.returncode != 0
     assert children() == []
+
+
+@pytest.mark.slow
+def test_a_last_pt_that_is_not_this_stage_s_training_checkpoint_is_named(tmp_path):
+    """Another method's last.pt gave a state-dict RuntimeError without the file; a best.pt copied as last.pt
+    gave ``KeyError: 'optimizer'``."""
+    pf = toy_params_file(tmp_path)
+    ckpt = load_params(pf).run_dir / "q2l" / "checkpoints"
+    ckpt.mkdir(parents=True)
+    stage.save_checkpoint({"model": {"w": torch.zeros(2)}, "epoch": 0, "source": "live"}, ckpt / "last.pt")
+    run = train_subprocess(pf)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "last.pt: not a training checkpoint of this stage (it lacks optimizer" in run.stderr
+    full = {"model": {"w": torch.zeros(2)}, "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 0,
+            "history": [], "best": None}
+    stage.save_checkpoint(full, ckpt / "last.pt")
+    run = train_subprocess(pf)
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
+    assert "last.pt: its model does not fit this stage's model" in run.stderr
+
+
+def test_a_corrupt_stored_params_yaml_names_the_file(tmp_path):
+    from mlc.engine.rundir import RunConflictError, prepare_run_dir
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path))
+    prepare_run_dir(params)
+    (params.run_dir / "params.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(RunConflictError, match=r"params.yaml: the run's stored params are not readable"):
+        prepare_run_dir(params)

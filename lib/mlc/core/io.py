@@ -12,9 +12,10 @@ from typing import BinaryIO, Callable
 def _out_of_space(e: BaseException, folder: Path) -> bool:
     if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
         return True
-    # torch's C++ writer reports a full disk as "basic_ios::clear: iostream error" or a bare write failure
+    # torch's C++ writer reports a full disk as "basic_ios::clear: iostream error", "unexpected pos N vs M" (its
+    # zip writer) or a bare write failure
     text = str(e).lower()
-    if isinstance(e, RuntimeError) and ("iostream" in text or "no space" in text or "write" in text):
+    if isinstance(e, RuntimeError) and any(s in text for s in ("iostream", "no space", "write", "unexpected pos")):
         try:
             return shutil.disk_usage(folder).free < 64 * 2**20
         except OSError:
@@ -39,6 +40,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], keep_
         if _out_of_space(e, path.parent):
             raise OSError(errno.ENOSPC, f"no space left on device while writing {path} "
                                         f"({type(e).__name__}: {e}); {path} was left as it was", str(path)) from None
+        if isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and \
+                e.filename in (str(tmp), tmp):
+            # the temporary file is the kit's own detail: name the file the user asked for and its folder
+            raise OSError(e.errno, f"cannot write {path}: {e.strerror} (the folder {path.parent} is not writable); "
+                                   f"{path} was left as it was", str(path)) from None
         raise
     finally:
         tmp.unlink(missing_ok=True)

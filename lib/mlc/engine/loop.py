@@ -40,6 +40,7 @@ from mlc.core import distributed as dist
 from mlc.core.io import atomic_write_stream, atomic_write_text
 from mlc.core.progress import StepTicker, duration
 from mlc.core.progress import bar as progress_bar
+from mlc.core.safe_load import CheckpointError
 from mlc.data.transforms import normalize_batch
 from mlc.engine import stage
 from mlc.engine.logs import RunLogger
@@ -318,7 +319,19 @@ def _resume(run: _Run) -> _State:
     if not stage.has_checkpoint(run.stage_dir):
         return _State()
     ck, used = stage.load_checkpoint(run.ckpt_dir / "last.pt", map_location=run.device, fallback=True)
-    run.model.load_state_dict(ck["model"])
+    missing = [k for k in ("model", "optimizer", "scheduler", "scaler", "epoch", "history", "best")
+               if not isinstance(ck, dict) or k not in ck]
+    if missing:
+        raise CheckpointError(f"{used}: not a training checkpoint of this stage (it lacks {', '.join(missing)}; a "
+                              f"best.pt holds only the model): put back the run's own last.pt, or delete "
+                              f"{run.ckpt_dir} to train from the start")
+    try:
+        run.model.load_state_dict(ck["model"])
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CheckpointError(f"{used}: its model does not fit this stage's model (another method's or another "
+                              f"label set's checkpoint?): {first} ...; delete {run.ckpt_dir} to train from the "
+                              f"start") from None
     run.optimizer.load_state_dict(ck["optimizer"])
     run.scheduler.load_state_dict(ck["scheduler"])
     run.scaler.load_state_dict(ck["scaler"])

@@ -121,7 +121,15 @@ def prepare_run_dir(params: RunParams) -> Path:
     resolved = params_to_dict(params)
     stored = run_dir / "params.yaml"
     if stored.is_file():
-        original = yaml.safe_load(stored.read_text()) or {}
+        try:
+            original = yaml.safe_load(stored.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise RunConflictError(f"{stored}: the run's stored params are not readable ({type(e).__name__}: "
+                                   f"{str(e).splitlines()[0]}); restore the file, or delete {run_dir} to start the "
+                                   f"run again") from None
+        if not isinstance(original, dict):
+            raise RunConflictError(f"{stored}: the run's stored params are not a mapping; restore the file, or "
+                                   f"delete {run_dir} to start the run again")
         stored_methods, new_methods = original.get("methods") or {}, resolved.get("methods") or {}
         started = _trained_anything(run_dir, stored_methods)
         # only what has trained is protected: nothing at all (the stored params are then only a record), or

@@ -8,6 +8,7 @@ import sys
 
 from mlc.config.params import RunParams
 from mlc.core import distributed as dist
+from mlc.core.safe_load import CheckpointError
 from mlc.data.sampler import EvalSampler, TrainSampler
 from mlc.engine import stage
 from mlc.engine.loop import FitResult, TrainingDivergedError, fit, make_loader, seed_everything
@@ -82,7 +83,7 @@ def run_training(params: RunParams, name: str) -> int:
     main = dist.is_main_process()
     try:
         result = train_method(params, name)
-    except (TrainingDivergedError, stage.StageLockedError, RunConflictError, dist.PeerFailed) as e:
+    except (TrainingDivergedError, stage.StageLockedError, RunConflictError, dist.PeerFailed, CheckpointError) as e:
         if main:                            # every rank stops with the same error; one line says it
             print(f"error ({type(e).__name__}): {e}", file=sys.stderr)
         return 1
