@@ -473,3 +473,10 @@ def test_crafted_pickles_in_dataset_layouts_run_nothing(tmp_path, monkeypatch):
     from mlc.core.safe_load import load_pickle
     load_pickle(tmp_path / "oi" / "2018_04" / "unseen_labels.pkl")
     assert marker.exists()
+
+
+def test_a_misspelt_converter_option_is_named_before_any_file_is_read(tmp_path):
+    """``data.source_options: {keep_emty: true}`` passed loading and failed inside the COCO converter."""
+    with pytest.raises(ValueError, match=r"data.source_options: the coco converter has no option 'keep_emty' \(did "
+                                         r"you mean 'keep_empty'\?\); its options: keep_empty, year"):
+        convert_dataset("coco", tmp_path / "no such folder", tmp_path / "out", keep_emty=True)

@@ -412,6 +412,13 @@ def test_a_nan_selection_map_from_classes_without_positives_is_named_not_called_
     with pytest.raises(ValueError, match=r"1 of 3 classes have no positive image in the val split.*empty_class: skip"):
         _validate(Method(model=Net(), loss_fn=None), {"live": Net()}, {"val": [batch]}, torch.device("cpu"), tp, ev,
                   {}, progress=False)
+    # a val split with no positive label at all: no empty_class setting helps, and the message says so (it used
+    # to say empty_class was 'skip' and advise setting it to 'skip')
+    empty = {**batch, "target": torch.zeros(4, 3)}
+    with pytest.raises(ValueError, match=r"the val split has no positive label at all \(4 images, 3 classes\)") as e:
+        _validate(Method(model=Net(), loss_fn=None), {"live": Net()}, {"val": [empty]}, torch.device("cpu"), tp,
+                  EvalParams(ap_mode="voc", empty_class="skip"), {}, progress=False)
+    assert "set eval.empty_class" not in str(e.value)
 
 
 def test_an_unfinished_or_emptied_run_is_never_loaded_as_trained(tmp_path):

@@ -599,8 +599,13 @@ def _validate(method: Method, candidates: dict, loaders, device: torch.device, t
 
 
 def _no_positives_message(targets: np.ndarray, split: str, eval_params: EvalParams) -> str:
-    """Why an mAP of finite scores is NaN: classes without a positive image under ``empty_class: nan``."""
+    """Why an mAP of finite scores is NaN: classes without a positive image (all of them when the split has no
+    positive label at all, which no ``empty_class`` setting can score)."""
     empty = int(((targets == 1).sum(0) == 0).sum())
+    if empty == targets.shape[1]:
+        return (f"the {split} mAP is NaN although every score is finite: the {split} split has no positive label at "
+                f"all ({targets.shape[0]} images, {targets.shape[1]} classes), so nothing can be ranked. Check its "
+                f"manifest (its 'pos' lists) or the method's label_subset")
     return (f"the {split} mAP is NaN although every score is finite: {empty} of {targets.shape[1]} classes have no "
             f"positive image in the {split} split, and eval.empty_class is {eval_params.empty_class!r} (the official "
             f"voc_mAP gives such a class NaN). Models cannot be selected on it: use a {split} split with positives "
