@@ -96,3 +96,27 @@ def test_training_with_every_data_switch_gives_the_same_numbers(tmp_path):
     assert len(list((tmp_path / "world").rglob("*.u8.npy"))) == 3        # train, val, test
     assert [r["train_loss"] for r in runs["fast"]["history"]] == [r["train_loss"] for r in runs["plain"]["history"]]
     assert runs["fast"]["test"]["mAP"] == runs["plain"]["test"]["mAP"]
+
+
+def test_a_truncated_or_foreign_cache_file_is_rebuilt(tiny_world, tmp_path):
+    """A truncated or object-dtype cache .npy gave a raw numpy error; it is rebuilt (and a reader of a cache that
+    breaks after it was built names the file)."""
+    import shutil
+
+    from mlc.data.image_cache import CachedImages
+    from mlc.data.manifest import Manifest
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world.root, world)
+    manifest = Manifest(world)
+    ds = MultiLabelDataset(manifest, "train", build_transform(_q2l_input(), False))
+    path = attach_cache(ds, 48, progress=False)
+    good = np.load(path)
+    path.write_bytes(path.read_bytes()[:200])                                   # truncated
+    attach_cache(MultiLabelDataset(manifest, "train", build_transform(_q2l_input(), False)), 48, progress=False)
+    np.testing.assert_array_equal(np.load(path), good)
+    np.save(path, np.array([{"not": "pixels"}], dtype=object), allow_pickle=True)   # another kind of file
+    attach_cache(MultiLabelDataset(manifest, "train", build_transform(_q2l_input(), False)), 48, progress=False)
+    np.testing.assert_array_equal(np.load(path), good)
+    path.write_bytes(b"broken after it was built")
+    with pytest.raises(CacheError, match=r"u8.npy: the image cache is not readable .* delete it to rebuild"):
+        CachedImages(path, len(ds), 48).image(0)

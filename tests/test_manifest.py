@@ -131,3 +131,18 @@ def test_an_image_too_large_to_decode_safely_is_named(tmp_path):
     with pytest.raises(ImageError, match=r"huge\.png: refused, too many pixels to decode safely \(listed in "
                                          r".*train\.parquet, row 0\)"):
         MultiLabelDataset(Manifest(tmp_path / "m"), "train").load_image(0)
+
+
+@pytest.mark.parametrize("labels, error", [
+    ([{"index": 0, "id": "a", "name": "a", "colour": "red"}], r"labels\[0\] has unknown keys \['colour'\]"),
+    ([{"index": 0, "name": "a"}], r"labels\[0\] lacks \['id'\]"),
+    ([], r"the manifest has no labels"),
+])
+def test_meta_json_labels_with_wrong_keys_or_none_are_named(tmp_path, labels, error):
+    """Extra or missing label keys were a raw TypeError; zero labels trained and was blamed on the weights."""
+    write_manifest(tmp_path, name="x", labels=_labels(2), splits={"train": pd.DataFrame(
+        {"image": ["a.jpg"], "pos": [[0]]})})
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    (tmp_path / "meta.json").write_text(json.dumps({**meta, "labels": labels}))
+    with pytest.raises(ManifestError, match=r"meta.json: " + error):
+        Manifest(tmp_path)

@@ -47,6 +47,22 @@ def _identity(dataset, size: int) -> str:
     return hashlib.sha256(f"{size}\n{DECODING}\n{listing}".encode()).hexdigest()[:16]
 
 
+def _meta_identity(meta_path: Path) -> str | None:
+    try:
+        return json.loads(meta_path.read_text()).get("identity")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _intact(path: Path, n: int, size: int) -> bool:
+    """Whether the cache file maps as the uint8 array it must be (a truncated or foreign file is rebuilt)."""
+    try:
+        array = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return array.dtype == np.uint8 and array.shape == (n, size, size, 3)
+
+
 def cache_path(dataset, size: int) -> Path:
     """Where the cache of the dataset's split at ``size`` lives."""
     return dataset.manifest.root / "cache" / f"{dataset.split_name}-{size}.u8.npy"
@@ -70,7 +86,8 @@ def build_cache(dataset, size: int, num_workers: int = 0, progress: bool = True)
     meta_path = path.with_suffix(".json")
     identity = _identity(dataset, size)
     with exclusive(path.with_name(f".{path.name}.lock"), f"caching {dataset.split_name} images at {size} px"):
-        if path.is_file() and meta_path.is_file() and json.loads(meta_path.read_text()).get("identity") == identity:
+        if path.is_file() and meta_path.is_file() and _meta_identity(meta_path) == identity and \
+                _intact(path, len(dataset), size):
             return path
         need = len(dataset) * size * size * 3
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,10 +127,13 @@ class CachedImages:
         """Item ``i`` as a PIL image of size x size."""
         from PIL import Image
         if self._array is None:
-            self._array = np.load(self.path, mmap_mode="r")
-            if self._array.shape != (self.n, self.size, self.size, 3):
-                raise CacheError(f"{self.path}: holds {self._array.shape}, expected ({self.n}, {self.size}, "
-                                 f"{self.size}, 3); delete it to rebuild")
+            try:
+                self._array = np.load(self.path, mmap_mode="r")
+            except (OSError, ValueError) as e:
+                raise CacheError(f"{self.path}: the image cache is not readable ({e}); delete it to rebuild") from None
+            if self._array.dtype != np.uint8 or self._array.shape != (self.n, self.size, self.size, 3):
+                raise CacheError(f"{self.path}: holds {self._array.dtype} {self._array.shape}, expected uint8 "
+                                 f"({self.n}, {self.size}, {self.size}, 3); delete it to rebuild")
         return Image.fromarray(np.asarray(self._array[i]))
 
 

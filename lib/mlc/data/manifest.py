@@ -19,6 +19,7 @@ Dense targets use 1 = positive, 0 = negative, -1 = unknown.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -104,7 +105,22 @@ class Manifest:
                                 f"(this kit reads version {FORMAT_VERSION})")
         if self.meta["absent"] not in ("negative", "unknown"):
             raise ManifestError(f"{meta_path}: 'absent' must be 'negative' or 'unknown'")
-        self.labels = [Label(**l) for l in self.meta["labels"]]
+        fields = [f.name for f in dataclasses.fields(Label)]
+        required = [f.name for f in dataclasses.fields(Label)
+                    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        self.labels = []
+        for i, entry in enumerate(self.meta["labels"]):
+            if not isinstance(entry, dict):
+                raise ManifestError(f"{meta_path}: labels[{i}] is {entry!r}, not a mapping with keys {fields}")
+            extra = sorted(set(entry) - set(fields))
+            missing = [k for k in required if k not in entry]
+            if extra or missing:
+                raise ManifestError(f"{meta_path}: labels[{i}] " + "; ".join(
+                    ([f"has unknown keys {extra}"] if extra else []) + ([f"lacks {missing}"] if missing else []))
+                    + f" (a label has {fields})")
+            self.labels.append(Label(**entry))
+        if not self.labels:
+            raise ManifestError(f"{meta_path}: the manifest has no labels; a multi-label dataset needs at least one")
         for i, lab in enumerate(self.labels):
             if lab.index != i:
                 raise ManifestError(f"{meta_path}: label {lab.name!r} has index {lab.index}, expected {i}")
