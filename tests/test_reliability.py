@@ -184,6 +184,12 @@ def test_crafted_checkpoints_run_nothing_in_any_loader(tmp_path):
     from mlc.modeling.convert import read_checkpoint
     with pytest.raises(UnsafeFileError, match=r"evil.pth: the file holds Python objects outside the safe list"):
         read_checkpoint(evil)
+    # as clip.pretrained: open_clip's load is refused with the kit's message, not torch's advice to set
+    # weights_only=False
+    from mlc.modeling.clip import load_clip
+    with pytest.raises(UnsafeFileError, match=r"evil.pth: the file holds Python objects outside the safe list") as e:
+        load_clip("mlc-toy-clip", str(evil))
+    assert "weights_only=False" not in str(e.value)
     from mlc.methods.mkt.model import MKT
     with pytest.raises(UnsafeFileError, match="evil.pth"):
         MKT._load_image_encoder(None, str(evil))
@@ -531,3 +537,31 @@ def test_a_corrupt_stored_params_yaml_names_the_file(tmp_path):
     (params.run_dir / "params.yaml").write_text("name: [unclosed\n")
     with pytest.raises(RunConflictError, match=r"params.yaml: the run's stored params are not readable"):
         prepare_run_dir(params)
+
+
+def test_a_full_disk_while_generating_the_toy_world_names_the_world_and_keeps_nothing(tmp_path, monkeypatch):
+    import errno
+
+    from PIL import Image
+
+    from mlc.data.toyworld import ToyWorldConfig, generate
+
+    def full(self, fp, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(fp))
+    monkeypatch.setattr(Image.Image, "save", full)
+    with pytest.raises(OSError, match=r"no space left on device while generating the toy world into .*world "
+                                      r"\(No space left on device: .*\.png\); the partial world was removed"):
+        generate(tmp_path / "world", ToyWorldConfig(n_train=4, n_val=2, n_test=2), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_generated_toy_world_is_read_without_taking_its_lock(tmp_path, monkeypatch):
+    """A read-only finished run could not be reused: reading its toy world took the world's lock (EROFS)."""
+    from mlc.runs import data as run_data
+    params = load_params(toy_params_file(tmp_path))
+    world = run_data.prepare_data(params, progress=False)
+
+    def no_lock(*args, **kwargs):
+        raise OSError(30, "Read-only file system")
+    monkeypatch.setattr(run_data, "exclusive", no_lock)
+    assert run_data.prepare_data(params, progress=False).root == world.root

@@ -10,6 +10,7 @@ caption naming all its objects and its scene. Same seed, same bytes.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -239,9 +240,26 @@ def generate(out_dir: str | Path, cfg: ToyWorldConfig | None = None, *, force: b
             pass
         raise FileExistsError(f"{out} exists but was not generated from this toy-world config "
                               f"(key {cfg.key()}); choose another directory or pass force=True")
-    structure = build_structure(cfg)
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        _write_world(tmp, cfg, progress)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"no space left on device while generating the toy world into {out} "
+                                   f"({e.strerror}: {e.filename}); the partial world was removed, nothing was kept; "
+                                   f"free space or set data.root to a folder on another disk", str(out)) from None
+        raise
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return Manifest(out)
+
+
+def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
+    """Every image and the manifest of a world into ``tmp`` (renamed onto the world's folder when complete)."""
+    structure = build_structure(cfg)
     splits = {}
     total = cfg.n_train + cfg.n_val + cfg.n_test
     bar = progress_bar(total=total, desc="toy world", disable=not progress)
@@ -275,7 +293,3 @@ def generate(out_dir: str | Path, cfg: ToyWorldConfig | None = None, *, force: b
                           "scene_pairs": [{structure.names[a]: structure.names[b] for a, b in m.items()}
                                           for m in structure.scene_pairs]})
     (tmp / "toyworld.json").write_text(json.dumps({"key": cfg.key(), "config": asdict(cfg)}, indent=1))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return Manifest(out)

@@ -10,12 +10,14 @@ open_clip state dict.  Every consumer loads either model the same way::
 """
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mlc.core.online import hf_cached, offline, offline_hint
+from mlc.core.safe_load import UnsafeFileError
 from mlc.modeling.backbones import MissingWeightsError
 
 CONFIG_DIR = Path(__file__).parent / "clip_configs"
@@ -51,6 +53,12 @@ def load_clip(model_name: str, pretrained: str | None = None, device: str = "cpu
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device,
                                                                      output_dict=True)
+    except pickle.UnpicklingError as e:
+        # torch's own message advises weights_only=False, which would run the file's code: the kit never does
+        raise UnsafeFileError(f"{pretrained}: the file holds Python objects outside the safe list, and loading them "
+                              f"could run code from it ({str(e).splitlines()[0][:120]}); nothing was loaded. A CLIP "
+                              f"weight file is a state dict (torch.save(model.state_dict(), path)) or OpenAI's "
+                              f"TorchScript file") from None
     except RuntimeError as e:
         if pretrained == "openai":
             raise MissingWeightsError(f"OpenAI weights for {model_name} could not be downloaded by open_clip ({e}); "

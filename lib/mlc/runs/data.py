@@ -25,6 +25,8 @@ def prepare_data(params: RunParams, progress: bool = True, source: str | None = 
     d = params.data
     if d.dataset == "toy" and source in (None, "toy"):
         root = params.dataset_root()
+        if root.exists():                  # complete (it appears by one rename): read it, no lock to write
+            return generate(root, d.toy, progress=progress)
         with exclusive(root.with_name(f".{root.name}.lock"), f"generating the toy world {root}"):
             return generate(root, d.toy, progress=progress)
     source, raw_root = source or d.source, raw_root or d.raw_root
