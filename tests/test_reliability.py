@@ -565,3 +565,18 @@ def test_a_generated_toy_world_is_read_without_taking_its_lock(tmp_path, monkeyp
         raise OSError(30, "Read-only file system")
     monkeypatch.setattr(run_data, "exclusive", no_lock)
     assert run_data.prepare_data(params, progress=False).root == world.root
+
+
+def test_a_lock_in_a_read_only_folder_is_named_with_what_to_change(tmp_path, monkeypatch):
+    """A read-only manifest or parent folder gave a raw EROFS on the lock or cache path."""
+    import errno
+
+    from mlc.core import io as kit_io
+
+    def read_only(path, *args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+    monkeypatch.setattr(kit_io.os, "open", read_only)
+    with pytest.raises(OSError, match=r"cannot create the lock file .*\.lock \(Read-only file system\): the kit "
+                                      r"writes there .* make .* writable"):
+        with kit_io.exclusive(tmp_path / ".world.lock", "generating"):
+            pass

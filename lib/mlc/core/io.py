@@ -79,8 +79,15 @@ def open_locked(path: str | os.PathLike) -> tuple[int, bool]:
     kernel when the process dies."""
     import fcntl
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        if e.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
+            raise
+        raise OSError(e.errno, f"cannot create the lock file {path} ({e.strerror}): the kit writes there (a dataset, "
+                               f"cache or run being built); make {path.parent} writable, or point the params at a "
+                               f"writable folder (output_root, data.root, data.manifest)", str(path)) from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fd, True
