@@ -4,7 +4,8 @@
     python scripts/compare_runs.py OLD_RUN_DIR NEW_RUN_DIR      # e.g. two outputs/toy_ci folders
 
 Compares every result file under the first folder with its twin under the second: JSON and JSON-lines files
-value for value, score arrays (``.npz``, ``.npy``) and checkpoint tensors (``.pt``) exactly, CSV tables cell for
+value for value (a key only the second run has, such as a setting a newer kit records, is listed, not counted
+as a difference), score arrays (``.npz``, ``.npy``) and checkpoint tensors (``.pt``) exactly, CSV tables cell for
 cell, and other data files (``.parquet``) byte for byte.  What differs between two identical runs anyway is left
 out: wall-clock times (keys and columns naming seconds, times or dates), absolute paths, the executed notebooks
 and the TensorBoard event files.  Exits 1 when a file differs or is missing.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -34,6 +36,21 @@ def _clean(x):
     return x
 
 
+ADDED: set[str] = set()
+
+
+def _same(old, new, prefix="") -> bool:
+    """Equal values; a key only the new run has (a setting a newer kit records) is noted, not a difference."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        ADDED.update(f"{prefix}{k}" for k in set(new) - set(old))
+        return all(k in new and _same(old[k], new[k], f"{prefix}{k}.") for k in old)
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(_same(a, b, prefix) for a, b in zip(old, new))
+    if isinstance(old, float) and isinstance(new, float) and math.isnan(old) and math.isnan(new):
+        return True                       # a class without positives has AP NaN in both runs
+    return old == new
+
+
 def _tensors(x, prefix=""):
     import torch
     if isinstance(x, dict):
@@ -46,10 +63,10 @@ def _tensors(x, prefix=""):
 def same_file(a: Path, b: Path) -> bool | None:
     """Whether two result files hold the same results; None for a kind of file that is not compared."""
     if a.suffix == ".json":
-        return _clean(json.loads(a.read_text())) == _clean(json.loads(b.read_text()))
+        return _same(_clean(json.loads(a.read_text())), _clean(json.loads(b.read_text())))
     if a.suffix == ".jsonl":
-        return [_clean(json.loads(x)) for x in a.read_text().splitlines()] == \
-            [_clean(json.loads(x)) for x in b.read_text().splitlines()]
+        return _same([_clean(json.loads(x)) for x in a.read_text().splitlines()],
+                     [_clean(json.loads(x)) for x in b.read_text().splitlines()])
     if a.suffix == ".npz":
         za, zb = np.load(a), np.load(b)
         return set(za) == set(zb) and all(np.array_equal(za[k], zb[k]) for k in za)
@@ -92,7 +109,8 @@ def main(argv=None) -> int:
         else:
             problems.append(f"differs: {rel}")
     print("\n".join(problems))
-    print(f"{same} result files identical, {len(problems)} differ or are missing")
+    added = f" (keys only the new run records: {', '.join(sorted(ADDED))})" if ADDED else ""
+    print(f"{same} result files identical, {len(problems)} differ or are missing{added}")
     return 1 if problems else 0
 
 
