@@ -72,9 +72,21 @@ def test_a_relative_output_root_on_the_command_line_is_relative_to_where_the_com
     """``--output-root myruns`` run from another folder wrote to ``<kit>/myruns`` without saying so."""
     import argparse
 
-    from mlc.cli.args import add_params_arguments, load_from_args
+    from mlc.cli.args import add_params_arguments
+    from mlc.cli.load import load_from_args
     ap = argparse.ArgumentParser()
     add_params_arguments(ap)
     monkeypatch.chdir(tmp_path)
     params = load_from_args(ap.parse_args([str(CI), "--output-root", "myruns"]))
     assert params.run_dir == tmp_path / "myruns" / "toy_ci"
+
+
+def test_the_mlc_parser_imports_neither_torch_nor_the_library_it_dispatches_to():
+    """``mlc --help`` and every subcommand's ``--help`` build only the parser: the handlers (and torch) are
+    imported when a command runs.  Its speed is measured by benchmarks/cli_help.py, not here."""
+    code = ("import sys; from mlc.cli.command import build_parser; p = build_parser(); "
+            "[p.parse_known_args([c, 'x.yaml', '--method', 'q2l']) for c in ('train', 'evaluate', 'embeddings')]; "
+            "print(sorted(m for m in ('torch', 'numpy', 'mlc.cli.handlers', 'mlc.runs.train') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

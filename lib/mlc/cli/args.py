@@ -1,11 +1,9 @@
-"""The command-line arguments every kit command shares (``mlc ...``, ``python -m mlc.train``)."""
+"""The command-line arguments every kit command shares (``mlc ...``, ``python -m mlc.train``).  Only argparse:
+building a parser imports nothing heavy, so ``mlc --help`` answers at once."""
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
-
-from mlc.config.params import load_params
 
 
 def add_params_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
@@ -33,16 +31,6 @@ def train_set_args(args) -> list[str]:
     return [*args.set_args, *extra]
 
 
-def load_from_args(args):
-    """The params of parsed arguments; the process moves to the params' base folder, so that model-level
-    paths (weight files, embedding tables) resolve as the params' own do.  ``--output-root`` is a path of the
-    command line: a relative one is relative to the folder the command runs in, as every argument path is."""
-    output_root = str(Path(args.output_root).expanduser().resolve()) if args.output_root else None
-    params = load_params(args.params, set_args=args.set_args, output_root=output_root)
-    os.chdir(params.base_dir)
-    return params
-
-
 def add_run_all_arguments(p: argparse.ArgumentParser) -> None:
     """What ``run_all.sh`` / ``mlc run-all`` take: PARAMS (default: the toy world), ``--only``, ``--jobs``,
     ``--set``, ``--output-root``."""
@@ -51,3 +39,13 @@ def add_run_all_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jobs", type=int, default=None,
                    help="notebooks run at once, each on cores / jobs threads (default: one per core, up to as "
                         "many as can run together; 1 with a GPU; 1: in name order on every core)")
+
+
+def add_evaluate_arguments(ap: argparse.ArgumentParser) -> None:
+    """--method, --checkpoint and --device (shared by ``mlc evaluate`` and ``python -m mlc.evaluate``)."""
+    ap.add_argument("--method", nargs="*", default=None,
+                    help="methods to evaluate (default: the released one, else every finished one)")
+    ap.add_argument("--checkpoint", default=None,
+                    help="a kit checkpoint or an official released file (Q2L checkpoint.pkl, SALGL ema_best_model.pth, "
+                         "SGRE best_ema_model.pth, MKT model_*.pth, QKS best_model.pth)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the params' train.device)")

@@ -14,41 +14,12 @@ folder.  ``python -m mlc.train`` and ``python -m mlc.pipeline`` keep working.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 
-from mlc.cli.args import (
-    add_params_arguments,
-    add_run_all_arguments,
-    add_train_arguments,
-    load_from_args,
-    train_set_args,
-)
-from mlc.cli.evaluate import add_evaluate_arguments, run_evaluation
-from mlc.config.params import ParamsError
-from mlc.notebook.pipeline import run_all
-from mlc.runs.embeddings import build_run_embeddings
-from mlc.runs.train import run_training
+from mlc.cli.args import add_evaluate_arguments, add_params_arguments, add_run_all_arguments, add_train_arguments
 
-
-def _train(args) -> int:
-    args.set_args = train_set_args(args)
-    return run_training(load_from_args(args), args.method)
-
-
-def _evaluate(args) -> int:
-    return run_evaluation(load_from_args(args), args.method, args.checkpoint, args.device)
-
-
-def _embeddings(args) -> int:
-    params = load_from_args(args)
-    built = build_run_embeddings(params, args.encoders)
-    if not built:
-        print(f"{params.source}: no encoders (text.encoders is empty and none were given with --encoders)")
-    return 0
-
-
-def _run_all(args) -> int:
-    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root, jobs=args.jobs)
+HANDLERS = "mlc.cli.handlers"      # imported when a command runs: torch and the kit load only then
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,31 +29,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one method of a params file (resumes an interrupted run)")
     add_params_arguments(p)
     add_train_arguments(p)
-    p.set_defaults(func=_train)
+    p.set_defaults(handler="train")
     p = sub.add_parser("evaluate", help="test metrics of finished runs or of a checkpoint file, released weights "
                                         "included (writes metrics_test.json)")
     add_params_arguments(p)
     add_evaluate_arguments(p)
-    p.set_defaults(func=_evaluate)
+    p.set_defaults(handler="evaluate")
     p = sub.add_parser("embeddings", help="build the label-embedding tables a params file needs")
     add_params_arguments(p)
     p.add_argument("--encoders", nargs="*", default=None, help="encoders (default: text.encoders of the params)")
-    p.set_defaults(func=_embeddings)
+    p.set_defaults(handler="embeddings")
     p = sub.add_parser("run-all", help="execute every notebook through papermill for a params file")
     add_run_all_arguments(p)
-    p.set_defaults(func=_run_all)
+    p.set_defaults(handler="run_all_notebooks")
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mlc`` console script."""
     args = build_parser().parse_args(argv)
-    try:
-        code = args.func(args)
-    except ParamsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+    sys.exit(getattr(importlib.import_module(HANDLERS), args.handler)(args))
 
 
 def train_main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,8 @@ import argparse
 import json
 import sys
 
-from mlc.cli.args import add_params_arguments, load_from_args
+from mlc.cli.args import add_evaluate_arguments, add_params_arguments
+from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError, RunParams
 from mlc.engine import stage
 from mlc.engine.rundir import RunConflictError
@@ -25,16 +26,6 @@ def main(argv=None) -> int:
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-
-
-def add_evaluate_arguments(ap: argparse.ArgumentParser) -> None:
-    """--method, --checkpoint and --device (shared by ``mlc evaluate`` and ``python -m mlc.evaluate``)."""
-    ap.add_argument("--method", nargs="*", default=None,
-                    help="methods to evaluate (default: the released one, else every finished one)")
-    ap.add_argument("--checkpoint", default=None,
-                    help="a kit checkpoint or an official released file (Q2L checkpoint.pkl, SALGL ema_best_model.pth, "
-                         "SGRE best_ema_model.pth, MKT model_*.pth, QKS best_model.pth)")
-    ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the params' train.device)")
 
 
 def run_evaluation(params: RunParams, names, checkpoint, device: str = "auto") -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlc.cli.args import add_params_arguments, add_train_arguments, load_from_args, train_set_args
+from mlc.cli.args import add_params_arguments, add_train_arguments, train_set_args
+from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError
 from mlc.runs.train import run_training
 

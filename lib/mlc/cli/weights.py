@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlc.cli.args import add_params_arguments, load_from_args
+from mlc.cli.args import add_params_arguments
+from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError
 from mlc.core.online import offline
 from mlc.runs.weights import fetch_missing, needed_weights, table

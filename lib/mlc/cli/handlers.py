@@ -1,0 +1,48 @@
+"""What each ``mlc`` subcommand does, imported only when that command runs (:mod:`mlc.cli.command` names
+these functions by their path, so that its parser stays light)."""
+from __future__ import annotations
+
+import sys
+
+from mlc.cli.args import train_set_args
+from mlc.cli.evaluate import run_evaluation
+from mlc.cli.load import load_from_args
+from mlc.config.params import ParamsError
+from mlc.notebook.pipeline import run_all
+from mlc.runs.embeddings import build_run_embeddings
+from mlc.runs.train import run_training
+
+
+def _with_params_errors(run) -> int:
+    try:
+        return run()
+    except ParamsError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def train(args) -> int:
+    """``mlc train``."""
+    args.set_args = train_set_args(args)
+    return _with_params_errors(lambda: run_training(load_from_args(args), args.method))
+
+
+def evaluate(args) -> int:
+    """``mlc evaluate``."""
+    return _with_params_errors(lambda: run_evaluation(load_from_args(args), args.method, args.checkpoint,
+                                                      args.device))
+
+
+def embeddings(args) -> int:
+    """``mlc embeddings``."""
+    def run() -> int:
+        params = load_from_args(args)
+        if not build_run_embeddings(params, args.encoders):
+            print(f"{params.source}: no encoders (text.encoders is empty and none were given with --encoders)")
+        return 0
+    return _with_params_errors(run)
+
+
+def run_all_notebooks(args) -> int:
+    """``mlc run-all``."""
+    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root, jobs=args.jobs)
