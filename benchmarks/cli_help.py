@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = [["--help"], ["train", "--help"], ["evaluate", "--help"], ["embeddings", "--help"], ["run-all", "--help"]]
+COMMANDS = [["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["embeddings", "--help"],
+            ["run-all", "--help"], ["weights", "--help"], ["launch", "--help"]]
 
 
 def main() -> None:

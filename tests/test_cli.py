@@ -3,6 +3,7 @@ the current folder."""
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -90,3 +91,29 @@ def test_the_mlc_parser_imports_neither_torch_nor_the_library_it_dispatches_to()
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_params_file_may_follow_the_overrides():
+    """``mlc train --set methods.q2l.train.epochs=1 params/toy_ci.yaml --method q2l`` failed: ``--set`` took the
+    params file as one more override."""
+    from mlc.cli.args import parse
+    from mlc.cli.command import build_parser
+    args = parse(build_parser(), ["train", "--set", "methods.q2l.train.epochs=1", "params/toy_ci.yaml",
+                                  "--method", "q2l"])
+    assert args.params == Path("params/toy_ci.yaml") and args.set_args == ["methods.q2l.train.epochs=1"]
+    args = parse(build_parser(), ["run-all", "--set", "seed=1"])                    # run-all's default params
+    assert args.params == Path("params/toy.yaml") and args.set_args == ["seed=1"]
+    with pytest.raises(SystemExit):
+        parse(build_parser(), ["train", "--set", "seed", "params/toy_ci.yaml", "--method", "q2l"])
+
+
+def test_mlc_version_weights_and_launch_are_subcommands_of_the_one_command(tmp_path):
+    version = subprocess.run([sys.executable, "-m", "mlc.cli", "--version"], capture_output=True, text=True,
+                             timeout=60)
+    assert version.returncode == 0 and version.stdout.startswith("mlc-kit 0.")
+    weights = subprocess.run([sys.executable, "-m", "mlc.cli", "weights", str(CI), "--list"], capture_output=True,
+                             text=True, timeout=300, cwd=tmp_path)
+    assert weights.returncode == 0 and "needs no pretrained weights" in weights.stdout, weights.stderr[-2000:]
+    launch = subprocess.run([sys.executable, "-m", "mlc.cli", "launch", "slurm", "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert launch.returncode == 0 and "--gpus-per-node" in launch.stdout

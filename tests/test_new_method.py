@@ -60,7 +60,8 @@ def test_a_sixth_method_from_its_own_folder_trains_claims_and_evaluates(tmp_path
     env = _env()
     trained = _run(["-m", "mlc.train", str(pf), "--method", "dummy"], env)
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
-    assert trained.stdout.strip().splitlines()[-1].startswith("test mAP")
+    assert trained.stdout.strip().splitlines()[-2].startswith("test mAP")
+    assert trained.stdout.strip().splitlines()[-1] == f"run folder: {tmp_path / 'out' / 'dummy_run' / 'dummy'}"
     run_dir = tmp_path / "out" / "dummy_run"
     assert json.loads((run_dir / "dummy" / "result.json").read_text())["test"]["mAP"] > 0
 

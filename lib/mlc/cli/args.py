@@ -6,16 +6,49 @@ import argparse
 from pathlib import Path
 
 
+class _SetValues(argparse.Action):
+    """``--set KEY=VALUE ...``: a value without ``=`` is not an override but the params file that followed the
+    overrides (``mlc train --set a=1 params/toy.yaml``); :func:`parse` puts it in its place."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        overrides = list(getattr(namespace, self.dest, None) or [])
+        for value in values:
+            if "=" in value:
+                overrides.append(value)
+            else:
+                namespace._stray = [*getattr(namespace, "_stray", []), value]
+        setattr(namespace, self.dest, overrides)
+
+
 def add_params_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """PARAMS (optional when there is a ``default``), ``--set KEY=VALUE ...`` and ``--output-root DIR``."""
-    if default is None:
-        p.add_argument("params", type=Path, help="a params file (YAML), e.g. params/toy.yaml")
-    else:
-        p.add_argument("params", type=Path, nargs="?", default=Path(default), help=f"a params file (default {default})")
-    p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action="extend",
+    """PARAMS (optional when there is a ``default``), ``--set KEY=VALUE ...`` and ``--output-root DIR``, in any
+    order (see :func:`parse`)."""
+    p.add_argument("params", type=Path, nargs="?", default=None,
+                   help="a params file (YAML), e.g. params/toy.yaml" if default is None else
+                   f"a params file (default {default})")
+    p.set_defaults(_params_default=default)
+    p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action=_SetValues,
                    help="override a params value, e.g. --set methods.q2l.train.lr=1e-4 data.raw_root=/data/coco")
     p.add_argument("--output-root", default=None, help="where runs are written (default: the params' "
                    "output_root, or $MLC_OUTPUT_ROOT)")
+
+
+def parse(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """``ap.parse_args`` with the params file found wherever it stands: ``--set`` takes every word after it, so a
+    params file written after the overrides arrives among them, and is put back in its place here."""
+    args = ap.parse_args(argv)
+    if not hasattr(args, "_params_default"):
+        return args
+    stray = getattr(args, "_stray", [])
+    if args.params is None and len(stray) == 1:
+        args.params, stray = Path(stray[0]), []
+    if stray:
+        ap.error(f"--set takes KEY=VALUE, got {stray[0]!r}")
+    if args.params is None:
+        if args._params_default is None:
+            ap.error("the following arguments are required: params")
+        args.params = Path(args._params_default)
+    return args
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -49,3 +82,28 @@ def add_evaluate_arguments(ap: argparse.ArgumentParser) -> None:
                     help="a kit checkpoint or an official released file (Q2L checkpoint.pkl, SALGL ema_best_model.pth, "
                          "SGRE best_ema_model.pth, MKT model_*.pth, QKS best_model.pth)")
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the params' train.device)")
+
+
+def add_weights_arguments(p: argparse.ArgumentParser) -> None:
+    """What ``mlc weights`` and ``python -m mlc.weights`` take besides the params."""
+    p.add_argument("--list", action="store_true", help="only list; download nothing")
+
+
+def add_launch_arguments(ap: argparse.ArgumentParser) -> None:
+    """``slurm PARAMS --method M ...``: what ``mlc launch`` and ``python -m mlc.launch`` take."""
+    sub = ap.add_subparsers(dest="launcher", required=True)
+    sl = sub.add_parser("slurm", help="submit a training job to SLURM with submitit (requeued on preemption)")
+    sl.add_argument("params", help="the params file")
+    sl.add_argument("--method", required=True)
+    sl.add_argument("--nodes", type=int, default=1)
+    sl.add_argument("--gpus-per-node", type=int, default=1)
+    sl.add_argument("--tasks-per-node", type=int, default=None, help="processes per node (default: one per GPU)")
+    sl.add_argument("--partition", default=None)
+    sl.add_argument("--time", type=int, default=1440, help="the job's time limit in minutes")
+    sl.add_argument("--cpus-per-task", type=int, default=None)
+    sl.add_argument("--mem-gb", type=int, default=None)
+    sl.add_argument("--folder", default=None, help="submitit's log folder (default <run>/<method>/submitit/%%j)")
+    sl.add_argument("--executor", default="slurm", choices=["slurm", "local"],
+                    help="local: run through submitit's local executor (no SLURM), e.g. to try a job")
+    sl.add_argument("--set", dest="set_args", action="append", default=[], metavar="KEY=VALUE")
+    sl.add_argument("--wait", action="store_true", help="wait for the job and print its test metrics")

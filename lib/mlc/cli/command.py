@@ -5,6 +5,9 @@
     mlc evaluate   params/released/q2l_coco_r101_448.yaml   (the authors' released weights)
     mlc embeddings params/salgl/coco_r101_448.yaml      (the label-embedding tables the params need)
     mlc run-all    params/toy.yaml [--only 10_ 20_]     (every notebook through papermill)
+    mlc weights    params/q2l/coco_r101_448.yaml [--list]   (the pretrained weights it needs; fetch them)
+    mlc launch     slurm params/q2l/coco_r101_448.yaml --method q2l --nodes 2 --gpus-per-node 8
+    mlc --version
 
 Every command takes ``--set KEY=VALUE`` overrides (validated like the file; errors name the command
 line) and ``--output-root DIR`` (or ``$MLC_OUTPUT_ROOT``).  Params values may use ``${env:NAME}``.
@@ -17,14 +20,32 @@ import argparse
 import importlib
 import sys
 
-from mlc.cli.args import add_evaluate_arguments, add_params_arguments, add_run_all_arguments, add_train_arguments
+from mlc.cli.args import (
+    add_evaluate_arguments,
+    add_launch_arguments,
+    add_params_arguments,
+    add_run_all_arguments,
+    add_train_arguments,
+    add_weights_arguments,
+    parse,
+)
 
 HANDLERS = "mlc.cli.handlers"      # imported when a command runs: torch and the kit load only then
+
+
+def kit_version() -> str:
+    """The installed kit's version (its package metadata)."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("mlc-kit")
+    except PackageNotFoundError:
+        return "unknown (not installed; run scripts/env.sh)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlc`` argument parser with its subcommands."""
     ap = argparse.ArgumentParser(prog="mlc", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"mlc-kit {kit_version()}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one method of a params file (resumes an interrupted run)")
     add_params_arguments(p)
@@ -42,12 +63,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run-all", help="execute every notebook through papermill for a params file")
     add_run_all_arguments(p)
     p.set_defaults(handler="run_all_notebooks")
+    p = sub.add_parser("weights", help="the pretrained weights a params file needs, and where they are; fetch the "
+                                       "missing ones")
+    add_params_arguments(p)
+    add_weights_arguments(p)
+    p.set_defaults(handler="weights")
+    p = sub.add_parser("launch", help="submit a training to SLURM (submitit)")
+    add_launch_arguments(p)
+    p.set_defaults(handler="launch")
     return ap
 
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``mlc`` console script."""
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     sys.exit(getattr(importlib.import_module(HANDLERS), args.handler)(args))
 
 

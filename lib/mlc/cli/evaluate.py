@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from mlc.cli.args import add_evaluate_arguments, add_params_arguments
+from mlc.cli.args import add_evaluate_arguments, add_params_arguments, parse
 from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError, RunParams
 from mlc.engine import stage
@@ -20,7 +20,7 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_params_arguments(ap)
     add_evaluate_arguments(ap)
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     try:
         return run_evaluation(load_from_args(args), args.method, args.checkpoint, args.device)
     except ParamsError as e:

@@ -6,7 +6,9 @@ import sys
 
 from mlc.cli.args import train_set_args
 from mlc.cli.evaluate import run_evaluation
+from mlc.cli.launch import run_launch
 from mlc.cli.load import load_from_args
+from mlc.cli.weights import run_weights
 from mlc.config.params import ParamsError
 from mlc.notebook.pipeline import run_all
 from mlc.runs.embeddings import build_run_embeddings
@@ -46,3 +48,13 @@ def embeddings(args) -> int:
 def run_all_notebooks(args) -> int:
     """``mlc run-all``."""
     return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root, jobs=args.jobs)
+
+
+def weights(args) -> int:
+    """``mlc weights``."""
+    return run_weights(args)
+
+
+def launch(args) -> int:
+    """``mlc launch``."""
+    return run_launch(args)

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 
+from mlc.cli.args import add_launch_arguments
 from mlc.config.params import load_params
 from mlc.runs.resolve import no_such_method
 from mlc.runs.torchrun import LaunchError
@@ -80,33 +81,23 @@ def submit(params_file: str, method: str, nodes: int = 1, gpus_per_node: int = 1
     return ex.submit(TrainTask(params_file, method, set_args, output_root))
 
 
-def main(argv=None) -> None:
-    """``python -m mlc.launch slurm PARAMS --method M --nodes 2 --gpus-per-node 8 --partition P --time 1440``."""
-    ap = argparse.ArgumentParser(prog="python -m mlc.launch", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
-    sl = sub.add_parser("slurm", help="submit a training job to SLURM with submitit (requeued on preemption)")
-    sl.add_argument("params", help="the params file")
-    sl.add_argument("--method", required=True)
-    sl.add_argument("--nodes", type=int, default=1)
-    sl.add_argument("--gpus-per-node", type=int, default=1)
-    sl.add_argument("--tasks-per-node", type=int, default=None, help="processes per node (default: one per GPU)")
-    sl.add_argument("--partition", default=None)
-    sl.add_argument("--time", type=int, default=1440, help="the job's time limit in minutes")
-    sl.add_argument("--cpus-per-task", type=int, default=None)
-    sl.add_argument("--mem-gb", type=int, default=None)
-    sl.add_argument("--folder", default=None, help="submitit's log folder (default <run>/<method>/submitit/%%j)")
-    sl.add_argument("--executor", default="slurm", choices=["slurm", "local"],
-                    help="local: run through submitit's local executor (no SLURM), e.g. to try a job")
-    sl.add_argument("--set", dest="set_args", action="append", default=[], metavar="KEY=VALUE")
-    sl.add_argument("--wait", action="store_true", help="wait for the job and print its test metrics")
-    args = ap.parse_args(argv)
+def run_launch(args) -> int:
+    """Submit the job the parsed arguments describe; with ``--wait`` print its test mAP."""
     job = submit(args.params, args.method, args.nodes, args.gpus_per_node, args.tasks_per_node, args.partition,
                  args.time, args.executor, args.folder, args.set_args, args.cpus_per_task, args.mem_gb)
     print(f"submitted job {job.job_id} ({args.nodes} node(s) x {args.tasks_per_node or args.gpus_per_node} "
           f"process(es)); logs in {job.paths.folder}")
     if args.wait:
         print(f"test mAP {100 * job.results()[0]['mAP']:.2f}")
+    return 0
+
+
+def main(argv=None) -> None:
+    """``python -m mlc.launch slurm PARAMS --method M --nodes 2 --gpus-per-node 8 --partition P --time 1440``."""
+    ap = argparse.ArgumentParser(prog="python -m mlc.launch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_launch_arguments(ap)
+    run_launch(ap.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mlc.cli.args import add_run_all_arguments
+from mlc.cli.args import add_run_all_arguments, parse
 from mlc.notebook.pipeline import execute_one, run_all
 
 
@@ -16,7 +16,7 @@ def main(argv=None) -> None:
         sys.exit(execute_one(*map(Path, argv[1:4])))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_all_arguments(ap)
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     sys.exit(run_all(args.params, args.only, args.set_args, args.output_root, args.jobs))
 
 

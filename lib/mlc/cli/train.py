@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlc.cli.args import add_params_arguments, add_train_arguments, train_set_args
+from mlc.cli.args import add_params_arguments, add_train_arguments, parse, train_set_args
 from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError
 from mlc.runs.train import run_training
@@ -16,7 +16,7 @@ def main(argv=None) -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_params_arguments(ap)
     add_train_arguments(ap)
-    args = ap.parse_args(argv)
+    args = parse(ap, argv)
     args.set_args = train_set_args(args)
     try:
         params = load_from_args(args)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from mlc.cli.args import add_params_arguments
+from mlc.cli.args import add_params_arguments, add_weights_arguments, parse
 from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError
 from mlc.core.online import offline
@@ -16,8 +16,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mlc.weights", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_params_arguments(ap)
-    ap.add_argument("--list", action="store_true", help="only list; download nothing")
-    args = ap.parse_args(argv)
+    add_weights_arguments(ap)
+    return run_weights(parse(ap, argv))
+
+
+def run_weights(args) -> int:
+    """List the weights the parsed params need, then (unless ``--list``) fetch the missing ones."""
     try:
         params = load_from_args(args)
     except ParamsError as e:

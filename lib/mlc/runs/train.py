@@ -91,6 +91,7 @@ def run_training(params: RunParams, name: str) -> int:
         dist.shutdown()
     if main:
         print(f"test mAP {100 * result.test['mAP']:.2f} (best epoch {result.best_epoch + 1}, {result.best_source})")
+        print(f"run folder: {params.run_dir / name}")
     return 0
 
 
