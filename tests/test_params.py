@@ -161,3 +161,14 @@ def test_a_params_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
     p.write_bytes(f"extends: {ROOT / 'params/toy_ci.yaml'}\ndescription: caf\xe9\n".encode("latin-1"))
     with pytest.raises(ParamsError, match=r"latin.yaml:2: not UTF-8 text \(byte 0xe9\)"):
         load_params(p)
+
+
+def test_wandb_asked_for_but_not_installed_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """``log.wandb: true`` without wandb gave a traceback and a half-made run folder."""
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ParamsError, match=r"command line \(--set log.wandb=true\): log.wandb: is true but wandb is "
+                                          r"not installed"):
+        load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path), set_args=["log.wandb=true"])
+    assert list(tmp_path.iterdir()) == []

@@ -10,6 +10,7 @@ Every mistake is an error naming the file, the line and the dotted key: an unkno
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import math
 import os
 import re
@@ -561,6 +562,9 @@ class _Converter:
         if cls is LossParams and kwargs.get("name", "asl") not in _loss_names():
             self.fail(f"{path}.name", f"unknown loss {kwargs['name']!r}{did_you_mean(kwargs['name'], _loss_names())}; "
                       f"choose one of {', '.join(map(repr, _loss_names()))}")
+        if cls is LogParams and kwargs.get("wandb") and importlib.util.find_spec("wandb") is None:
+            self.fail(f"{path}.wandb" if path else "wandb", "is true but wandb is not installed in this environment: "
+                      "pip install wandb, or set log.wandb: false (TensorBoard logs are written either way)")
         if cls is TextParams:
             for i, kind in enumerate(kwargs.get("encoders", [])):
                 if kind not in text_encoder_names():
