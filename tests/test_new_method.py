@@ -107,3 +107,44 @@ def test_every_method_folder_registers_a_model_and_a_claim_and_nothing_else_does
     assert set(registry.CLAIMS.names()) <= set(models)
     assert sorted(registry.CLAIMS.names(), key=lambda m: registry.CLAIMS.get(m).order) == \
         ["q2l", "salgl", "sgre", "mkt", "qks"]
+
+
+def _plugin_package(root, name: str) -> None:
+    """A plug-in package whose first module registers a prompt set and whose second fails until ``FIXED``."""
+    pkg = root / name
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from . import first, second\n")
+    (pkg / "first.py").write_text(
+        "from mlc.core.registry import PROMPTS\n"
+        f"PROMPTS.register({name + '_prompts'!r}, lambda: ['a photo of a {{}}.'])\n")
+    (pkg / "second.py").write_text(
+        "import os\n"
+        "if not os.environ.get('FIXED'):\n"
+        "    raise RuntimeError('the real error of second.py')\n")
+
+
+def test_a_failed_plugin_import_raises_its_own_error_again_and_loads_whole_once_fixed(tmp_path, monkeypatch):
+    registry.discover()
+    name = "mlc_halfway_plugin"
+    _plugin_package(tmp_path, name)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv(registry.PLUGINS_ENV, name)
+    monkeypatch.delenv("FIXED", raising=False)
+    monkeypatch.setattr(registry, "_imported", set(registry._imported))
+    monkeypatch.setattr(registry.PROMPTS, "_entries", dict(registry.PROMPTS._entries))
+    for _ in range(2):   # the retry meets the same error, not "registered twice"
+        with pytest.raises(RuntimeError, match="the real error of second.py"):
+            registry.discover()
+        assert name + "_prompts" not in registry.PROMPTS._entries   # (names() would retry the import)
+    monkeypatch.setenv("FIXED", "1")
+    registry.discover()   # the whole package is imported again, its first module included
+    assert registry.PROMPTS.get(name + "_prompts")() == ["a photo of a {}."]
+    for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+        monkeypatch.delitem(sys.modules, module)
+
+
+def test_a_plugin_module_in_a_missing_package_is_named_with_the_hint(monkeypatch):
+    monkeypatch.setenv(registry.PLUGINS_ENV, "no_such_plugin_package.model")
+    with pytest.raises(ModuleNotFoundError,
+                       match=r"MLC_PLUGINS names 'no_such_plugin_package.model'.*'no_such_plugin_package' is not found"):
+        registry.discover()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generic, Iterator, TypeVar
 
@@ -35,6 +36,7 @@ PLUGINS_ENV = "MLC_PLUGINS"
 _plugin_packages: list[str] = []
 _imported: set[str] = set()
 _discovering = False
+_REGISTRIES: list["Registry"] = []
 
 
 def add_plugin_packages(*names: str) -> None:
@@ -55,7 +57,9 @@ def discover() -> None:
 
     A lookup made while a plug-in is being imported (a method checking its own model entry) does not start
     the next plug-in's import: that one follows when the current import is done.  A plug-in whose import
-    failed is tried again at the next lookup."""
+    failed is tried again at the next lookup, from a clean slate: what it registered and the modules it
+    imported before failing are undone, so that the retry raises the real error again (not "registered
+    twice") and a package that failed half-way is imported whole once it is fixed."""
     global _discovering
     if _discovering:
         return
@@ -65,16 +69,21 @@ def discover() -> None:
             if name in _imported:
                 continue
             _imported.add(name)
+            registered = {id(r): dict(r._entries) for r in _REGISTRIES}
+            modules_before = set(sys.modules)
             try:
                 importlib.import_module(name)
-            except ModuleNotFoundError as e:
+            except BaseException as e:
                 _imported.discard(name)
-                if e.name != name or name in _plugin_packages:
-                    raise
-                raise ModuleNotFoundError(f"{PLUGINS_ENV} names {name!r}, which is not importable (is its folder on "
-                                          f"PYTHONPATH?)", name=name) from None
-            except BaseException:
-                _imported.discard(name)
+                for r in _REGISTRIES:
+                    r._entries = registered[id(r)]
+                for module in set(sys.modules) - modules_before:
+                    if module == name or module.startswith(name + "."):   # never a library it imported
+                        del sys.modules[module]
+                missing = getattr(e, "name", None) if isinstance(e, ModuleNotFoundError) else None
+                if missing and name not in _plugin_packages and (name == missing or name.startswith(missing + ".")):
+                    raise ModuleNotFoundError(f"{PLUGINS_ENV} names {name!r}, which is not importable ({missing!r} "
+                                              f"is not found: is its folder on PYTHONPATH?)", name=name) from None
                 raise
     finally:
         _discovering = False
@@ -89,6 +98,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
+        _REGISTRIES.append(self)
 
     def register(self, name: str, entry: T) -> T:
         """Add ``entry`` under ``name``; a name registered twice is a KeyError."""
