@@ -580,3 +580,49 @@ def test_a_lock_in_a_read_only_folder_is_named_with_what_to_change(tmp_path, mon
                                       r"writes there .* make .* writable"):
         with kit_io.exclusive(tmp_path / ".world.lock", "generating"):
             pass
+
+
+# ------------------------------------------------------------------------------------ settings that cannot train
+def test_checkpoint_label_embeddings_or_missing_wandb_refuse_training_before_anything_is_written(tmp_path,
+                                                                                                 monkeypatch):
+    """``label_embeddings: checkpoint`` only loads a release (zeros the file fills): training it trained on a
+    zero table.  ``log.wandb`` without wandb installed is refused when training starts, not when params load."""
+    import importlib.util
+
+    from mlc.runs.train import train_method
+    pf = toy_params_file(tmp_path)
+    params = load_params(pf, set_args=["methods.salgl.model.label_embeddings=checkpoint"])
+    with pytest.raises(ValueError, match=r"methods.salgl.model.label_embeddings is 'checkpoint', which only loads"):
+        train_method(params, "salgl", progress=False)
+    assert not (tmp_path / "out").exists()
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    params = load_params(pf, set_args=["log.wandb=true"])      # loading (evaluate, config) still works
+    with pytest.raises(ValueError, match=r"log.wandb is true but wandb is not installed"):
+        train_method(params, "q2l", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_run_all_stops_its_notebooks_on_sigterm_but_keeps_an_ignored_sighup_ignored(monkeypatch):
+    """Under ``nohup`` SIGHUP is ignored; run_all replaced that with its own stop, so closing the terminal
+    stopped a nohup'ed run.  SIGTERM still stops run_all and the notebook processes it started."""
+    import signal
+    import subprocess
+    import sys
+
+    from mlc.notebook.pipeline import _children_stopped_with_this_process
+    previous_hup = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        with pytest.raises(SystemExit) as stopped:
+            with _children_stopped_with_this_process({"nb": {"proc": child}}):
+                assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+                os.kill(os.getpid(), signal.SIGHUP)         # ignored: nothing happens
+                assert child.poll() is None
+                os.kill(os.getpid(), signal.SIGTERM)
+        assert stopped.value.code == 128 + signal.SIGTERM
+        assert child.wait(timeout=30) is not None           # the notebook process was stopped with it
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous_hup)

@@ -154,7 +154,8 @@ def _children_stopped_with_this_process(running: dict):
         def stop(signum, frame):
             raise SystemExit(128 + signum)
         for sig in (signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-            if sig is not None:
+            # a signal the user chose to ignore stays ignored: under nohup, closing the terminal must not stop it
+            if sig is not None and signal.getsignal(sig) is not signal.SIG_IGN:
                 previous[sig] = signal.signal(sig, stop)
     try:
         yield

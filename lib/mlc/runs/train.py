@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 
 from mlc.config.params import RunParams
@@ -30,6 +31,18 @@ def per_process_batch(params: RunParams, name: str, world_size: int) -> int:
     return tp.batch_size // parts
 
 
+def refuse_untrainable(params: RunParams, name: str, mp) -> None:
+    """Settings that can load a model but not train one, refused before anything is written."""
+    if getattr(mp.model, "label_embeddings", None) == "checkpoint":
+        # the table would be the zeros a released file fills: every label would attend the same way
+        raise ValueError(f"{params.source}: methods.{name}.model.label_embeddings is 'checkpoint', which only loads "
+                         f"released weights (the file holds the table); to train, set it to 'words', 'bert', "
+                         f"'random' or an embedding file")
+    if params.log.wandb and importlib.util.find_spec("wandb") is None:
+        raise ValueError(f"{params.source}: log.wandb is true but wandb is not installed in this environment: "
+                         f"pip install wandb, or set log.wandb: false (TensorBoard logs are written either way)")
+
+
 def train_method(params: RunParams, name: str, progress: bool = True) -> FitResult:
     """Train method ``name`` of the params into ``<run>/<name>/`` (resumes, reuses a finished run); its result.
 
@@ -38,6 +51,7 @@ def train_method(params: RunParams, name: str, progress: bool = True) -> FitResu
     the data while the others wait; each process then trains on its shard."""
     mp = method_params(params, name)
     tp = mp.train
+    refuse_untrainable(params, name, mp)
     if tp.devices > 1 and not dist.is_dist():
         return train_with_torchrun(params, name, tp.devices, progress=progress)
     world, rank = dist.world_size(), dist.rank()
