@@ -81,8 +81,14 @@ def _voc(root, year=2007):
     for i, objs in images.items():
         (root / "Annotations" / f"{i}.xml").write_text(xml(objs))
         _jpg(root / "JPEGImages" / f"{i}.jpg")
-    (root / "ImageSets" / "Main" / "trainval.txt").write_text("000001\n000002\n")
-    (root / "ImageSets" / "Main" / ("test.txt" if year == 2007 else "val.txt")).write_text("000003\n000004\n")
+    main = root / "ImageSets" / "Main"
+    if year == 2007:
+        (main / "trainval.txt").write_text("000001\n000002\n")
+        (main / "test.txt").write_text("000003\n000004\n")
+    else:                                   # as VOC 2012 ships: trainval = train + val
+        (main / "train.txt").write_text("000001\n000002\n")
+        (main / "val.txt").write_text("000003\n000004\n")
+        (main / "trainval.txt").write_text("000001\n000002\n000003\n000004\n")
 
 
 @pytest.mark.parametrize("policy,train_person", [("salgl", "pos"), ("sgre", "neg"), ("ignore", "ignore")])
@@ -117,6 +123,13 @@ def test_voc2012_uses_val_as_test(tmp_path):
     _voc(tmp_path / "VOC2012", year=2012)
     m = convert_dataset("voc", tmp_path / "VOC2012", tmp_path / "m", year=2012, difficult="sgre")
     assert m.name == "voc2012" and len(m.split("test")) == 2
+    # train is VOC 2012's train list, not trainval (val, the test split, is part of trainval)
+    train, test = set(m.split("train")["image"]), set(m.split("test")["image"])
+    assert len(train) == 2 and not train & test
+    faithful = convert_dataset("voc", tmp_path / "VOC2012", tmp_path / "f", year=2012, difficult="sgre",
+                               train_set="trainval")      # SGRE's voc2012.py: the overlap, on purpose
+    assert len(faithful.split("train")) == 4
+    assert set(faithful.split("test")["image"]) <= set(faithful.split("train")["image"])
 
 
 # ---------------------------------------------------------------- NUS-WIDE

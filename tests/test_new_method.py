@@ -145,6 +145,6 @@ def test_a_failed_plugin_import_raises_its_own_error_again_and_loads_whole_once_
 
 def test_a_plugin_module_in_a_missing_package_is_named_with_the_hint(monkeypatch):
     monkeypatch.setenv(registry.PLUGINS_ENV, "no_such_plugin_package.model")
-    with pytest.raises(ModuleNotFoundError,
-                       match=r"MLC_PLUGINS names 'no_such_plugin_package.model'.*'no_such_plugin_package' is not found"):
+    hint = r"MLC_PLUGINS names 'no_such_plugin_package.model'.*'no_such_plugin_package' is not found"
+    with pytest.raises(ModuleNotFoundError, match=hint):
         registry.discover()

@@ -1,7 +1,10 @@
 """PASCAL VOC 2007 / 2012: ``Annotations/*.xml`` + ``ImageSets/Main`` -> manifest.
 
-Train = ``trainval``, test = ``test`` (2007) or ``val`` (2012, as SGRE).  Classes: those seen in trainval,
-sorted alphabetically (20).  Objects marked ``difficult``:
+VOC 2007: train = ``trainval``, test = ``test``.  VOC 2012, whose test labels only the evaluation server holds:
+train = ``train``, test = ``val`` (``val`` is part of ``trainval``, so training on ``trainval`` would test on
+training images).  ``train_set="trainval"`` keeps that overlap on purpose (SGRE's voc2012.py trains on
+trainval and tests on val; the kit then warns that test images are in the training split).  Classes: those
+seen in the training set, sorted alphabetically (20).  Objects marked ``difficult``:
 
 - test: a class present in an image *only* as difficult is neither positive nor negative: the cell goes
   to ``ignore`` (the official ``ignore.npy``), which the metrics skip;
@@ -45,12 +48,18 @@ def _read_set(raw: Path, image_set: str) -> list[str]:
 
 
 @register_converter("voc")
-def convert_voc(raw_root, out_dir, year: int = 2007, difficult: str = "salgl", strict: bool = True):
+def convert_voc(raw_root, out_dir, year: int = 2007, difficult: str = "salgl", strict: bool = True,
+                train_set: str | None = None):
     """``raw_root`` is ``VOCdevkit/VOC<year>`` (Annotations, ImageSets/Main, JPEGImages)."""
     if difficult not in ("salgl", "sgre", "ignore"):
         raise ValueError(f"difficult must be 'salgl', 'sgre' or 'ignore', got {difficult!r}")
+    if year not in (2007, 2012):
+        raise ValueError(f"year must be 2007 or 2012, got {year!r}")
+    train_set = train_set or ("trainval" if year == 2007 else "train")
+    if train_set not in ("train", "trainval"):
+        raise ValueError(f"train_set must be 'train' or 'trainval', got {train_set!r}")
     raw = Path(raw_root)
-    sets = {"train": "trainval", "test": "test" if year == 2007 else "val"}
+    sets = {"train": train_set, "test": "test" if year == 2007 else "val"}
     ids = {split: _read_set(raw, s) for split, s in sets.items()}
     objects = {split: [parse_annotation(raw / "Annotations" / f"{i}.xml") for i in ids[split]] for split in ids}
     classes = sorted({name for objs in objects["train"] for name, _ in objs})
@@ -62,7 +71,7 @@ def convert_voc(raw_root, out_dir, year: int = 2007, difficult: str = "salgl", s
             unknown = [n for n, _ in objs if n not in index]
             if unknown:
                 raise DatasetFormatError(f"{raw / 'Annotations' / (image_id + '.xml')}: unknown class {unknown[0]!r} "
-                                         f"(classes come from trainval: {', '.join(classes)})")
+                                         f"(classes come from {train_set}: {', '.join(classes)})")
             easy = {index[n] for n, d in objs if not d}
             hard_only = {index[n] for n, d in objs if d} - easy
             pos, ignore = set(easy), set()
@@ -77,4 +86,4 @@ def convert_voc(raw_root, out_dir, year: int = 2007, difficult: str = "salgl", s
     report_missing(Path(out_dir), missing, strict, f"VOC {year}", raw)
     labels = [Label(k, c, DISPLAY_NAMES.get(c, c)) for k, c in enumerate(classes)]
     return write_manifest(out_dir, name=f"voc{year}", labels=labels, splits=splits, image_root=str(raw.resolve()),
-                          absent="negative", extra={"source": "voc", "difficult": difficult})
+                          absent="negative", extra={"source": "voc", "difficult": difficult, "train_set": train_set})
