@@ -2,6 +2,7 @@
 import json
 import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -626,3 +627,17 @@ def test_run_all_stops_its_notebooks_on_sigterm_but_keeps_an_ignored_sighup_igno
         assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, previous_hup)
+
+
+def test_home_relative_and_unusual_suffix_paths_and_a_bare_cache_folder_never_depend_on_the_current_folder(
+        tmp_path, monkeypatch):
+    from mlc.runs.resolve import method_params
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    pf = toy_params_file(tmp_path)
+    params = load_params(pf, set_args=["methods.sgre.model.label_embeddings=~/emb/glove.npy",
+                                       "methods.mkt_prompt.model.image_checkpoint=weights.pth.tar",
+                                       "methods.mkt_prompt.model.embedding_cache=my_cache"])
+    assert method_params(params, "sgre").model.label_embeddings == str(tmp_path / "home" / "emb" / "glove.npy")
+    mkt = method_params(params, "mkt_prompt").model
+    assert mkt.image_checkpoint == str(Path(params.base_dir) / "weights.pth.tar")
+    assert mkt.embedding_cache == str(Path(params.base_dir) / "my_cache")

@@ -4,7 +4,6 @@ nothing depends on the current folder."""
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 from mlc.config.params import MethodParams, RunParams, names_a_file
 from mlc.runs.toy_clip import clip_checkpoint
@@ -38,6 +37,8 @@ def method_params(params: RunParams, name: str) -> MethodParams:
         value = updates.get(f.name, getattr(cfg, f.name))
         if f.name == "embedding_cache" and value is None:
             updates[f.name] = str(params.resolve_path(params.output_root) / "embeddings")
-        elif names_a_file(value) and not Path(value).expanduser().is_absolute():
-            updates[f.name] = str(params.resolve_path(value))
+        elif names_a_file(value) or (f.name == "embedding_cache" and isinstance(value, str)):  # a bare folder too
+            resolved = str(params.resolve_path(value))      # ~ expanded; relative: against the checkout
+            if resolved != value:
+                updates[f.name] = resolved
     return dataclasses.replace(mp, model=dataclasses.replace(cfg, **updates)) if updates else mp
