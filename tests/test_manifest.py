@@ -116,6 +116,23 @@ def test_a_16_bit_greyscale_png_loads_as_its_picture_not_white(tmp_path):
     np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 65535 * 255).astype(np.uint8))
 
 
+def test_a_dark_16_bit_png_stays_dark():
+    """The 16-bit scale was chosen by the image's own maximum: a dark 16-bit PNG (all values <= 255 of 65535)
+    was stretched as if it were 8-bit, and came out bright."""
+    import io
+
+    from PIL import Image
+
+    from mlc.data.dataset import to_rgb
+    buf = io.BytesIO()
+    Image.fromarray(np.full((8, 8), 200, dtype=np.uint16)).save(buf, format="PNG")
+    img = Image.open(io.BytesIO(buf.getvalue()))
+    assert img.mode == "I;16" and np.asarray(to_rgb(img)).max() == 1       # 200 / 65535 * 255, not 200
+    as_older_pillow_opens_it = img.convert("I")            # older Pillow versions open 16-bit PNGs in mode I
+    as_older_pillow_opens_it.format = "PNG"
+    assert np.asarray(to_rgb(as_older_pillow_opens_it)).max() == 1
+
+
 def test_an_image_too_large_to_decode_safely_is_named(tmp_path):
     """A header-only 20000 x 20000 PNG raised Pillow's raw DecompressionBombError."""
     import struct

@@ -20,7 +20,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     scaled to 0..255 first: Pillow's own conversion clips them, which turns a 16-bit PNG white."""
     if img.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        # a PNG in mode I is 16-bit greyscale whatever its values: a dark one must stay dark, not be stretched
+        sixteen_bit = img.mode.startswith("I;16") or (img.mode == "I" and img.format == "PNG")
+        top = 65535.0 if sixteen_bit or values.max(initial=0) > 255 else 255.0
         if img.mode == "F":
             top = 1.0 if values.max(initial=0) <= 1.0 else top
         img = Image.fromarray(np.clip(np.round(values / top * 255.0), 0, 255).astype(np.uint8), mode="L")
