@@ -163,3 +163,11 @@ def test_meta_json_labels_with_wrong_keys_or_none_are_named(tmp_path, labels, er
     (tmp_path / "meta.json").write_text(json.dumps({**meta, "labels": labels}))
     with pytest.raises(ManifestError, match=r"meta.json: " + error):
         Manifest(tmp_path)
+
+
+def test_writing_a_manifest_with_an_image_listed_twice_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(ValueError, match=r"split 'test': 1 images are listed more than once \(first: 'a.jpg'\)"):
+        write_manifest(tmp_path / "m", name="x", labels=_labels(2),
+                       splits={"train": pd.DataFrame({"image": ["b.jpg"], "pos": [[0]]}),
+                               "test": pd.DataFrame({"image": ["a.jpg", "a.jpg"], "pos": [[0], [1]]})})
+    assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())

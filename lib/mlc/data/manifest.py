@@ -66,10 +66,15 @@ def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[La
     for i, lab in enumerate(labels):
         if lab.index != i:
             raise ValueError(f"label {lab.name!r} has index {lab.index}, expected {i} (labels must be in index order)")
-    counts = {}
-    for split, df in splits.items():
+    for split, df in splits.items():      # every split checked before any is written
         if "image" not in df or "pos" not in df:
             raise ValueError(f"split {split!r}: columns 'image' and 'pos' are required")
+        duplicated = df["image"].duplicated()
+        if duplicated.any():        # reading refuses it too: no manifest that cannot be read is written
+            raise ValueError(f"split {split!r}: {int(duplicated.sum())} images are listed more than once "
+                             f"(first: {df['image'][duplicated].iloc[0]!r})")
+    counts = {}
+    for split, df in splits.items():
         atomic_write(out / f"{split}.parquet", lambda tmp: df.reset_index(drop=True).to_parquet(tmp, index=False))
         counts[split] = int(len(df))
     meta = {
