@@ -641,3 +641,15 @@ def test_home_relative_and_unusual_suffix_paths_and_a_bare_cache_folder_never_de
     mkt = method_params(params, "mkt_prompt").model
     assert mkt.image_checkpoint == str(Path(params.base_dir) / "weights.pth.tar")
     assert mkt.embedding_cache == str(Path(params.base_dir) / "my_cache")
+
+
+@pytest.mark.parametrize("stored_text,what", [
+    ("- a\n- b\n", "are not a mapping"),
+    ("name: rel\nmethods: [q2l]\n", "have a 'methods' that is not a mapping")])
+def test_a_run_folder_whose_stored_params_have_the_wrong_shape_is_named(tmp_path, stored_text, what):
+    params = load_params(toy_params_file(tmp_path))
+    params.run_dir.mkdir(parents=True)
+    (params.run_dir / "params.yaml").write_text(stored_text)
+    with pytest.raises(RunConflictError, match=rf"params.yaml: the run's stored params {what}; restore the file"):
+        prepare_run_dir(params)
+    assert (params.run_dir / "params.yaml").read_text() == stored_text

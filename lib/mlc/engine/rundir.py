@@ -127,8 +127,9 @@ def prepare_run_dir(params: RunParams) -> Path:
             raise RunConflictError(f"{stored}: the run's stored params are not readable ({type(e).__name__}: "
                                    f"{str(e).splitlines()[0]}); restore the file, or delete {run_dir} to start the "
                                    f"run again") from None
-        if not isinstance(original, dict):
-            raise RunConflictError(f"{stored}: the run's stored params are not a mapping; restore the file, or "
+        if not isinstance(original, dict) or not isinstance(original.get("methods") or {}, dict):
+            what = "are not a mapping" if not isinstance(original, dict) else "have a 'methods' that is not a mapping"
+            raise RunConflictError(f"{stored}: the run's stored params {what}; restore the file, or "
                                    f"delete {run_dir} to start the run again")
         stored_methods, new_methods = original.get("methods") or {}, resolved.get("methods") or {}
         started = _trained_anything(run_dir, stored_methods)
