@@ -32,6 +32,7 @@ from pathlib import Path
 from mlc.config.params import ParamsError, load_params, parse_set_args
 from mlc.core.io import atomic_write_text
 from mlc.core.progress import PROGRESS_ENV, duration
+from mlc.notebook.run_page import run_page
 from mlc.notebook.session import repo_root
 
 
@@ -128,7 +129,7 @@ def run_all(params_file: str | Path, only: list[str] | None = None, set_args: li
               f"  {error}", file=sys.stderr)
         return 1
     print(f"all {len(notebooks)} notebooks done in {time.time() - t_all:.0f} s; outputs in {params.run_dir}")
-    index = export_html(out_dir, params.run_dir / "html")
+    index = export_html(out_dir, params.run_dir / "html", checkout=root)
     print(f"HTML: {index}")
     return 0
 
@@ -251,6 +252,15 @@ def _executed_error(target: Path) -> str | None:
     return None
 
 
+def _as_shown(params_path: Path) -> str:
+    """The params file as the executed notebook shows it: relative to the checkout (this process's folder, where
+    ``session.setup`` resolves it too) when inside it, so that exported pages show no machine paths."""
+    try:
+        return params_path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(params_path)
+
+
 def execute_one(nb: Path, target: Path, params_path: Path) -> int:
     """Execute one notebook in the working directory (what each process of :func:`run_all` runs, started in
     the repository's root): its progress lines go to stdout, a failure's error to stderr and the exit code."""
@@ -265,7 +275,7 @@ def execute_one(nb: Path, target: Path, params_path: Path) -> int:
     extra = {} if os.name == "nt" else {"kernel_manager_class": _ipc_kernel_manager(sockets)}
     try:
         # a kernel starting beside a busy training may take long: wait up to 5 minutes, not papermill's 60 s
-        pm.execute_notebook(str(nb), str(target), parameters={"params_file": str(params_path)},
+        pm.execute_notebook(str(nb), str(target), parameters={"params_file": _as_shown(params_path)},
                             cwd=os.getcwd(), kernel_name="python3", progress_bar=False, log_output=True,
                             start_timeout=300, **extra)
     except Exception as e:  # papermill raises PapermillExecutionError, nbclient errors, ...
@@ -322,22 +332,16 @@ def _error_text(e: Exception) -> str:
     return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
 
 
-def export_html(notebook_dir: Path, html_dir: Path) -> Path:
-    """Every executed notebook as a standalone HTML page (figures embedded), plus an index page."""
-    import html
-
+def export_html(notebook_dir: Path, html_dir: Path, checkout: Path | None = None) -> Path:
+    """Every executed notebook as a standalone HTML page (figures embedded), and the run's front page
+    ``index.html`` (:mod:`mlc.notebook.run_page`)."""
     from nbconvert import HTMLExporter
     html_dir.mkdir(parents=True, exist_ok=True)
     exporter = HTMLExporter()
-    pages = []
-    for nb in sorted(notebook_dir.glob("*.ipynb")):
+    pages = sorted(notebook_dir.glob("*.ipynb"))
+    for nb in pages:
         body, _ = exporter.from_filename(str(nb))
         atomic_write_text(html_dir / f"{nb.stem}.html", body)
-        pages.append(nb.stem)
-    links = "".join(f'<li><a href="{html.escape(p)}.html">{html.escape(p)}</a></li>' for p in pages)
     index = html_dir / "index.html"
-    atomic_write_text(index, f"<!doctype html><meta charset='utf-8'><title>{html.escape(str(notebook_dir.parent.name))}"
-                             f"</title><h1>Run {html.escape(notebook_dir.parent.name)}</h1><ul>{links}</ul>")
+    atomic_write_text(index, run_page(notebook_dir.parent, pages, checkout))
     return index
-
-

@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 from mlc.config.params import RunParams, find_checkout, load_params
+from mlc.notebook import run_page
 from mlc.notebook.figures import set_style
 
 
@@ -35,3 +36,9 @@ def setup(params_file: str, devices: int = 1) -> RunParams:
 def figure_path(params: RunParams, name: str) -> Path:
     """Path (without suffix) of a figure in the run's figures folder."""
     return params.run_dir / "figures" / name
+
+
+def save_table(params: RunParams, name: str, table) -> Path:
+    """Save a results table of the run as ``tables/<name>.csv`` (the run's front page shows ``results`` and
+    ``claims``; a paper's own tables start from these files)."""
+    return run_page.save_table(params.run_dir, name, table)
