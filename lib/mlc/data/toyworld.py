@@ -34,6 +34,10 @@ COLOURS = {
     "orange": (255, 127, 14),
 }
 SHAPES = ("circle", "square", "triangle", "star", "cross")
+# Objects that are in no label set: distractors in the scenes, and extra classes of the toy "ImageNet" that the
+# backbones are pretrained on (ImageNet's classes are not COCO's either).
+DISTRACTOR_SHAPES = ("diamond", "hexagon")
+DISTRACTOR_COLOURS = {"grey": (128, 128, 128), "brown": (140, 86, 45), "pink": (247, 150, 200)}
 SCENES = ("beach", "forest", "city", "snow", "night")
 SCENE_PHRASES = {"beach": "at the beach", "forest": "in the forest", "city": "in the city",
                  "snow": "in the snow", "night": "at night"}
@@ -129,6 +133,12 @@ def _shape_polygon(shape: str) -> np.ndarray:
         t = -np.pi / 2 + np.arange(10) * np.pi / 5
         r = np.where(np.arange(10) % 2 == 0, 1.0, 0.45)
         return np.stack([r * np.cos(t), r * np.sin(t)], 1)
+    if shape == "diamond":
+        t = np.arange(4) * np.pi / 2
+        return np.stack([0.6 * np.cos(t), np.sin(t)], 1)
+    if shape == "hexagon":
+        t = np.arange(6) * np.pi / 3
+        return np.stack([np.cos(t), np.sin(t)], 1)
     if shape == "cross":
         w = 0.32
         pts = [(w, 1), (w, w), (1, w), (1, -w), (w, -w), (w, -1),
@@ -137,7 +147,8 @@ def _shape_polygon(shape: str) -> np.ndarray:
     raise ValueError(shape)
 
 
-_POLYGONS = {s: _shape_polygon(s) for s in SHAPES}
+_POLYGONS = {s: _shape_polygon(s) for s in SHAPES + DISTRACTOR_SHAPES}
+ALL_COLOURS = {**COLOURS, **DISTRACTOR_COLOURS}
 
 
 def _background(scene: str, size: int, rng: np.random.Generator) -> np.ndarray:
@@ -188,7 +199,7 @@ def render_image(scene: str, objects: list[tuple[str, str]], cfg: ToyWorldConfig
         angle = rng.uniform(0, 2 * np.pi)
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         pts = _POLYGONS[shape] @ rot.T * radius + centre
-        draw.polygon([tuple(p) for p in pts], fill=COLOURS[colour], outline=(25, 25, 25), width=max(1, ss))
+        draw.polygon([tuple(p) for p in pts], fill=ALL_COLOURS[colour], outline=(25, 25, 25), width=max(1, ss))
         x0, y0 = np.clip(pts.min(0), 0, big)
         x1, y1 = np.clip(pts.max(0), 0, big)
         boxes.append([x0 / big, y0 / big, x1 / big, y1 / big])
