@@ -4,7 +4,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, generate
+from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, context_oracles, generate, world_statistics
 from mlc.notebook.figures import conditional_cooccurrence
 
 
@@ -56,18 +56,51 @@ def test_world_content(tiny_world):
     df = m.split("train")
     t = m.dense_targets("train")
     card = (t == 1).sum(1)
-    assert card.min() >= 1 and card.max() <= 4 and 1.5 <= card.mean() <= 2.8
+    assert card.min() >= 1 and card.max() <= 5
     for _, row in df.iterrows():
         boxes = np.array(row["boxes"].tolist())
-        assert len(boxes) == len(row["box_labels"]) and set(row["box_labels"]) == set(row["pos"])
+        # one box, size and visible share per labelled instance; a label may have several instances
+        assert len(boxes) == len(row["box_labels"]) == len(row["box_sizes"]) == len(row["box_visible"])
+        assert set(row["box_labels"]) == set(row["pos"])
         assert (boxes >= 0).all() and (boxes <= 1).all() and (boxes[:, 2] > boxes[:, 0]).all()
-        side = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        assert (side < 0.5).all(), "objects must be small"
-        for lab in row["pos"]:
+        assert (np.asarray(row["box_sizes"]) < 0.46).all() and (np.asarray(row["box_sizes"]) >= 0.06).all()
+        assert ((np.asarray(row["box_visible"]) >= 0) & (np.asarray(row["box_visible"]) <= 1)).all()
+        # the caption names what it names, and only labels of the image
+        assert set(row["caption_labels"]) <= set(row["pos"])
+        for lab in row["caption_labels"]:
             assert m.label_names[lab] in row["caption"]
         assert any(p in row["caption"] for p in ("beach", "forest", "city", "snow", "night"))
     assert set(m.split_names) == {"train", "val", "test"}
     assert len(m.split("val")) == 20 and len(m.split("test")) == 30
+
+
+def test_each_condition_holds_with_its_statistic(tmp_path):
+    """The conditions of docs/toy-world.md, pinned on a 1,500-image world: COCO's size shares and clutter,
+    occlusion, captions that name large objects far more often than small ones, a long tail, and context
+    that names small objects their colour alone does not."""
+    m = generate(tmp_path / "w", ToyWorldConfig(n_train=1500, n_val=600, n_test=2), progress=False)
+    stats = world_statistics(m, "train").set_index("statistic")["toy world"]
+    assert abs(stats["% of labelled objects small"] - 41) < 4
+    assert abs(stats["% of labelled objects medium"] - 34) < 4
+    assert abs(stats["% of labelled objects large"] - 24) < 4
+    assert 2.6 <= stats["labels an image"] <= 3.1
+    assert 5.5 <= stats["objects an image (distractors included)"] <= 7.5
+    assert stats["distractors an image (in no label set)"] > 1
+    assert stats["% of labelled objects over a quarter hidden or cut"] > 3
+    small, medium, large = (stats[f"% of labels named, largest instance {b}"] for b in ("small", "medium", "large"))
+    assert small < 30 < medium < 80 < large
+    assert 35 <= stats["% of images with the most frequent label"] <= 55
+    assert stats["% of images with the rarest label"] < 5
+    oracles = context_oracles(m, "val")
+    assert oracles["small instances"] > 300
+    assert oracles["appearance + scene"] - oracles["appearance only"] > 0.15
+
+
+def test_a_colour_s_shapes_are_typical_of_different_scenes():
+    s = build_structure(ToyWorldConfig())
+    for colour in {c for c, _ in s.labels}:
+        scenes = [s.typical_scene[i] for i, (c, _) in enumerate(s.labels) if c == colour]
+        assert len(set(scenes)) == len(scenes)
 
 
 def test_cooccurrence_depends_on_scene(tmp_path):

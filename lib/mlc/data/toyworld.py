@@ -1,19 +1,30 @@
-"""The toy world: a generated miniature of multi-label classification (see README.md, "The toy world").
+"""The toy world: a generated miniature of multi-label classification (docs/toy-world.md says why each
+property is there and which fact about the real datasets it stands for).
 
-Images show 1 to 4 small coloured shapes ("red circle", "blue star", ...) on a scene background
-("beach", "forest", ...). Each scene has its own background style, its own label prior and its own
-co-occurring label pairs, so label co-occurrence depends on the scene. About a quarter of the labels
-are *unseen*: every word of an unseen label occurs in some seen label, unseen objects are drawn in
-every split, and the manifest marks them ``seen: false`` (open-vocabulary training drops their
-columns, so they are present but unannotated in training, as in NUS-WIDE). Every image has a
-caption naming all its objects and its scene. Same seed, same bytes.
+Images show coloured shapes ("red circle", "blue star", ...) on a scene background ("beach", "forest", ...), with
+the conditions the five papers were made for:
+
+* **small objects**: object sides follow COCO's small / medium / large shares (41 / 34 / 24 % of instances),
+  mapped onto the toy's 8 x 8 feature grid as the papers' 448-px inputs map onto their 14 x 14 grid; a small
+  toy object is 4 to 6 pixels wide, where its colour shows but its shape barely does;
+* **clutter and occlusion**: about 3 labels an image (COCO: 2.9 categories), repeated instances of a label,
+  shapes in no label set (distractors), drawn in random order so that later objects hide earlier ones;
+* **context that decides what appearance cannot**: the five shapes of one colour are typical of five different
+  scenes, so a small object's colour (visible) and its scene (the background) name it where its shape does not;
+  each scene also has co-occurring label pairs;
+* **captions that name the salient objects**: an object is named with a probability that grows with its size,
+  as alt-text and COCO captions name large objects far more often than small ones;
+* **a long tail of label frequencies** (COCO's "person" is in about half the images).
+
+About a quarter of the labels are *unseen*: every word of an unseen label occurs in some seen label, unseen objects
+are drawn in every split, and the manifest marks them ``seen: false`` (open-vocabulary training drops their
+columns, so they are present but unannotated in training, as in NUS-WIDE).  Same seed, same bytes.
 """
 from __future__ import annotations
 
 import errno
 import hashlib
 import json
-import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,21 +55,39 @@ SCENE_PHRASES = {"beach": "at the beach", "forest": "in the forest", "city": "in
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
 
 
+SIZE_BINS = ("small", "medium", "large")
+
+
 @dataclass
 class ToyWorldConfig:
-    """Parameters of the generated world. Everything is derived from ``seed``."""
+    """Parameters of the generated world. Everything is derived from ``seed``.  The defaults are the real
+    conditions of docs/toy-world.md; each field's comment names the fact it stands for."""
     seed: int = 0
     n_train: int = 3000
     n_val: int = 500
     n_test: int = 1000
     image_size: int = 64
     unseen_fraction: float = 0.25
-    object_count_weights: tuple[float, ...] = (0.35, 0.35, 0.2, 0.1)  # P(1 object), P(2), ...: mean about 2
-    object_scale: tuple[float, float] = (0.15, 0.40)   # object side as a fraction of the image side
-    typical_labels_per_scene: int = 8
-    atypical_weight: float = 0.06                      # prior weight of a label not typical of the scene
+    # distinct labels per image, P(1), P(2), ...: mean 2.85 (COCO: 2.9 categories an image)
+    labels_per_image_weights: tuple[float, ...] = (0.15, 0.25, 0.3, 0.2, 0.1)
+    # after each instance of a label, another one with this chance (at most 4): 1.67 instances a label; with
+    # the distractors about 6.7 objects an image (COCO: 7.3 instances an image)
+    extra_instance_probability: float = 0.4
+    distractors_mean: float = 2.0                      # Poisson mean of shapes that are in no label set
+    # object side as a fraction of the image side: small / medium / large bins and their shares of instances.
+    # COCO: 41 % small (< 32 x 32 px), 34 % medium, 24 % large; at the papers' 448 px a small object spans under
+    # 0.7 of a stride-32 feature cell, and 0.7 of the toy's 8-px cell is 9 % of 64 px (medium: under 2.1 cells,
+    # 26 %).  Below 6 % (4 px) a shape is a blur of colour; above 45 % there is no room for the rest.
+    size_bins: tuple[tuple[float, float], ...] = ((0.06, 0.09), (0.09, 0.26), (0.26, 0.45))
+    size_weights: tuple[float, ...] = (0.41, 0.34, 0.24)
+    atypical_weight: float = 0.06                      # prior weight of a label outside its scene
     pairs_per_scene: int = 3
     pair_probability: float = 0.6                      # chance that a label's scene partner joins it
+    # label popularity ~ 1 / rank^exponent over a random order of the labels: a long tail in which the most
+    # frequent label is in about 45 % of the images and the rarest in about 2 % (COCO's "person": about half)
+    popularity_exponent: float = 1.3
+    # chance that a caption names an object of each size bin (small, medium, large)
+    mention_probability: tuple[float, ...] = (0.15, 0.55, 0.95)
     supersample: int = 4
 
     def key(self) -> str:
@@ -74,6 +103,8 @@ class WorldStructure:
     seen: np.ndarray                        # bool [C]
     scene_prior: np.ndarray                 # [S, C] sums to 1 per scene
     scene_pairs: list[dict[int, int]] = field(default_factory=list)  # per scene: label -> partner
+    typical_scene: np.ndarray | None = None  # [C] the scene each label is typical of
+    popularity: np.ndarray | None = None     # [C] the long-tail weight of each label
 
     @property
     def names(self) -> list[str]:
@@ -97,22 +128,32 @@ def build_structure(cfg: ToyWorldConfig) -> WorldStructure:
             break
     else:  # pragma: no cover - the constraint is easy to meet with 6 colours x 5 shapes
         raise RuntimeError("could not draw a seen/unseen split that keeps every word seen")
-    # Scene priors: scene s favours a window of a random permutation, so every label is typical somewhere.
-    perm = rng.permutation(n)
-    S, k = len(SCENES), cfg.typical_labels_per_scene
-    stride = max(1, math.ceil(n / S))
-    prior = np.full((S, n), cfg.atypical_weight)
+    # Context: the shapes of one colour are typical of different scenes (a Latin square), so colour + scene
+    # name a small object whose shape does not show.
+    S = len(SCENES)
+    typical_scene = np.empty(n, int)
+    for ci in range(len(COLOURS)):
+        order = rng.permutation(S)
+        for si in range(len(SHAPES)):
+            typical_scene[ci * len(SHAPES) + si] = order[si % S]
+    popularity = np.empty(n)
+    popularity[rng.permutation(n)] = 1.0 / (1.0 + np.arange(n)) ** cfg.popularity_exponent
+    prior = popularity[None, :] * np.where(typical_scene[None, :] == np.arange(S)[:, None], 1.0,
+                                           cfg.atypical_weight)
     pairs = []
     for s in range(S):
-        typical = perm[(np.arange(k) + s * stride) % n]
-        prior[s, typical] = 1.0
-        shuffled = rng.permutation(typical)
+        shuffled = rng.permutation(np.flatnonzero(typical_scene == s))
         mapping = {}
         for a, b in zip(shuffled[0:2 * cfg.pairs_per_scene:2], shuffled[1:2 * cfg.pairs_per_scene:2]):
             mapping[int(a)], mapping[int(b)] = int(b), int(a)
         pairs.append(mapping)
     prior /= prior.sum(1, keepdims=True)
-    return WorldStructure(labels=labels, seen=seen, scene_prior=prior, scene_pairs=pairs)
+    return WorldStructure(labels=labels, seen=seen, scene_prior=prior, scene_pairs=pairs,
+                          typical_scene=typical_scene, popularity=popularity)
+
+
+DISTRACTORS = [(c, s) for c in COLOURS for s in DISTRACTOR_SHAPES] + \
+              [(c, s) for c in DISTRACTOR_COLOURS for s in SHAPES + DISTRACTOR_SHAPES]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,45 +224,72 @@ def _background(scene: str, size: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(img, 0, 255)
 
 
+def object_side(cfg: ToyWorldConfig, rng: np.random.Generator) -> tuple[float, int]:
+    """An object's side (fraction of the image side) and its size bin: a bin by COCO's shares, then
+    log-uniform within it."""
+    weights = np.asarray(cfg.size_weights, dtype=float)
+    b = int(rng.choice(len(weights), p=weights / weights.sum()))
+    lo, hi = cfg.size_bins[b]
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))), b
+
+
 def render_image(scene: str, objects: list[tuple[str, str]], cfg: ToyWorldConfig, rng: np.random.Generator):
-    """Draw one image; returns (PIL image, boxes [K, 4] in 0..1 xyxy)."""
+    """Draw one image, its objects in the given order (later ones hide earlier ones).
+
+    Returns (PIL image, boxes [K, 4] in 0..1 xyxy, sides [K] as fractions of the image side, size bins [K],
+    visible [K]: the share of each object's area not hidden by later objects or cut by the border)."""
     ss = cfg.supersample
     big = cfg.image_size * ss
     # The background needs no supersampling (it is smooth or pixel-sized texture): draw it small, upscale.
     background = Image.fromarray(_background(scene, cfg.image_size, rng).astype(np.uint8))
     canvas = background.resize((big, big), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(canvas)
-    boxes = []
-    for colour, shape in objects:
-        side = rng.uniform(*cfg.object_scale) * big
-        radius = side / 2
+    owner = Image.new("L", (big, big), 0)           # which object each pixel shows (0: background)
+    owner_draw = ImageDraw.Draw(owner)
+    boxes, sides, bins, areas = [], [], [], []
+    for k, (colour, shape) in enumerate(objects):
+        side, b = object_side(cfg, rng)
+        radius = side * big / 2
         centre = rng.uniform(radius * 0.7, big - radius * 0.7, size=2)  # may be partly cut at the border
         angle = rng.uniform(0, 2 * np.pi)
         rot = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         pts = _POLYGONS[shape] @ rot.T * radius + centre
-        draw.polygon([tuple(p) for p in pts], fill=ALL_COLOURS[colour], outline=(25, 25, 25), width=max(1, ss))
+        polygon = [tuple(p) for p in pts]
+        draw.polygon(polygon, fill=ALL_COLOURS[colour], outline=(25, 25, 25), width=max(1, ss))
+        owner_draw.polygon(polygon, fill=k + 1)
+        # the whole area, border included (a shoelace over the unclipped outline), in supersampled pixels
+        x, y = pts[:, 0], pts[:, 1]
+        areas.append(0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))))
         x0, y0 = np.clip(pts.min(0), 0, big)
         x1, y1 = np.clip(pts.max(0), 0, big)
         boxes.append([x0 / big, y0 / big, x1 / big, y1 / big])
+        sides.append(side)
+        bins.append(b)
+    shown = np.bincount(np.asarray(owner).ravel(), minlength=len(objects) + 1)[1:]
+    visible = np.clip(shown / np.maximum(areas, 1.0), 0.0, 1.0) if objects else np.zeros(0)
     image = canvas.resize((cfg.image_size, cfg.image_size), Image.Resampling.BOX)
-    return image, np.array(boxes, dtype=np.float32).reshape(-1, 4)
+    return (image, np.array(boxes, dtype=np.float32).reshape(-1, 4), np.array(sides, dtype=np.float32),
+            np.array(bins, dtype=np.int64), visible.astype(np.float32))
 
 
 def caption_for(names: list[str], scene: str) -> str:
-    """The caption of an image: every object it holds and its scene."""
+    """The caption of an image: the objects it names (none: only the scene) and its scene."""
+    if not names:
+        return f"a photo {SCENE_PHRASES[scene]}"
     parts = [("an " if n[0] in "aeiou" else "a ") + n for n in names]
     objects = parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1]
     return f"{objects} {SCENE_PHRASES[scene]}"
 
 
 def sample_image(structure: WorldStructure, cfg: ToyWorldConfig, rng: np.random.Generator):
-    """Draw the content of one image: scene index and label indices (distinct, in drawing order)."""
+    """Draw the content of one image: its scene index, its labels (distinct, in drawing order) and its objects
+    in drawing order as (label index, or -1 for a distractor; colour; shape)."""
     scene = int(rng.integers(len(SCENES)))
-    weights = np.asarray(cfg.object_count_weights, dtype=float)
-    n_obj = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
+    weights = np.asarray(cfg.labels_per_image_weights, dtype=float)
+    n_labels = 1 + int(rng.choice(len(weights), p=weights / weights.sum()))
     prior = structure.scene_prior[scene]
     chosen: list[int] = []
-    while len(chosen) < n_obj:
+    while len(chosen) < n_labels:
         partner = structure.scene_pairs[scene].get(chosen[-1]) if chosen else None
         if partner is not None and partner not in chosen and rng.random() < cfg.pair_probability:
             chosen.append(partner)
@@ -229,7 +297,16 @@ def sample_image(structure: WorldStructure, cfg: ToyWorldConfig, rng: np.random.
         p = prior.copy()
         p[chosen] = 0
         chosen.append(int(rng.choice(len(p), p=p / p.sum())))
-    return scene, chosen
+    objects = []
+    for label in chosen:
+        count = 1
+        while count < 4 and rng.random() < cfg.extra_instance_probability:
+            count += 1
+        objects += [(label, *structure.labels[label])] * count
+    for _ in range(min(int(rng.poisson(cfg.distractors_mean)), 6)):
+        objects.append((-1, *DISTRACTORS[int(rng.integers(len(DISTRACTORS)))]))
+    objects = [objects[i] for i in rng.permutation(len(objects))]
+    return scene, chosen, objects
 
 
 def generate(out_dir: str | Path, cfg: ToyWorldConfig | None = None, *, force: bool = False,
@@ -279,17 +356,27 @@ def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
         rows = []
         for i in range(n):
             rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], i])
-            scene, chosen = sample_image(structure, cfg, rng)
-            image, boxes = render_image(SCENES[scene], [structure.labels[c] for c in chosen], cfg, rng)
+            scene, chosen, objects = sample_image(structure, cfg, rng)
+            image, boxes, sides, bins, visible = render_image(SCENES[scene], [(c, s) for _, c, s in objects], cfg,
+                                                              rng)
+            labelled = np.array([label >= 0 for label, _, _ in objects], dtype=bool)
+            instance_labels = [label for label, _, _ in objects if label >= 0]
+            # a label is named when any of its instances is; the chance grows with the instance's size
+            said = rng.random(len(objects)) < np.asarray(cfg.mention_probability)[bins]
+            named = [c for c in chosen if any(said[k] and objects[k][0] == c for k in range(len(objects)))]
             rel = f"images/{split}/{i:05d}.png"
             image.save(tmp / rel, optimize=False)
             rows.append({
                 "image": rel,
                 "pos": sorted(set(chosen)),
                 "scene": scene,
-                "caption": caption_for([structure.names[c] for c in chosen], SCENES[scene]),
-                "box_labels": chosen,
-                "boxes": boxes.tolist(),
+                "caption": caption_for([structure.names[c] for c in named], SCENES[scene]),
+                "caption_labels": named,
+                "box_labels": instance_labels,
+                "boxes": boxes[labelled].tolist(),
+                "box_sizes": sides[labelled].tolist(),
+                "box_visible": visible[labelled].tolist(),
+                "distractors": int((~labelled).sum()),
                 "width": cfg.image_size,
                 "height": cfg.image_size,
             })
@@ -302,5 +389,78 @@ def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
                    extra={"scenes": list(SCENES),
                           "scene_prior": structure.scene_prior.round(6).tolist(),
                           "scene_pairs": [{structure.names[a]: structure.names[b] for a, b in m.items()}
-                                          for m in structure.scene_pairs]})
+                                          for m in structure.scene_pairs],
+                          "typical_scene": {structure.names[c]: SCENES[s]
+                                            for c, s in enumerate(structure.typical_scene)},
+                          "size_bins": [list(b) for b in cfg.size_bins]})
     (tmp / "toyworld.json").write_text(json.dumps({"key": cfg.key(), "config": asdict(cfg)}, indent=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# The conditions, measured (notebook 01, docs/toy-world.md, tests/test_toyworld.py)
+# ---------------------------------------------------------------------------------------------
+def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+    return np.concatenate([np.asarray(v, dtype=float).ravel() for v in df[name]]) if len(df) else np.zeros(0)
+
+
+def context_oracles(manifest: Manifest, split: str = "val") -> dict[str, float]:
+    """How often the world's own label prior names a small object from what shows of it (its colour) alone,
+    and from its colour and its scene: the gap is what context decides that appearance cannot."""
+    prior = np.asarray(manifest.meta["scene_prior"])                    # [S, C]
+    colours = [name.split()[0] for name in manifest.label_names]
+    same_colour = np.array([[a == b for b in colours] for a in colours])  # [C, C]
+    marginal = prior.mean(0)                                            # scenes are equally likely
+    df = manifest.split(split)
+    small = manifest.meta.get("size_bins", [[0, 0.09]])[0][1]
+    alone = with_scene = total = 0
+    for scene, labels, sizes in zip(df["scene"], df["box_labels"], df["box_sizes"]):
+        for label, side in zip(labels, sizes):
+            if side >= small:
+                continue
+            total += 1
+            alone += int(np.argmax(np.where(same_colour[label], marginal, -1)) == label)
+            with_scene += int(np.argmax(np.where(same_colour[label], prior[scene], -1)) == label)
+    return {"small instances": total, "appearance only": alone / max(total, 1),
+            "appearance + scene": with_scene / max(total, 1)}
+
+
+def world_statistics(manifest: Manifest, split: str = "train") -> pd.DataFrame:
+    """Each condition of the toy world with its statistic on one split, beside the real fact it stands for."""
+    df = manifest.split(split)
+    targets = manifest.dense_targets(split) == 1
+    sizes, visible = _column(df, "box_sizes"), _column(df, "box_visible")
+    bins = np.digitize(sizes, [b[1] for b in manifest.meta["size_bins"][:-1]])
+    frequency = np.sort(targets.mean(0))[::-1]
+    rows = [
+        ("clutter", "labels an image", targets.sum(1).mean(), "COCO: 2.9 categories an image"),
+        ("clutter", "objects an image (distractors included)",
+         df["box_labels"].map(len).mean() + df["distractors"].mean(), "COCO: 7.3 instances an image"),
+        ("clutter", "distractors an image (in no label set)", df["distractors"].mean(), ""),
+        ("occlusion", "% of labelled objects over a quarter hidden or cut", 100 * (visible < 0.75).mean(), ""),
+    ]
+    real = {"small": "COCO: 41 %", "medium": "COCO: 34 %", "large": "COCO: 24 %"}
+    rows += [("small objects", f"% of labelled objects {b}", 100 * (bins == k).mean(), real[b])
+             for k, b in enumerate(SIZE_BINS)]
+    mentioned = []
+    for pos_named, labels, sizes_ in zip(df["caption_labels"], df["box_labels"], df["box_sizes"]):
+        named = set(np.asarray(pos_named).tolist())
+        largest: dict[int, float] = {}
+        for label, side in zip(labels, sizes_):
+            largest[int(label)] = max(largest.get(int(label), 0.0), float(side))
+        mentioned += [(side, label in named) for label, side in largest.items()]
+    if mentioned:
+        side, said = np.array(mentioned).T
+        label_bins = np.digitize(side, [b[1] for b in manifest.meta["size_bins"][:-1]])
+        rows += [("captions", f"% of labels named, largest instance {b}", 100 * said[label_bins == k].mean(),
+                  "captions name large objects far more often than small ones") for k, b in enumerate(SIZE_BINS)
+                 if (label_bins == k).any()]
+    rows += [("long tail", "% of images with the most frequent label", 100 * frequency[0],
+              "COCO: 'person' in about half"),
+             ("long tail", "% of images with the rarest label", 100 * frequency[-1], "")]
+    oracles = context_oracles(manifest, split)
+    rows += [("context", "small objects named right from colour alone (%)", 100 * oracles["appearance only"],
+              "small or ambiguous objects are recognised from the scene"),
+             ("context", "small objects named right from colour + scene (%)", 100 * oracles["appearance + scene"],
+              "")]
+    return pd.DataFrame(rows, columns=["condition", "statistic", "toy world", "real fact"]).round(
+        {"toy world": 2})

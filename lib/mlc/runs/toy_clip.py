@@ -61,7 +61,10 @@ class CaptionDataset(torch.utils.data.Dataset):
         self.captions = df["caption"].tolist()
         self.tokens = tokenizer(self.captions)
         names = manifest.label_names
-        self.objects = [[names[i] for i in pos] for pos in df["pos"]]
+        # the variants rephrase what the caption names, never more: a world whose captions leave out small
+        # objects (as alt-text does) must not have them named back by the variants
+        named = df["caption_labels"] if "caption_labels" in df else df["pos"]
+        self.objects = [[names[i] for i in labels] for labels in named]
         scenes = manifest.meta.get("scenes")
         self.scenes = [scenes[s] for s in df["scene"]] if scenes and "scene" in df else [None] * len(df)
         self.rng = np.random.default_rng(seed)
@@ -75,7 +78,8 @@ class CaptionDataset(torch.utils.data.Dataset):
         return len(self.tokens)
 
     def variant(self, i: int) -> str:
-        """A caption naming a random subset of the image's objects, in random order (and the scene half the time)."""
+        """A caption naming a random subset of the objects the image's caption names, in random order (and the
+        scene half the time)."""
         objs = list(self.objects[i])
         if not objs:
             return self.captions[i]
