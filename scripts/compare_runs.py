@@ -46,8 +46,8 @@ def _same(old, new, prefix="") -> bool:
         return all(k in new and _same(old[k], new[k], f"{prefix}{k}.") for k in old)
     if isinstance(old, list) and isinstance(new, list):
         return len(old) == len(new) and all(_same(a, b, prefix) for a, b in zip(old, new))
-    if isinstance(old, float) and isinstance(new, float) and math.isnan(old) and math.isnan(new):
-        return True                       # a class without positives has AP NaN in both runs
+    if all(x is None or (isinstance(x, float) and math.isnan(x)) for x in (old, new)):
+        return True                       # a class without positives: AP NaN, or null in strict JSON
     return old == new
 
 
@@ -95,8 +95,8 @@ def main(argv=None) -> int:
     same, problems = 0, []
     for a in sorted(p for p in args.old.rglob("*") if p.is_file()):
         rel = a.relative_to(args.old)
-        if SKIPPED_FOLDERS & set(rel.parts):
-            continue
+        if SKIPPED_FOLDERS & set(rel.parts) or rel.name.startswith("events.out.tfevents."):
+            continue                      # TensorBoard's file names hold the host and the time
         b = args.new / rel
         if not b.is_file():
             problems.append(f"missing in {args.new}: {rel}")

@@ -156,3 +156,23 @@ def test_the_toy_clip_key_names_the_precision_it_trains_in(monkeypatch):
     assert clip.clip_key(bf16) != clip.clip_key(fp32)
     monkeypatch.setattr(engine, "cpu_has_native_bf16", lambda: False)
     assert clip.clip_key(bf16) == clip.clip_key(fp32)
+
+
+def test_a_resumed_run_gives_the_caller_back_its_thread_count(tmp_path):
+    """A resumed run computes with the CPU threads it started with; that count leaked into the rest of the
+    process (the next run in the same notebook kernel) after fit returned."""
+    from test_logs import _train as train_tiny
+
+    from mlc.config.params import LogParams
+    before = torch.get_num_threads()
+    quiet = LogParams(tensorboard=False)
+    try:
+        torch.set_num_threads(2)
+        train_tiny(tmp_path / "s", "s", progress=False, log=quiet, epochs=1)
+        (tmp_path / "s" / "result.json").unlink()        # as if killed in the final test: the rerun resumes
+        torch.set_num_threads(1)
+        resumed = train_tiny(tmp_path / "s", "s", progress=False, log=quiet, epochs=1)
+        assert resumed.cpu_threads == 2                   # computed with the count the run started with
+        assert torch.get_num_threads() == 1               # and the caller has its own count back
+    finally:
+        torch.set_num_threads(before)

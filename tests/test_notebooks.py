@@ -77,7 +77,10 @@ def test_10_to_12_closed_set_training(run_dir):
     for method in [m for m in paper_methods(params) if params.methods[m].label_subset == "all"]:
         for log in ("train.log", "history.csv", "history.jsonl"):
             assert (run_dir / method / log).stat().st_size > 0, (method, log)
-        assert list((run_dir / method / "tensorboard").glob("events.out.tfevents.*"))
+        assert list((run_dir / method).glob("events.out.tfevents.*"))     # TensorBoard run <run>/<method>
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    runs = EventMultiplexer().AddRunsFromDirectory(str(run_dir)).Reload()
+    assert "figures/learning_curves" in runs.GetAccumulator("q2l").Tags()["images"]   # the notebook's figure
 
 
 @pytest.mark.slow

@@ -1,8 +1,15 @@
-"""Atomic file writes: write beside the target, then rename, so a reader never sees half a file."""
+"""Atomic file writes: write beside the target, then rename, so a reader never sees half a file.
+
+JSON is written strictly (RFC 8259): a NaN or infinite number, which Python's ``json`` would write as the bare
+word ``NaN`` that other parsers reject, is written as ``null`` (:func:`to_json`); readers turn a metric's
+``null`` back into NaN (:func:`metric_value`, :func:`nulls_to_nan`).
+"""
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -71,6 +78,48 @@ def atomic_write_stream(path: str | os.PathLike, write: Callable[[BinaryIO], obj
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` atomically (fsync'd, then renamed)."""
     return atomic_write_stream(path, lambda f: f.write(text.encode()))
+
+
+def json_safe(obj):
+    """``obj`` with every NaN or infinite float replaced by None (JSON ``null``), numpy scalars and arrays made
+    Python numbers and lists, tuples made lists: what strict JSON can hold."""
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "tolist") and not isinstance(obj, (int, float)):   # numpy scalar or array
+        return json_safe(obj.tolist())
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def to_json(obj, indent: int | None = None) -> str:
+    """Strict JSON text of ``obj``: NaN and infinities become ``null`` (see :func:`json_safe`), never the ``NaN``
+    literal that JSON parsers other than Python's reject."""
+    return json.dumps(json_safe(obj), indent=indent, allow_nan=False)
+
+
+def atomic_write_json(path: str | os.PathLike, obj, indent: int | None = 1) -> Path:
+    """Write ``obj`` as strict JSON (:func:`to_json`), atomically."""
+    return atomic_write_text(path, to_json(obj, indent=indent))
+
+
+def metric_value(value) -> float:
+    """A number read back from a metrics file: ``null`` (what :func:`to_json` writes for NaN) is NaN."""
+    return math.nan if value is None else float(value)
+
+
+def nulls_to_nan(obj):
+    """``obj`` (metrics read back from JSON: dicts and lists of numbers) with every ``null`` made NaN again, as it
+    was before it was written.  Only for structures where nothing but a number can be ``null``."""
+    if isinstance(obj, dict):
+        return {k: nulls_to_nan(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [nulls_to_nan(v) for v in obj]
+    return math.nan if obj is None else obj
 
 
 def open_locked(path: str | os.PathLike) -> tuple[int, bool]:

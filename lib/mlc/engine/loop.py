@@ -26,7 +26,7 @@ import math
 import os
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -37,13 +37,13 @@ from torch.utils.data import DataLoader
 
 from mlc.config.params import EvalParams, LogParams, TrainParams
 from mlc.core import distributed as dist
-from mlc.core.io import atomic_write_stream, atomic_write_text
+from mlc.core.io import atomic_write_json, atomic_write_stream, atomic_write_text, metric_value, nulls_to_nan, to_json
 from mlc.core.progress import StepTicker, duration
 from mlc.core.progress import bar as progress_bar
 from mlc.core.safe_load import CheckpointError
 from mlc.data.transforms import normalize_batch
 from mlc.engine import stage
-from mlc.engine.logs import RunLogger
+from mlc.engine.logs import RunLogger, result_hparams
 from mlc.engine.optim import build_param_groups, build_scheduler, make_adamw
 from mlc.engine.precision import Autocast
 from mlc.metrics.multilabel import evaluate_scores, mean_average_precision
@@ -161,8 +161,9 @@ class FitResult:
 
 def _load_result(stage_dir: Path) -> FitResult:
     d = json.loads((stage_dir / stage.RESULT).read_text())
-    return FitResult(stage_dir, d["best_epoch"], d["best_source"], d["best_score"], d["history"], d["test"],
-                     d.get("cpu_threads"))
+    # result.json holds null where a number was NaN (strict JSON): the result reads back as it was returned
+    return FitResult(stage_dir, d["best_epoch"], d["best_source"], metric_value(d["best_score"]),
+                     nulls_to_nan(d["history"]), nulls_to_nan(d["test"]), d.get("cpu_threads"))
 
 
 @dataclass
@@ -191,6 +192,7 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp: TrainParams, eval_pa
     stage_dir = Path(stage_dir)
     if stage.is_finished(stage_dir):
         return _reuse_finished(method, stage_dir)
+    threads = torch.get_num_threads()     # a resumed run computes with the count it started with (see _resume)
     with _locked_stage(stage_dir):
         log = log_params if log_params is not None else LogParams(tensorboard=False)
         logger = RunLogger(stage_dir, stage_name, tensorboard=log.tensorboard, wandb=log.wandb,
@@ -201,6 +203,8 @@ def fit(method: Method, loaders: dict[str, DataLoader], tp: TrainParams, eval_pa
             return _fit(run, eval_params)
         finally:
             logger.close()
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)    # the caller's count: the next run in this process starts with it
 
 
 @contextlib.contextmanager
@@ -401,7 +405,7 @@ def _select_and_checkpoint(run: _Run, state: _State, record: dict, scores: dict,
                                "epoch": epoch, "history": state.history, "best": state.best,
                                "stopped": state.stopped, "cpu_threads": torch.get_num_threads()},
                               run.ckpt_dir / "last.pt", keep_previous=True)
-        atomic_write_text(run.stage_dir / "history.jsonl", "".join(json.dumps(r) + "\n" for r in state.history))
+        atomic_write_text(run.stage_dir / "history.jsonl", "".join(to_json(r) + "\n" for r in state.history))
         run.logger.history(state.history)
     run.logger.epoch(record, (epoch + 1) * run.steps_per_epoch)
     seconds = sum(r.get("epoch_seconds", 0) for r in state.history) / max(1, len(state.history))
@@ -428,6 +432,8 @@ def _final_test(run: _Run, state: _State, eval_params: EvalParams) -> FitResult:
                            eval_params.threshold, eval_params.top_k)
     test["loss"] = pred["loss"]
     run.logger.test(test, len(state.history) * run.steps_per_epoch)
+    run.logger.hparams(result_hparams(run.stage_dir, run.stage_name, {
+        "seed": run.seed, "eval": asdict(eval_params), "methods": {run.stage_name: {"train": asdict(run.tp)}}}))
     run.logger.info(f"[{run.stage_name}] test mAP {100 * test['mAP']:.2f} (best epoch {state.best['epoch'] + 1}, "
                     f"{state.best['source']})")
     result = FitResult(run.stage_dir, state.best["epoch"], state.best["source"], state.best["score"], state.history,
@@ -435,7 +441,7 @@ def _final_test(run: _Run, state: _State, eval_params: EvalParams) -> FitResult:
     if dist.is_main_process():
         atomic_write_stream(run.stage_dir / "test_scores.npz",
                             lambda f: np.savez_compressed(f, scores=pred["scores"], targets=pred["targets"]))
-        atomic_write_text(run.stage_dir / stage.RESULT, json.dumps(result.to_dict(), indent=1))
+        atomic_write_json(run.stage_dir / stage.RESULT, result.to_dict())
     dist.barrier()                        # result.json exists before any process returns
     return result
 

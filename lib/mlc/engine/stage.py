@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from mlc.core.io import atomic_write_stream, atomic_write_text, open_locked, previous_path
+from mlc.core.io import atomic_write_json, atomic_write_stream, open_locked, previous_path
 from mlc.core.safe_load import CheckpointError, UnsafeFileError, load_torch
 
 RESULT, FAILED, LOCK = "result.json", "failed.json", ".lock"
@@ -56,8 +56,7 @@ def is_finished(stage_dir: str | os.PathLike) -> bool:
 
 def mark_failed(stage_dir: str | os.PathLike, info: dict) -> Path:
     """Write ``failed.json`` with ``info`` (why, where) and the time."""
-    return atomic_write_text(Path(stage_dir) / FAILED, json.dumps({"time": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                                  **info}, indent=1))
+    return atomic_write_json(Path(stage_dir) / FAILED, {"time": time.strftime("%Y-%m-%d %H:%M:%S"), **info})
 
 
 def failure(stage_dir: str | os.PathLike) -> dict | None:

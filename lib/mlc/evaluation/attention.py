@@ -8,12 +8,10 @@ grid cells inside those boxes (where a peak drawn at random would land).
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
-from mlc.core.io import atomic_write_text
+from mlc.core.io import atomic_write_json
 from mlc.core.progress import bar as progress_bar
 from mlc.core.registry import model_entry
 from mlc.data.dataset import MultiLabelDataset
@@ -136,5 +134,5 @@ def pointing_game_for_run(params, name: str, split: str = "test", device: str = 
     maps = np.concatenate(all_maps)
     result = {"method": name, "split": split, "grid": list(maps.shape[2:]),
               **pointing_game(maps, df["box_labels"].tolist(), df["boxes"].tolist(), list(range(manifest.num_labels)))}
-    atomic_write_text(params.run_dir / name / "metrics_pointing.json", json.dumps(result, indent=1))
+    atomic_write_json(params.run_dir / name / "metrics_pointing.json", result)
     return result

@@ -11,6 +11,7 @@ import json
 import pandas as pd
 
 from mlc.config.params import RunParams
+from mlc.core.io import metric_value
 from mlc.core.registry import CLAIMS
 from mlc.engine import stage
 from mlc.runs.train import train_method
@@ -21,13 +22,13 @@ def test_map(params: RunParams, name: str) -> float | None:
     result = params.run_dir / name / stage.RESULT
     if not stage.is_finished(params.run_dir / name):
         return None
-    return 100 * json.loads(result.read_text())["test"]["mAP"]
+    return 100 * metric_value(json.loads(result.read_text())["test"]["mAP"])
 
 
 def zsl_map(params: RunParams, name: str) -> float | None:
     """ZSL mAP (in %, faithful protocol) of an open-vocabulary run, or None."""
     f = params.run_dir / name / "metrics_zsl.json"
-    return 100 * json.loads(f.read_text())["faithful"]["ZSL"]["mAP"] if f.is_file() else None
+    return 100 * metric_value(json.loads(f.read_text())["faithful"]["ZSL"]["mAP"]) if f.is_file() else None
 
 
 def clip_zero_shot(params: RunParams) -> float | None:
@@ -36,7 +37,7 @@ def clip_zero_shot(params: RunParams) -> float | None:
     if not f.is_file():
         return None
     b = json.loads(f.read_text()).get("CLIP zero-shot")
-    return 100 * b["faithful"]["ZSL"]["mAP"] if b else None
+    return 100 * metric_value(b["faithful"]["ZSL"]["mAP"]) if b else None
 
 
 def baselines_of(params: RunParams, name: str) -> list[str]:

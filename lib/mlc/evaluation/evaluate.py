@@ -9,11 +9,10 @@ evaluated into a run folder whose method has not trained, so no trained result i
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mlc.config.params import RunParams
-from mlc.core.io import atomic_write_text
+from mlc.core.io import atomic_write_json
 from mlc.engine import stage
 from mlc.engine.loop import make_loader, pick_device, predict
 from mlc.engine.rundir import prepare_run_dir
@@ -93,8 +92,8 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
         data.datasets["train"].targets(), pred["targets"], ev.ap_mode, ev.empty_class)
     report["test_loss"] = pred["loss"]
     report["n_images"] = int(len(pred["targets"]))
-    atomic_write_text(out_dir / "metrics_test.json", json.dumps(
-        {"method": name, **report, "weights": loaded.weights, "label_names": data.label_names}, indent=1))
+    atomic_write_json(out_dir / "metrics_test.json",
+                      {"method": name, **report, "weights": loaded.weights, "label_names": data.label_names})
     return {"scores": pred["scores"], "targets": pred["targets"], "label_names": data.label_names,
             "report": report, "weights": loaded.weights}
 

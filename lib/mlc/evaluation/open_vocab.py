@@ -2,12 +2,10 @@
 ranking, all through the same SEEN / ZSL / GZSL report (:mod:`mlc.metrics.zsl`)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import torch
 
-from mlc.core.io import atomic_write_text
+from mlc.core.io import atomic_write_json
 from mlc.data.dataset import MultiLabelDataset
 from mlc.data.transforms import build_transform
 from mlc.engine.loop import make_loader, pick_device, predict
@@ -63,7 +61,7 @@ def evaluate_open_vocabulary(params, name: str, progress: bool = True, checkpoin
     ks = params.eval.zsl_top_k
     report = {"method": name, "labels": names, "n_seen": n_seen, "weights": loaded.weights,
               **_reports(pred["scores"], pred["targets"], n_seen, ks, zsl_scores)}
-    atomic_write_text(params.run_dir / name / "metrics_zsl.json", json.dumps(report, indent=1))
+    atomic_write_json(params.run_dir / name / "metrics_zsl.json", report)
     return {"scores": pred["scores"], "targets": pred["targets"], "report": report}
 
 
@@ -83,7 +81,7 @@ def baseline_reports(params, progress: bool = True) -> dict:
                                     [params.clip.zero_shot_template])
         out["CLIP zero-shot"] = _reports(images @ texts.T, targets, n_seen, ks)
     params.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(params.run_dir / "baselines_zsl.json", json.dumps(out, indent=1))
+    atomic_write_json(params.run_dir / "baselines_zsl.json", out)
     return out
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 import yaml
 
 from mlc.config.params import load_params
+from mlc.core.io import metric_value
 from mlc.engine import stage
 from mlc.notebook.session import repo_root
 
@@ -47,13 +48,15 @@ def finished_runs(output_root: str | Path = "outputs") -> pd.DataFrame:
             if kind == "trained" and not stage.is_finished(run_dir / method):   # failed or unfinished: no result
                 continue
             row = {"run": run_dir.name, "params": _source_of(params_yaml), "method": method,
-                   "weights": WEIGHTS[kind], "mAP": 100 * m["mAP"], "CF1": 100 * m["CF1"], "OF1": 100 * m["OF1"]}
+                   "weights": WEIGHTS[kind], "mAP": 100 * metric_value(m["mAP"]), "CF1": 100 * metric_value(m["CF1"]),
+                   "OF1": 100 * metric_value(m["OF1"])}
             if kind == "trained":       # the CPU threads it trained with: part of what made its numbers
                 row["CPU threads"] = json.loads((run_dir / method / stage.RESULT).read_text()).get("cpu_threads")
             zsl = run_dir / method / "metrics_zsl.json"
             if zsl.is_file():
                 z = json.loads(zsl.read_text())["faithful"]
-                row.update({"ZSL mAP": 100 * z["ZSL"]["mAP"], "GZSL mAP": 100 * z["GZSL"]["mAP"]})
+                row.update({"ZSL mAP": 100 * metric_value(z["ZSL"]["mAP"]),
+                            "GZSL mAP": 100 * metric_value(z["GZSL"]["mAP"])})
             rows.append(row)
     return pd.DataFrame(rows)
 

@@ -5,7 +5,8 @@ import os
 from pathlib import Path
 
 from mlc.config.params import RunParams, find_checkout, load_params
-from mlc.notebook import run_page
+from mlc.engine import logs
+from mlc.notebook import figures, run_page
 from mlc.notebook.figures import set_style
 
 
@@ -42,3 +43,13 @@ def save_table(params: RunParams, name: str, table) -> Path:
     """Save a results table of the run as ``tables/<name>.csv`` (the run's front page shows ``results`` and
     ``claims``; a paper's own tables start from these files)."""
     return run_page.save_table(params.run_dir, name, table)
+
+
+def save_run_figure(params: RunParams, method: str, fig, name: str, file_name: str | None = None) -> list[Path]:
+    """Save a figure of one method's run into the run's figures folder (PNG and PDF, as
+    ``<file_name or method_name>``) and, when the params log to TensorBoard, into the method's TensorBoard run as
+    the image ``figures/<name>`` (tab IMAGES, beside its curves)."""
+    paths = figures.save_figure(fig, figure_path(params, file_name or f"{method}_{name}"))
+    if params.log.tensorboard and (params.run_dir / method).is_dir():
+        logs.log_figure(params.run_dir / method, f"figures/{name}", fig)
+    return paths

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mlc.config.params import TrainParams
-from mlc.core.io import atomic_write_stream, atomic_write_text
+from mlc.core.io import atomic_write_json, atomic_write_stream
 from mlc.core.progress import bar as progress_bar
 from mlc.data.dataset import MultiLabelDataset
 from mlc.data.toyworld import SCENE_PHRASES
@@ -153,7 +153,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
               "precision": "bf16" if autocast.enabled else "fp32",
               "key": clip_key(params)}
-    atomic_write_text(record_path, json.dumps(record, indent=1))
+    atomic_write_json(record_path, record)
     return record
 
 
@@ -212,9 +212,9 @@ def zero_shot_report(params, manifest, model, preprocess, tokenizer, split: str 
                                  "random ranking mAP": 100 * np.nanmean(random_ap[idx]), "labels": len(idx)}
                           for name, idx in groups.items() if len(idx)}).T
     params.run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(params.run_dir / "clip_zero_shot.json", json.dumps(
-        {"model": params.clip.model, "template": params.clip.zero_shot_template,
+    atomic_write_json(params.run_dir / "clip_zero_shot.json",
+                      {"model": params.clip.model, "template": params.clip.zero_shot_template,
          **{f"{k}_mAP": float(v) / 100 for k, v in table["CLIP zero-shot mAP"].items()},
          **{f"{k}_random_mAP": float(v) / 100 for k, v in table["random ranking mAP"].items()},
-         "per_class_AP": [None if np.isnan(a) else float(a) for a in ap]}, indent=1))
+         "per_class_AP": [None if np.isnan(a) else float(a) for a in ap]})
     return table, ap

@@ -1,13 +1,11 @@
 """SALGL's discovered scenes: what the model assigns, how that agrees with true scenes, what it counted."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import torch
 
-from mlc.core.io import atomic_write_text
+from mlc.core.io import atomic_write_json
 from mlc.core.progress import bar as progress_bar
 from mlc.engine.loop import make_loader, pick_device
 from mlc.methods.salgl.model import comatrix_to_transition
@@ -79,5 +77,5 @@ def evaluate_scenes(params, name: str, device: str = "auto", progress: bool = Tr
         report.update(scene_agreement(true, predicted))
         result["true"] = true
         result["table"] = contingency_table(true, predicted, data.manifest.meta.get("scenes"), probs.shape[1])
-    atomic_write_text(params.run_dir / name / "metrics_scenes.json", json.dumps(report, indent=1))
+    atomic_write_json(params.run_dir / name / "metrics_scenes.json", report)
     return result
