@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from mlc.data.toyworld import context_oracles, world_statistics
+
 ONE_COLUMN, TWO_COLUMN = 3.4, 7.0
 PNG_DPI = 200                # the PNG copies; rasters drawn into figures (word clouds) are rendered for it
 
@@ -61,6 +63,37 @@ def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxe
         ax.axis("off")
     fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - (lines * line + 0.04) / fig.get_figheight(),
                         wspace=0.05)
+    return fig
+
+
+def world_conditions(manifest, split: str = "train"):
+    """Three conditions of the toy world at a glance: object sizes against COCO's small / medium / large shares,
+    how often a caption names an object of each size, and how often a small object is named right from its colour
+    alone and from its colour and scene (``mlc.data.toyworld.world_statistics`` has the numbers)."""
+    stats = world_statistics(manifest, split).set_index("statistic")["toy world"]
+    oracles = context_oracles(manifest, "val" if "val" in manifest.split_names else split)
+    df = manifest.split(split)
+    size = manifest.meta.get("image_size") or int(df["width"].iloc[0])
+    sides = np.concatenate([np.asarray(v, dtype=float) for v in df["box_sizes"]]) * size
+    edges = [b[1] * size for b in manifest.meta["size_bins"][:-1]]
+    palette = sns.color_palette("colorblind")
+    fig, axes = plt.subplots(1, 3, figsize=(TWO_COLUMN, 2.6), gridspec_kw={"width_ratios": [1.6, 1, 1]})
+    ax = axes[0]
+    ax.hist(sides, bins=30, color=palette[0])
+    for e in edges:
+        ax.axvline(e, color="k", lw=0.8, ls="--")
+    shares = [stats[f"% of labelled objects {b}"] for b in ("small", "medium", "large")]
+    ax.set(xlabel=f"object side (pixels of {size})", ylabel="labelled objects",
+           title="sizes " + " / ".join(f"{s:.0f}" for s in shares) + " %\n(COCO: 41 / 34 / 24 %)")
+    ax = axes[1]
+    named = [stats.get(f"% of labels named, largest instance {b}", np.nan) for b in ("small", "medium", "large")]
+    ax.bar(["S", "M", "L"], named, color=palette[1])
+    ax.set(ylim=(0, 100), xlabel="object size", ylabel="% named in its caption", title="captions name\nlarge objects")
+    ax = axes[2]
+    ax.bar(["colour", "colour\n+ scene"], [100 * oracles["appearance only"], 100 * oracles["appearance + scene"]],
+           color=palette[2])
+    ax.set(ylim=(0, 100), ylabel="% of small objects named right", title="context decides\nwhat colour cannot")
+    fig.tight_layout()
     return fig
 
 
