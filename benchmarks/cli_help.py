@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMANDS = [["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["embeddings", "--help"],
-            ["run-all", "--help"], ["weights", "--help"], ["launch", "--help"]]
+COMMANDS = [["--help"], ["--version"], ["train", "--help"], ["evaluate", "--help"], ["predict", "--help"],
+            ["config", "--help"], ["embeddings", "--help"], ["run-all", "--help"], ["weights", "--help"],
+            ["launch", "--help"]]
 
 
 def main() -> None:

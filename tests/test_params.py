@@ -163,12 +163,71 @@ def test_a_params_file_that_is_not_utf8_is_named_with_its_line(tmp_path):
         load_params(p)
 
 
-def test_wandb_asked_for_but_not_installed_is_refused_before_anything_is_written(tmp_path, monkeypatch):
-    """``log.wandb: true`` without wandb gave a traceback and a half-made run folder."""
+def test_params_that_ask_for_wandb_load_where_wandb_is_not_installed(tmp_path, monkeypatch):
+    """Refusing ``log.wandb: true`` when the params load blocked ``mlc evaluate``, ``mlc config`` and
+    ``load_model`` of such a file; training refuses it instead (tests/test_reliability.py), before writing."""
     import importlib.util
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(ParamsError, match=r"command line \(--set log.wandb=true\): log.wandb: is true but wandb is "
-                                          r"not installed"):
-        load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path), set_args=["log.wandb=true"])
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path), set_args=["log.wandb=true"])
+    assert params.log.wandb is True
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_whole_value_environment_reference_takes_the_type_of_its_key(tmp_path, monkeypatch):
+    """``name: ${env:RUN}`` with RUN=2024 failed ("expected a string, got 2024"): YAML read the text as a number
+    whatever the key.  Only number and boolean keys (and free-form ones) read it as YAML now."""
+    for name, value in {"MLC_T_RUN": "2024", "MLC_T_INT": "7", "MLC_T_LR": "1e-3", "MLC_T_BOOL": "false",
+                        "MLC_T_TEXT": "true"}.items():
+        monkeypatch.setenv(name, value)
+    params = load_params(_write(tmp_path, f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: ${{env:MLC_T_RUN}}\n"
+                                          "description: ${env:MLC_T_TEXT}\n"
+                                          "data: {num_workers: '${env:MLC_T_INT}', check_images: '${env:MLC_T_BOOL}',"
+                                          " raw_root: '${env:MLC_T_NO:-}', source_options: {n: '${env:MLC_T_INT}'}}\n"
+                                          "eval: {zsl_top_k: ['${env:MLC_T_INT}']}\n"
+                                          "methods: {q2l: {train: {lr: '${env:MLC_T_LR}'}}}\n"))
+    assert params.name == "2024" and params.description == "true"                 # str keys keep the text
+    assert params.data.num_workers == 7 and params.data.check_images is False     # int, bool keys
+    assert params.methods["q2l"].train.lr == 1e-3 and params.eval.zsl_top_k == [7]
+    assert params.data.raw_root is None                                          # optional key, empty text
+    assert params.data.source_options == {"n": 7}                                # free-form: as YAML reads it
+    assert params.run_dir.name == "2024"
+    monkeypatch.setenv("MLC_T_INT", "seven")
+    with pytest.raises(ParamsError, match=r"p.yaml:4: data.num_workers: expected an integer, got 'seven' "
+                                          r"\(from \$\{env:MLC_T_INT\}\)"):
+        load_params(tmp_path / "p.yaml")
+
+
+def test_extends_from_an_environment_reference_stays_a_path(tmp_path, monkeypatch):
+    """``extends: ${env:BASE}`` with BASE=2024 (a file name YAML reads as a number) crashed with a TypeError; it
+    is a file name whatever its text."""
+    (tmp_path / "2024").write_text(f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: from_2024\n")
+    monkeypatch.setenv("MLC_T_BASE", "2024")
+    assert load_params(_write(tmp_path, "extends: ${env:MLC_T_BASE}\n")).name == "from_2024"
+    monkeypatch.setenv("MLC_T_BASE", "2025")
+    with pytest.raises(ParamsError, match=r"p.yaml:1: extends .*2025, which is not found"):
+        load_params(tmp_path / "p.yaml")
+
+
+def test_provenance_names_the_file_and_line_the_parent_the_command_line_and_the_environment(tmp_path, monkeypatch):
+    """What ``mlc config`` prints beside each value."""
+    from mlc.config.params import load_params_with_provenance
+    monkeypatch.setenv("MLC_T_SEED", "4")
+    monkeypatch.delenv("MLC_OUTPUT_ROOT", raising=False)
+    p = _write(tmp_path, f"extends: {ROOT / 'params/toy_ci.yaml'}\nname: mine\nseed: ${{env:MLC_T_SEED}}\n"
+                         "text: {encoders: [words, '${env:MLC_T_NONE:-bert}']}\n")
+    params, prov = load_params_with_provenance(p, set_args=["data.toy={n_train: 10}", "methods.q2l.train.lr=2e-4"])
+    assert params.seed == 4 and params.data.toy.n_train == 10 and params.text.encoders == ["words", "bert"]
+    assert prov.files == [str(p), str(ROOT / "params/toy_ci.yaml"), str(ROOT / "params/toy.yaml")]
+    assert prov.of("name") == f"{p}:2"
+    assert prov.of("seed") == f"{p}:3, $MLC_T_SEED"
+    assert prov.of("text.encoders") == f"{p}:4, ${{env:MLC_T_NONE:-bert}} (MLC_T_NONE unset)"
+    assert prov.of("data.toy.n_train") == "command line (--set data.toy={n_train: 10})"
+    assert prov.of("data.toy.n_val") == f"{ROOT / 'params/toy_ci.yaml'}:5"                # the parent's line
+    assert prov.of("methods.q2l.train.lr") == "command line (--set methods.q2l.train.lr=2e-4)"
+    assert prov.of("methods.q2l.model.name").startswith(f"{ROOT / 'params/toy.yaml'}:")  # the grandparent's
+    assert prov.of("eval.threshold") == "default" and prov.of("output_root") == "default"
+    assert load_params_with_provenance(p, output_root=str(tmp_path))[1].of("output_root") == \
+        "command line (--output-root)"
+    monkeypatch.setenv("MLC_OUTPUT_ROOT", str(tmp_path))
+    assert load_params_with_provenance(p)[1].of("output_root") == "$MLC_OUTPUT_ROOT"

@@ -17,7 +17,7 @@ LIB = ROOT / "lib"
 LAYERS = ["core", "metrics", "data", "config", "modeling", "engine", "runs", "notebook", "evaluation", "methods",
           "cli", "entry"]
 # the package root and the ``python -m mlc.<name>`` entry modules sit on top; nothing imports them
-ENTRY_MODULES = {"mlc", "mlc.train", "mlc.evaluate", "mlc.weights", "mlc.launch", "mlc.pipeline"}
+ENTRY_MODULES = {"mlc", "mlc.train", "mlc.evaluate", "mlc.predict", "mlc.weights", "mlc.launch", "mlc.pipeline"}
 # imports allowed inside functions: heavy or optional third-party libraries, never the kit's own modules
 HEAVY = {"torch", "torchvision", "timm", "open_clip", "transformers", "huggingface_hub", "submitit", "pandas",
          "matplotlib", "seaborn", "wordcloud", "ipywidgets", "IPython", "papermill", "nbformat", "nbconvert",

@@ -118,3 +118,17 @@ def test_cooccurrence_depends_on_scene(tmp_path):
     sc = df["scene"].head(200).to_numpy()
     centroids = np.stack([means[sc == s].mean(0) for s in range(len(SCENES))])
     assert np.min([np.linalg.norm(centroids[i] - centroids[j]) for i in range(5) for j in range(i)]) > 10
+
+
+def test_bad_world_settings_name_the_key(tmp_path):
+    import pytest
+    from conftest import ROOT
+
+    from mlc.config.params import ParamsError, load_params
+    for setting, message in [("data.toy.size_weights=[0.5,0.5]", r"data\.toy: size_bins, size_weights and "
+                                                                  r"mention_probability must have one entry per size"),
+                             ("data.toy.extra_instance_probability=1", r"extra_instance_probability: must be in"),
+                             ("data.toy.size_bins=[[0.2,0.1]]", r"size_bins: must be a non-empty list"),
+                             ("data.toy.labels_per_image_weights=[0,0]", r"labels_per_image_weights: must be")]:
+        with pytest.raises(ParamsError, match=message):
+            load_params(ROOT / "params" / "toy_ci.yaml", set_args=[setting], output_root=str(tmp_path))

@@ -3,6 +3,7 @@ building a parser imports nothing heavy, so ``mlc --help`` answers at once."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -26,29 +27,65 @@ def add_params_arguments(p: argparse.ArgumentParser, default: str | None = None)
     p.add_argument("params", type=Path, nargs="?", default=None,
                    help="a params file (YAML), e.g. params/toy.yaml" if default is None else
                    f"a params file (default {default})")
-    p.set_defaults(_params_default=default)
+    p.set_defaults(_params_default=default, _parser=p)
     p.add_argument("--set", dest="set_args", metavar="KEY=VALUE", nargs="+", default=[], action=_SetValues,
                    help="override a params value, e.g. --set methods.q2l.train.lr=1e-4 data.raw_root=/data/coco")
     p.add_argument("--output-root", default=None, help="where runs are written (default: the params' "
                    "output_root, or $MLC_OUTPUT_ROOT)")
 
 
+def add_image_arguments(p: argparse.ArgumentParser) -> None:
+    """IMAGE ...: files or folders, anywhere among the options (``mlc predict PARAMS --method M a.jpg b.jpg``);
+    :func:`parse` gathers them."""
+    p.add_argument("images", nargs="*", default=[], metavar="IMAGE",
+                   help="image files or folders (every image inside, sorted), after the params file")
+    p.set_defaults(_words="images", _words_metavar="IMAGE")
+
+
 def parse(ap: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     """``ap.parse_args`` with the params file found wherever it stands: ``--set`` takes every word after it, so a
-    params file written after the overrides arrives among them, and is put back in its place here."""
-    args = ap.parse_args(argv)
+    params file written after the overrides arrives among them, and is put back in its place here.  A command
+    that takes more words (``mlc predict``'s images) gets every word after the params file, in the order
+    given.  Errors print the usage of the (sub)command they are about."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = ap.parse_known_args(argv)
+    parser = getattr(args, "_parser", ap)
+    words = getattr(args, "_words", None)
+    if extra and (words is None or any(e.startswith("-") and e != "-" for e in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not hasattr(args, "_params_default"):
         return args
     stray = getattr(args, "_stray", [])
+    if words is not None:
+        given = [*([str(args.params)] if args.params is not None else []), *map(str, getattr(args, words)), *extra]
+        if stray:                                      # words --set took: put every word back in its place
+            given = _in_order([*given, *stray], argv)
+        if len(given) < 2:
+            parser.error(f"the following arguments are required: {'params, ' if not given else ''}"
+                         f"{args._words_metavar}")
+        args.params = Path(given[0])
+        setattr(args, words, given[1:])
+        stray = []
     if args.params is None and len(stray) == 1:
         args.params, stray = Path(stray[0]), []
     if stray:
-        ap.error(f"--set takes KEY=VALUE, got {stray[0]!r}")
+        parser.error(f"--set takes KEY=VALUE, got {stray[0]!r}")
     if args.params is None:
         if args._params_default is None:
-            ap.error("the following arguments are required: params")
+            parser.error("the following arguments are required: params")
         args.params = Path(args._params_default)
     return args
+
+
+def _in_order(words: list[str], argv: list[str]) -> list[str]:
+    """``words`` (each a word of ``argv``, argparse having split them between arguments) in ``argv``'s order."""
+    taken: set[int] = set()
+    placed = []
+    for w in words:
+        i = next((i for i, a in enumerate(argv) if i not in taken and (a == w or Path(a) == Path(w))), len(argv))
+        taken.add(i)
+        placed.append((i, w))
+    return [w for _, w in sorted(placed, key=lambda t: t[0])]
 
 
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -84,6 +121,50 @@ def add_evaluate_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the params' train.device)")
 
 
+def _top_k(text: str) -> int:
+    k = int(text) if text.strip().lstrip("-").isdigit() else -1
+    if k < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0 (0: every label), got {text!r}")
+    return k
+
+
+def _probability(text: str) -> float:
+    try:
+        q = float(text)
+    except ValueError:
+        q = float("nan")
+    if not 0 <= q <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}")
+    return q
+
+
+def add_predict_arguments(p: argparse.ArgumentParser) -> None:
+    """IMAGE ... and the options of ``mlc predict`` / ``python -m mlc.predict`` besides the params."""
+    add_image_arguments(p)
+    p.add_argument("--method", default=None,
+                   help="the method whose model predicts (default: the released one, else the one a --checkpoint "
+                        "is for, else the run's only finished one)")
+    p.add_argument("--checkpoint", default=None,
+                   help="weights from this file instead of the run's best.pt: a kit checkpoint or an official "
+                        "released file, as mlc evaluate takes it")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: the params' train.device)")
+    p.add_argument("--top-k", type=_top_k, default=5, metavar="K",
+                   help="labels per image, highest score first (default 5; 0: every label)")
+    p.add_argument("--threshold", type=_probability, default=None, metavar="P",
+                   help="only labels whose score (sigmoid probability) is at least P")
+    p.add_argument("--heatmaps", default=None, metavar="DIR",
+                   help="write one PNG per image and label into DIR: the label's map over the image")
+    p.add_argument("--json", action="store_true", help="print JSON (method, weights, and per image its labels "
+                                                       "with scores and heat-map files) instead of text")
+
+
+def add_config_arguments(p: argparse.ArgumentParser) -> None:
+    """What ``mlc config`` takes besides the params."""
+    p.add_argument("--method", default=None, help="show only this method (its params as its training uses them)")
+    p.add_argument("--no-origins", dest="origins", action="store_false",
+                   help="the YAML alone, without where each value came from")
+
+
 def add_weights_arguments(p: argparse.ArgumentParser) -> None:
     """What ``mlc weights`` and ``python -m mlc.weights`` take besides the params."""
     p.add_argument("--list", action="store_true", help="only list; download nothing")
@@ -107,3 +188,4 @@ def add_launch_arguments(ap: argparse.ArgumentParser) -> None:
                     help="local: run through submitit's local executor (no SLURM), e.g. to try a job")
     sl.add_argument("--set", dest="set_args", action="append", default=[], metavar="KEY=VALUE")
     sl.add_argument("--wait", action="store_true", help="wait for the job and print its test metrics")
+    sl.set_defaults(_parser=sl)

@@ -3,6 +3,8 @@
     mlc train      params/toy.yaml --method q2l [--set methods.q2l.train.lr=2e-4 ...]
     mlc evaluate   params/toy.yaml --method q2l         (test metrics of a finished run)
     mlc evaluate   params/released/q2l_coco_r101_448.yaml   (the authors' released weights)
+    mlc predict    params/toy.yaml --method q2l photo.jpg [--top-k 3] [--heatmaps maps/] [--json]
+    mlc config     params/toy.yaml [--set ...] [--method q2l]   (the resolved params, and where each value is from)
     mlc embeddings params/salgl/coco_r101_448.yaml      (the label-embedding tables the params need)
     mlc run-all    params/toy.yaml [--only 10_ 20_]     (every notebook through papermill)
     mlc weights    params/q2l/coco_r101_448.yaml [--list]   (the pretrained weights it needs; fetch them)
@@ -12,7 +14,7 @@
 Every command takes ``--set KEY=VALUE`` overrides (validated like the file; errors name the command
 line) and ``--output-root DIR`` (or ``$MLC_OUTPUT_ROOT``).  Params values may use ``${env:NAME}``.
 Relative paths in a params file resolve against the kit checkout that holds it, whatever the current
-folder.  ``python -m mlc.train`` and ``python -m mlc.pipeline`` keep working.
+folder.  ``python -m mlc.train | evaluate | predict | weights | launch | pipeline`` keep working.
 """
 from __future__ import annotations
 
@@ -21,9 +23,11 @@ import importlib
 import sys
 
 from mlc.cli.args import (
+    add_config_arguments,
     add_evaluate_arguments,
     add_launch_arguments,
     add_params_arguments,
+    add_predict_arguments,
     add_run_all_arguments,
     add_train_arguments,
     add_weights_arguments,
@@ -56,6 +60,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_params_arguments(p)
     add_evaluate_arguments(p)
     p.set_defaults(handler="evaluate")
+    p = sub.add_parser("predict", help="the top labels of your images with their scores (and a heat map per "
+                                       "label), from a trained run or released weights")
+    add_params_arguments(p)
+    add_predict_arguments(p)
+    p.set_defaults(handler="predict")
+    p = sub.add_parser("config", help="the resolved params as YAML, with where each value came from (default, "
+                                      "file and line, extends, --set, env)")
+    add_params_arguments(p)
+    add_config_arguments(p)
+    p.set_defaults(handler="config")
     p = sub.add_parser("embeddings", help="build the label-embedding tables a params file needs")
     add_params_arguments(p)
     p.add_argument("--encoders", nargs="*", default=None, help="encoders (default: text.encoders of the params)")

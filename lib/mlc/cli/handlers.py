@@ -5,12 +5,14 @@ from __future__ import annotations
 import sys
 
 from mlc.cli.args import train_set_args
+from mlc.cli.config import run_config
 from mlc.cli.evaluate import run_evaluation
 from mlc.cli.launch import run_launch
 from mlc.cli.load import load_from_args
+from mlc.cli.predict import run_predict
+from mlc.cli.run_all import run_all_from_args
 from mlc.cli.weights import run_weights
 from mlc.config.params import ParamsError
-from mlc.notebook.pipeline import run_all
 from mlc.runs.embeddings import build_run_embeddings
 from mlc.runs.train import run_training
 
@@ -46,8 +48,18 @@ def embeddings(args) -> int:
 
 
 def run_all_notebooks(args) -> int:
-    """``mlc run-all``."""
-    return run_all(args.params, args.only, set_args=args.set_args, output_root=args.output_root, jobs=args.jobs)
+    """``mlc run-all`` (a relative ``--output-root`` is relative to the current folder, as for every command)."""
+    return run_all_from_args(args)
+
+
+def predict(args) -> int:
+    """``mlc predict``."""
+    return run_predict(args)
+
+
+def config(args) -> int:
+    """``mlc config``."""
+    return run_config(args)
 
 
 def weights(args) -> int:

@@ -10,7 +10,6 @@ Every mistake is an error naming the file, the line and the dotted key: an unkno
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import os
 import re
@@ -241,6 +240,11 @@ def _unit():
     return (lambda v: 0 <= v <= 1, "between 0 and 1")
 
 
+def _weights():
+    return (lambda v: len(v) > 0 and all(w >= 0 for w in v) and sum(v) > 0,
+            "a non-empty list of weights >= 0 that do not all vanish")
+
+
 def _compiles(pattern: str) -> bool:
     try:
         re.compile(pattern)
@@ -269,8 +273,15 @@ _LIMITS: dict[type, dict[str, tuple]] = {
     RunParams: {"seed": _at_least(0)},
     ToyWorldConfig: {"seed": _at_least(0), "n_train": _at_least(1), "n_val": _at_least(0), "n_test": _at_least(1),
                      "image_size": _at_least(8), "unseen_fraction": (lambda v: 0 <= v < 1, "in [0, 1)"),
-                     "supersample": _at_least(1), "typical_labels_per_scene": _at_least(1),
-                     "pairs_per_scene": _at_least(0), "pair_probability": _unit(), "atypical_weight": _at_least(0)},
+                     "supersample": _at_least(1), "pairs_per_scene": _at_least(0), "pair_probability": _unit(),
+                     "atypical_weight": _at_least(0), "labels_per_image_weights": _weights(),
+                     "extra_instance_probability": (lambda v: 0 <= v < 1, "in [0, 1)"),
+                     "distractors_mean": _at_least(0), "popularity_exponent": _at_least(0),
+                     "size_bins": (lambda v: len(v) > 0 and all(len(b) == 2 and 0 < b[0] < b[1] <= 1 for b in v),
+                                   "a non-empty list of [low, high] side fractions with 0 < low < high <= 1"),
+                     "size_weights": _weights(),
+                     "mention_probability": (lambda v: len(v) > 0 and all(0 <= p <= 1 for p in v),
+                                             "a non-empty list of probabilities in [0, 1]")},
     DataParams: {"num_workers": _at_least(0)},
     InputParams: {"image_size": _at_least(1), "cutout_factor": _unit()},
     LossParams: {"gamma_neg": _at_least(0), "gamma_pos": _at_least(0), "clip": _unit(), "eps": _at_least(0)},
@@ -285,7 +296,7 @@ _LIMITS: dict[type, dict[str, tuple]] = {
 
 # A value of a path field with one of these suffixes, or with a folder in it, names a file; any other value is
 # a keyword of the field ("random", "words", "run", "openai", ...).
-PATH_SUFFIXES = (".npy", ".pt", ".pth", ".pkl", ".bin", ".safetensors", ".ckpt", ".h5", ".json")
+PATH_SUFFIXES = (".npy", ".npz", ".pt", ".pth", ".tar", ".pkl", ".bin", ".safetensors", ".ckpt", ".h5", ".json")
 
 
 def path_field(default: str | None = None):
@@ -413,7 +424,10 @@ def _deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tuple[dict, dict]:
+def _read(path: Path, seen: tuple = (), extended_from: str | None = None, chain: list | None = None
+          ) -> tuple[dict, dict]:
+    """(the file's values merged over those of the files it extends, {dotted key: (file, line)} of each value);
+    ``chain`` (if given) gets the file and each file it extends, in that order."""
     if not path.is_file():
         raise ParamsError(f"{extended_from}: extends {path}, which is not found" if extended_from
                           else f"{path}: params file not found")
@@ -427,6 +441,8 @@ def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tup
         raise ParamsError(f"{path}:{line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save the file as UTF-8") \
             from None
     data, lines = _compose_with_lines(text, str(path))
+    if chain is not None:
+        chain.append(str(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -436,9 +452,9 @@ def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tup
         return data, lines
     if not isinstance(base_name, str):
         raise ParamsError(f"{path}:{lines['extends'][1]}: 'extends' must be a file name")
-    base_name = _expand_env(base_name, "extends", _Converter(lines, str(path)))
+    base_name = str(_expand_env(base_name, "extends", _Converter(lines, str(path))))   # a path, whatever its text
     base, base_lines = _read(path.parent / base_name, seen + (path.resolve(),),
-                             extended_from=f"{path}:{lines['extends'][1]}")
+                             extended_from=f"{path}:{lines['extends'][1]}", chain=chain)
     merged = _deep_merge(base, data)
     # converter options belong to their converter: a file that names another data source starts from none
     # (COCO's keep_empty must not reach the NUS-WIDE converter), and gives its own whole
@@ -446,7 +462,15 @@ def _read(path: Path, seen: tuple = (), extended_from: str | None = None) -> tup
     if isinstance(mine, dict) and isinstance(theirs, dict) and "source" in mine and \
             mine.get("source") != theirs.get("source"):
         merged["data"]["source_options"] = dict(mine.get("source_options") or {})
+        base_lines = {k: v for k, v in base_lines.items() if not _under(k, "data.source_options")}
+        if "data.source" in lines:              # emptied (or replaced) because this file names another source
+            base_lines["data.source_options"] = lines["data.source"]
     return merged, {**base_lines, **lines}
+
+
+def _under(key: str, prefix: str) -> bool:
+    """Whether dotted ``key`` is ``prefix`` or a key (or list item) inside it."""
+    return key == prefix or key.startswith((prefix + ".", prefix + "["))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -469,6 +493,8 @@ class _Converter:
         raise ParamsError(f"{self.where(path)}: {path}: {msg}")
 
     def convert(self, value, tp, path: str):
+        if isinstance(value, _EnvText):
+            return self.env_text(value, tp, path)
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is Any:
@@ -536,6 +562,33 @@ class _Converter:
             return value
         raise TypeError(f"unsupported params type {tp} at {path}")
 
+    def env_text(self, value: "_EnvText", tp, path: str):
+        """A value that was one ``${env:NAME}``, converted by the type of its key: a number or boolean field (or
+        a free-form one, ``Any``) reads the text as YAML would (``seed: ${env:SEED}`` with SEED=3 is 3), an
+        optional field takes an empty or ``null`` text as None, and every other field keeps the text as it is
+        (``name: ${env:RUN}`` with RUN=2024 is the string '2024')."""
+        origin, args = typing.get_origin(tp), typing.get_args(tp)
+        if origin in (typing.Union, types.UnionType):
+            if type(None) in args and _yaml_scalar(value) is None:
+                return None
+            errors = []
+            for a in (a for a in args if a is not type(None)):
+                try:
+                    return self.env_text(value, a, path)
+                except ParamsError as e:
+                    errors.append(str(e))
+            raise ParamsError(errors[0])
+        if tp is Any:
+            parsed = _yaml_scalar(value)
+            return parsed if parsed is None or isinstance(parsed, (bool, int, float)) else str(value)
+        if tp in (bool, int, float):
+            parsed = _yaml_scalar(value)
+            try:
+                return self.convert(parsed if isinstance(parsed, (bool, int, float)) else str(value), tp, path)
+            except ParamsError as e:
+                raise ParamsError(f"{e} (from {value.ref})") from None
+        return self.convert(str(value), tp, path)
+
     @staticmethod
     def type_name(tp) -> str:
         return getattr(tp, "__name__", str(tp))
@@ -562,9 +615,6 @@ class _Converter:
         if cls is LossParams and kwargs.get("name", "asl") not in _loss_names():
             self.fail(f"{path}.name", f"unknown loss {kwargs['name']!r}{did_you_mean(kwargs['name'], _loss_names())}; "
                       f"choose one of {', '.join(map(repr, _loss_names()))}")
-        if cls is LogParams and kwargs.get("wandb") and importlib.util.find_spec("wandb") is None:
-            self.fail(f"{path}.wandb" if path else "wandb", "is true but wandb is not installed in this environment: "
-                      "pip install wandb, or set log.wandb: false (TensorBoard logs are written either way)")
         if cls is TextParams:
             for i, kind in enumerate(kwargs.get("encoders", [])):
                 if kind not in text_encoder_names():
@@ -575,7 +625,10 @@ class _Converter:
             v = kwargs.get(key)
             if v is not None and not ok(v):
                 self.fail(f"{path}.{key}" if path else key, f"must be {what}, got {v!r}")
-        return cls(**kwargs)
+        try:
+            return cls(**kwargs)
+        except ValueError as e:               # a check across fields, made by the dataclass itself
+            self.fail(path or cls.__name__, str(e))
 
     def method(self, value, path: str) -> MethodParams:
         if not isinstance(value, dict):
@@ -627,35 +680,66 @@ def parse_set_args(args: list[str]) -> tuple[dict, dict]:
             if not isinstance(node, dict):
                 raise ParamsError(f"command line (--set {arg}): {part!r} is set to a value and also has keys")
         node[parts[-1]] = value
-        for i in range(1, len(parts) + 1):
+        for i in range(1, len(parts)):
             lines[".".join(parts[:i])] = ("command line", f"--set {arg}")
+        _record(lines, key, value, ("command line", f"--set {arg}"))
     return overrides, lines
 
 
-def _expand_env(value, path: str, conv: "_Converter"):
-    """Replace ``${env:NAME}`` (or ``${env:NAME:-default}``) in every string of the params."""
+def _record(lines: dict, key: str, value, origin: tuple) -> None:
+    """``lines[key] = origin``, and the same for every key inside a mapping ``value`` (``--set data.toy={n_train:
+    10}`` sets data.toy.n_train, and leaves the other keys of data.toy where they came from)."""
+    lines[key] = origin
     if isinstance(value, dict):
-        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), conv) for k, v in value.items()}
+        for k, v in value.items():
+            _record(lines, f"{key}.{k}", v, origin)
+
+
+class _EnvText(str):
+    """The text of a value that is one ``${env:NAME}`` reference: its key's type decides what it becomes
+    (:meth:`_Converter.env_text`).  ``ref`` is the reference as the file wrote it."""
+    ref: str = ""
+
+
+def _yaml_scalar(text: str):
+    """What YAML reads ``text`` as (``3`` -> 3, ``true`` -> True, ``""`` -> None), or the text when it is not
+    valid YAML."""
+    try:
+        return yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        return text
+
+
+def _expand_env(value, path: str, conv: "_Converter", refs: dict | None = None):
+    """Replace ``${env:NAME}`` (or ``${env:NAME:-default}``) in every string of the params.  A value that is one
+    reference becomes an :class:`_EnvText`, converted later by the type of its key; ``refs`` (if given) gets
+    ``{dotted key: ["$NAME" or "${env:NAME:-default} (NAME unset)", ...]}`` for each expanded value."""
+    if isinstance(value, dict):
+        return {k: _expand_env(v, f"{path}.{k}" if path else str(k), conv, refs) for k, v in value.items()}
     if isinstance(value, list):
-        return [_expand_env(v, f"{path}[{i}]", conv) for i, v in enumerate(value)]
+        return [_expand_env(v, f"{path}[{i}]", conv, refs) for i, v in enumerate(value)]
     if isinstance(value, str) and "${env:" in value:
+        used = []
+
         def sub(m):
             name, default = m.group(1), m.group(2)
             if name in os.environ:
+                used.append(f"${name}")
                 return os.environ[name]
             if default is not None:
+                used.append(f"{m.group(0)} ({name} unset)")
                 return default
             conv.fail(path, f"environment variable {name} is not set (used as ${{env:{name}}}; "
                             f"${{env:{name}:-default}} gives a default)")
         expanded = _ENV_REF.sub(sub, value)
+        if refs is not None and used:
+            refs[path] = used
         if _ENV_REF.fullmatch(value.strip()):
-            # the whole value is one variable: it takes the type YAML gives its text (``seed: ${env:SEED}``
-            # with SEED=3 is the integer 3, as ``seed: 3`` would be)
-            try:
-                parsed = yaml.safe_load(expanded)
-            except yaml.YAMLError:
-                return expanded
-            return parsed if isinstance(parsed, (int, float, bool)) or parsed is None else expanded
+            # the whole value is one variable: the key's type decides (``seed: ${env:SEED}`` with SEED=3 is the
+            # integer 3, as ``seed: 3`` would be; ``name: ${env:RUN}`` with RUN=2024 is the string '2024')
+            text = _EnvText(expanded)
+            text.ref = value.strip()
+            return text
         return expanded
     return value
 
@@ -679,6 +763,19 @@ def base_dir_of(params_file: Path) -> Path:
     return find_checkout(here) or here
 
 
+@dataclass
+class Provenance:
+    """Where each value of loaded params came from (:func:`load_params_with_provenance`)."""
+    files: list[str]                        # the params file, then each file it extends, in that order
+    origins: dict[str, str]                 # dotted key -> "file:line", "command line (--set k=v)", ...
+
+    def of(self, key: str) -> str:
+        """Where the value at dotted ``key`` (``methods.q2l.train.lr``) came from: ``file:line``, ``command line
+        (--set ...)``, ``$MLC_OUTPUT_ROOT`` ..., followed by the environment variables it was expanded from;
+        ``default`` when nothing set it (the dataclass default)."""
+        return self.origins.get(key, "default")
+
+
 def load_params(path: str | Path, overrides: dict | None = None, set_args: list[str] | None = None,
                 output_root: str | None = None) -> RunParams:
     """Read, merge (``extends``), override and validate a params file.
@@ -687,16 +784,29 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
     (errors name the command line); ``${env:NAME}`` in any string is replaced by the environment variable.
     The output root is ``output_root``, else ``$MLC_OUTPUT_ROOT``, else the file's ``output_root``.
     """
+    return load_params_with_provenance(path, overrides, set_args, output_root)[0]
+
+
+def load_params_with_provenance(path: str | Path, overrides: dict | None = None, set_args: list[str] | None = None,
+                                output_root: str | None = None) -> tuple[RunParams, Provenance]:
+    """:func:`load_params`, and where each value came from (what ``mlc config`` prints): the file and line that
+    set it (the params file or a file it ``extends``), ``--set``, ``overrides``, ``--output-root`` or
+    ``$MLC_OUTPUT_ROOT``, and the ``${env:NAME}`` references it was expanded from."""
     path = Path(path)
-    data, lines = _read(path)
+    chain: list[str] = []
+    data, lines = _read(path, chain=chain)
     if overrides:
         data = _deep_merge(data, overrides)
+        lines = dict(lines)
+        for key, value in overrides.items():
+            _record(lines, str(key), value, ("overrides", "load_params(overrides=...)"))
     if set_args:
         cli, cli_lines = parse_set_args(set_args)
         data = _deep_merge(data, cli)
         lines = {**lines, **cli_lines}
     conv = _Converter(lines, str(path))
-    data = _expand_env(data, "", conv)
+    refs: dict[str, list[str]] = {}
+    data = _expand_env(data, "", conv, refs)
     methods_raw = data.pop("methods", {}) or {}
     if not isinstance(methods_raw, dict):
         conv.fail("methods", "expected a mapping of method name to its settings")
@@ -709,6 +819,9 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
     params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or str(base_dir_of(path))
     if output_root or os.environ.get(OUTPUT_ROOT_ENV):
         params.output_root = output_root or os.environ[OUTPUT_ROOT_ENV]
+        lines = {**lines, "output_root": ("command line", "--output-root") if output_root else
+                 (f"${OUTPUT_ROOT_ENV}", "environment")}
+        refs.pop("output_root", None)
     bad_name = check_run_name(params.name)
     if bad_name:
         conv.fail("name", f"{params.name!r} {bad_name}")
@@ -721,7 +834,20 @@ def load_params(path: str | Path, overrides: dict | None = None, set_args: list[
     if params.released is not None and params.released.method not in params.methods:
         conv.fail("released.method", f"{params.released.method!r} is not a method of these params "
                                      f"(has {', '.join(params.methods) or 'none'})")
-    return params
+    return params, _provenance(chain, lines, refs)
+
+
+def _provenance(chain: list[str], lines: dict, refs: dict[str, list[str]]) -> Provenance:
+    """The origins of :class:`Provenance` from the loader's ``{key: (file, line)}`` and environment references
+    (a reference inside a list item or a mapping counts for the key that holds it)."""
+    origins = {}
+    for key, (where, line) in lines.items():
+        origins[key] = f"{where}:{line}" if isinstance(line, int) else \
+            where if line == "environment" else f"{where} ({line})"
+    for key, used in refs.items():
+        for k in dict.fromkeys([key, key.split("[", 1)[0]]):      # the list that holds an item is printed whole
+            origins[k] = f"{origins[k]}, {', '.join(used)}" if k in origins else ", ".join(used)
+    return Provenance(list(chain), origins)
 
 
 def params_to_dict(params: RunParams) -> dict:

@@ -90,6 +90,13 @@ class ToyWorldConfig:
     mention_probability: tuple[float, ...] = (0.15, 0.55, 0.95)
     supersample: int = 4
 
+    def __post_init__(self):
+        # one size bin, one share and one mention chance each: a params file that adds a bin must add all three
+        if not len(self.size_bins) == len(self.size_weights) == len(self.mention_probability):
+            raise ValueError(f"size_bins, size_weights and mention_probability must have one entry per size "
+                             f"bin; got {len(self.size_bins)}, {len(self.size_weights)} and "
+                             f"{len(self.mention_probability)}")
+
     def key(self) -> str:
         """A short hash of everything that determines the generated world (its folder name)."""
         blob = json.dumps(asdict(self), sort_keys=True).encode()
