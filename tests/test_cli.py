@@ -220,3 +220,14 @@ def test_mlc_config_prints_the_resolved_params_with_where_each_value_came_from(t
 def test_mlc_config_is_listed_and_mlc_help_stays_light():
     done = subprocess.run([sys.executable, "-m", "mlc.cli", "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and "    config " in done.stdout and "    predict " in done.stdout
+
+
+def test_evaluate_resolves_a_relative_checkpoint_against_where_the_command_runs(tmp_path, monkeypatch, capsys):
+    """``mlc evaluate P --checkpoint rel.pt`` looked for rel.pt in the params' checkout (the command moves
+    there to load the params), not where the user stands."""
+    from mlc.cli.evaluate import main
+    monkeypatch.chdir(tmp_path)
+    code = main([str(ROOT / "params" / "toy_ci.yaml"), "--method", "q2l", "--checkpoint", "mine.pt",
+                 "--output-root", str(tmp_path / "out")])
+    assert code == 1
+    assert str(tmp_path / "mine.pt") in capsys.readouterr().err

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from mlc.cli.args import add_evaluate_arguments, add_params_arguments, parse
 from mlc.cli.load import load_from_args
 from mlc.config.params import ParamsError, RunParams
+from mlc.core.io import metric_value
 from mlc.engine import stage
 from mlc.engine.rundir import RunConflictError
 from mlc.evaluation.evaluate import EvaluationConflictError, evaluate, summary_table
@@ -21,8 +23,10 @@ def main(argv=None) -> int:
     add_params_arguments(ap)
     add_evaluate_arguments(ap)
     args = parse(ap, argv)
+    # a checkpoint named on the command line is where the user stands, not in the checkout the params load from
+    checkpoint = str(Path(args.checkpoint).expanduser().resolve()) if args.checkpoint else None
     try:
-        return run_evaluation(load_from_args(args), args.method, args.checkpoint, args.device)
+        return run_evaluation(load_from_args(args), args.method, checkpoint, args.device)
     except ParamsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -43,7 +47,8 @@ def run_evaluation(params: RunParams, names, checkpoint, device: str = "auto") -
         zsl = out / "metrics_zsl.json"
         if params.methods[name].label_subset == "seen" and zsl.is_file():
             z = json.loads(zsl.read_text())["faithful"]
-            print(f"{name}: ZSL mAP {100 * z['ZSL']['mAP']:.2f}, GZSL mAP {100 * z['GZSL']['mAP']:.2f}")
+            print(f"{name}: ZSL mAP {100 * metric_value(z['ZSL']['mAP']):.2f}, "
+                  f"GZSL mAP {100 * metric_value(z['GZSL']['mAP']):.2f}")
     print(summary_table(reports).to_string())
     return 0
 
