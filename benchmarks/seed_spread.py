@@ -1,59 +1,91 @@
-"""Test mAP of one toy method over several seeds: how far a toy result moves when only the seed changes.
+"""Each paper's claim over several training seeds (issue 22, part 3): the comparison every training notebook
+makes, run on each seed, as paired differences with their mean and standard error.
 
-    python benchmarks/seed_spread.py --method salgl --seeds 0 1 2 [--params params/toy.yaml]
-    python benchmarks/seed_spread.py --method qks --zsl         # open vocabulary: also the ZSL mAP (unseen labels)
+    python benchmarks/seed_spread.py [--params params/toy.yaml] [--seeds 0 1 2] [--output-root DIR]
 
-Each seed trains through ``python -m mlc.train PARAMS --method M --set seed=S name=<name>_seedS`` (seed 0
-keeps the params' own run name, so an existing toy run is reused) and reads the run's ``result.json``.
-Prints one line per seed, then the mean and the spread.
+Each seed runs the data, CLIP, embedding, training and evaluation notebooks through ``mlc.pipeline`` with
+``--set seed=S name=<name>_seedS`` (the params' own seed keeps the run's own name, so a finished toy run is
+reused), then measures each claim (``mlc.evaluation.seed_spread.claim_difference``).  The world stays the same:
+``seed`` seeds the training (and the toy CLIP's), ``data.toy.seed`` the world.  It writes
+``benchmarks/results_seed_spread.json`` with the world's key and the recipe's (``recipe_key``): the notebooks
+show its numbers only for runs of the same world and recipe.  A claim holds over seeds only if its mean paired
+difference exceeds twice its standard error.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
+import os
+import platform
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ["01_", "02_", "03_", "10_", "11_", "12_", "13_", "14_", "20_"]
 
 
-def main() -> None:
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params/toy.yaml")
-    ap.add_argument("--method", required=True)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--zsl", action="store_true", help="also score the unseen labels "
-                    "(mlc.evaluation.open_vocab; MKT, QKS)")
-    args = ap.parse_args()
+    ap.add_argument("--output-root", default=None, help="where the seeds' runs go (default: the params')")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_seed_spread.json")
+    args = ap.parse_args(argv)
     from mlc.config.params import load_params
-    base = load_params(args.params)
-    scores, zsl_scores = {}, {}
+    from mlc.core.io import atomic_write_json
+    from mlc.core.registry import CLAIMS
+    from mlc.evaluation.seed_spread import claim_difference, recipe_key, summarize, world_key
+
+    params_file = str(Path(args.params).resolve())
+    base = load_params(params_file, output_root=args.output_root)
+    per_seed, timings = {}, {}
     for seed in args.seeds:
         name = base.name if seed == base.seed else f"{base.name}_seed{seed}"
-        params = load_params(args.params, set_args=[f"seed={seed}", f"name={name}"])
-        if args.zsl and base.clip is not None:          # the toy CLIP depends on the seed: pretrain it first
-            from mlc.runs.data import prepare_data
-            from mlc.runs.toy_clip import clip_checkpoint, train_toy_clip
-            if not clip_checkpoint(params).is_file():
-                train_toy_clip(params, prepare_data(params, progress=False), progress=False)
-        run = subprocess.run([sys.executable, "-m", "mlc.train", args.params, "--method", args.method,
-                              "--set", f"seed={seed}", f"name={name}"], capture_output=True, text=True)
+        sets = [f"seed={seed}", f"name={name}"]
+        command = [sys.executable, "-m", "mlc.pipeline", params_file, "--set", *sets, "--only", *NOTEBOOKS]
+        if args.output_root:
+            command += ["--output-root", args.output_root]
+        print(f">> seed {seed}: {' '.join(command[2:])}", flush=True)
+        t0 = time.time()
+        run = subprocess.run(command, cwd=ROOT)
         if run.returncode != 0:
-            sys.exit(f"seed {seed} failed:\n{run.stderr[-2000:]}")
-        result = json.loads((params.run_dir / args.method / "result.json").read_text())
-        scores[seed] = 100 * result["test"]["mAP"]
-        zsl = ""
-        if args.zsl:
-            from mlc.evaluation.open_vocab import evaluate_open_vocabulary
-            report = evaluate_open_vocabulary(params, args.method, progress=False)["report"]
-            zsl_scores[seed] = 100 * report["faithful"]["ZSL"]["mAP"]
-            zsl = f", ZSL mAP {zsl_scores[seed]:.2f}"
-        print(f"seed {seed}: test mAP {scores[seed]:.2f}{zsl} ({params.run_dir / args.method})", flush=True)
-    for what, table in (("test mAP", scores), ("ZSL mAP", zsl_scores)):
-        values = list(table.values())
-        if values:
-            print(f"{what}: mean {statistics.mean(values):.2f}, min {min(values):.2f}, max {max(values):.2f}"
-                  + (f", std {statistics.stdev(values):.2f}" if len(values) > 1 else ""))
+            print(f"seed {seed} failed (exit {run.returncode})", file=sys.stderr)
+            return 1
+        timings[str(seed)] = round(time.time() - t0, 1)
+        params = load_params(params_file, set_args=sets, output_root=args.output_root)
+        claimed = [m for m, mp in params.methods.items() if mp.baseline_for is None and CLAIMS.find(mp.model_name)
+                   and (CLAIMS.find(mp.model_name).shown is None or CLAIMS.find(mp.model_name).shown(mp))]
+        per_seed[str(seed)] = {m: claim_difference(params, m) for m in claimed}
+        for m, d in per_seed[str(seed)].items():
+            diff = "n/a" if d["difference"] is None else f"{d['difference']:+.2f}"
+            print(f"   seed {seed} {m}: {d['metric']} {d['value']:.2f}, paired difference {diff}", flush=True)
+    summary = summarize(per_seed)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    import torch
+    record = {"params": os.path.relpath(params_file, ROOT), "world_key": world_key(base),
+              "recipe_key": recipe_key(base), "seeds": args.seeds, "made": time.strftime("%Y-%m-%d"),
+              "commit": commit, "cpu": cpu_model(), "torch": torch.__version__, "threads_per_notebook": "run_all's",
+              "seconds_per_seed": timings, "per_seed": per_seed, "summary": summary,
+              "rule": "a claim holds over seeds if its mean paired difference exceeds twice its standard error"}
+    atomic_write_json(args.out, record)
+    for m, s in summary.items():
+        se = "n/a" if s["standard_error"] is None else f"{s['standard_error']:.2f}"
+        print(f"{m}: mean paired difference {s['mean_difference']:+.2f} (standard error {se}, n={s['n']}): "
+              f"{'holds' if s['holds'] else 'does not hold' if s['holds'] is False else 'cannot be judged'}")
+    print(f"written {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
