@@ -653,3 +653,16 @@ def test_a_run_folder_whose_stored_params_have_the_wrong_shape_is_named(tmp_path
     with pytest.raises(RunConflictError, match=rf"params.yaml: the run's stored params {what}; restore the file"):
         prepare_run_dir(params)
     assert (params.run_dir / "params.yaml").read_text() == stored_text
+
+
+def test_params_outside_the_checkout_that_extend_a_checkout_file_resolve_against_that_checkout(tmp_path):
+    """run_all's params_overrides.yaml lies in the output folder: with --output-root outside the checkout, the
+    relative paths of the params it extends resolved against the output folder."""
+    child = tmp_path / "elsewhere" / "params_overrides.yaml"
+    child.parent.mkdir()
+    child.write_text(f"extends: {ROOT / 'params' / 'toy_ci.yaml'}\nseed: 1\n")
+    params = load_params(child)
+    assert params.base_dir == str(ROOT) and params.run_dir == ROOT / "outputs" / "toy_ci"
+    alone = tmp_path / "alone.yaml"                       # a params file with no checkout anywhere: its folder
+    alone.write_text("name: alone\ndata: {dataset: toy}\nmethods: {}\n")
+    assert load_params(alone).base_dir == str(tmp_path)

@@ -756,11 +756,16 @@ def find_checkout(start: Path) -> Path | None:
     return None
 
 
-def base_dir_of(params_file: Path) -> Path:
-    """The kit checkout that holds a params file, else the file's own folder: relative paths in the params
-    resolve against it."""
+def base_dir_of(params_file: Path, chain: list[str] | None = None) -> Path:
+    """The kit checkout that holds a params file, else the checkout of the first file it ``extends`` that lies in
+    one (``chain``: the file, then its parents; e.g. run_all's ``params_overrides.yaml`` in an output folder
+    outside the checkout), else the file's own folder: relative paths in the params resolve against it."""
     here = params_file.resolve().parent
-    return find_checkout(here) or here
+    for file in [params_file, *(Path(f) for f in (chain or [])[1:])]:
+        checkout = find_checkout(Path(file).resolve().parent)
+        if checkout is not None:
+            return checkout
+    return here
 
 
 @dataclass
@@ -816,7 +821,7 @@ def load_params_with_provenance(path: str | Path, overrides: dict | None = None,
     params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
     params.source = str(path)
     # a launcher that hands resolved params to a subprocess (mlc.runs.torchrun) keeps their original base
-    params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or str(base_dir_of(path))
+    params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or str(base_dir_of(path, chain))
     if output_root or os.environ.get(OUTPUT_ROOT_ENV):
         params.output_root = output_root or os.environ[OUTPUT_ROOT_ENV]
         lines = {**lines, "output_root": ("command line", "--output-root") if output_root else
