@@ -655,14 +655,21 @@ def test_a_run_folder_whose_stored_params_have_the_wrong_shape_is_named(tmp_path
     assert (params.run_dir / "params.yaml").read_text() == stored_text
 
 
-def test_params_outside_the_checkout_that_extend_a_checkout_file_resolve_against_that_checkout(tmp_path):
+def test_run_alls_overrides_outside_the_checkout_resolve_against_the_params_they_extend(tmp_path):
     """run_all's params_overrides.yaml lies in the output folder: with --output-root outside the checkout, the
-    relative paths of the params it extends resolved against the output folder."""
-    child = tmp_path / "elsewhere" / "params_overrides.yaml"
-    child.parent.mkdir()
-    child.write_text(f"extends: {ROOT / 'params' / 'toy_ci.yaml'}\nseed: 1\n")
-    params = load_params(child)
-    assert params.base_dir == str(ROOT) and params.run_dir == ROOT / "outputs" / "toy_ci"
-    alone = tmp_path / "alone.yaml"                       # a params file with no checkout anywhere: its folder
-    alone.write_text("name: alone\ndata: {dataset: toy}\nmethods: {}\n")
-    assert load_params(alone).base_dir == str(tmp_path)
+    relative paths of the params it extends resolved against the output folder. It names their base; a user's own
+    file outside the checkout that extends a checkout file still resolves its paths against its own folder."""
+    from mlc.notebook.pipeline import _params_with_overrides
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path / "elsewhere"))
+    child = _params_with_overrides(ROOT / "params" / "toy_ci.yaml", params, ["seed=1"], str(tmp_path / "elsewhere"))
+    loaded = load_params(child)
+    assert loaded.base_dir == str(ROOT) and loaded.seed == 1
+    assert loaded.resolve_path("outputs/datasets/coco/manifest.jsonl") == ROOT / "outputs/datasets/coco/manifest.jsonl"
+    assert loaded.run_dir == tmp_path / "elsewhere" / "toy_ci"
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"extends: {ROOT / 'params' / 'toy_ci.yaml'}\nseed: 1\n")
+    assert load_params(mine).base_dir == str(tmp_path)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(f"extends: {ROOT / 'params' / 'toy_ci.yaml'}\nbase_dir: [1]\n")
+    with pytest.raises(ParamsError, match=r"bad.yaml.*base_dir"):
+        load_params(bad)

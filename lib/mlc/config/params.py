@@ -756,16 +756,11 @@ def find_checkout(start: Path) -> Path | None:
     return None
 
 
-def base_dir_of(params_file: Path, chain: list[str] | None = None) -> Path:
-    """The kit checkout that holds a params file, else the checkout of the first file it ``extends`` that lies in
-    one (``chain``: the file, then its parents; e.g. run_all's ``params_overrides.yaml`` in an output folder
-    outside the checkout), else the file's own folder: relative paths in the params resolve against it."""
+def base_dir_of(params_file: Path) -> Path:
+    """The kit checkout that holds a params file, else the file's own folder: relative paths in the params
+    resolve against it (unless the params declare their own ``base_dir``)."""
     here = params_file.resolve().parent
-    for file in [params_file, *(Path(f) for f in (chain or [])[1:])]:
-        checkout = find_checkout(Path(file).resolve().parent)
-        if checkout is not None:
-            return checkout
-    return here
+    return find_checkout(here) or here
 
 
 @dataclass
@@ -816,12 +811,15 @@ def load_params_with_provenance(path: str | Path, overrides: dict | None = None,
     if not isinstance(methods_raw, dict):
         conv.fail("methods", "expected a mapping of method name to its settings")
     data.pop("source", None)
-    data.pop("base_dir", None)
+    declared_base = data.pop("base_dir", None)     # run_all's params_overrides.yaml names the base of what it extends
+    if declared_base is not None and not isinstance(declared_base, str):
+        conv.fail("base_dir", f"expected a folder, got {declared_base!r}")
     params = conv.dataclass(data, RunParams, "")
     params.methods = {name: conv.method(m, f"methods.{name}") for name, m in methods_raw.items()}
     params.source = str(path)
     # a launcher that hands resolved params to a subprocess (mlc.runs.torchrun) keeps their original base
-    params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or str(base_dir_of(path, chain))
+    params.base_dir = os.environ.get(LAUNCH_BASE_DIR_ENV) or (
+        str(path.resolve().parent / Path(declared_base).expanduser()) if declared_base else str(base_dir_of(path)))
     if output_root or os.environ.get(OUTPUT_ROOT_ENV):
         params.output_root = output_root or os.environ[OUTPUT_ROOT_ENV]
         lines = {**lines, "output_root": ("command line", "--output-root") if output_root else

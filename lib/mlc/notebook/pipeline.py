@@ -92,7 +92,8 @@ def _params_with_overrides(params_path: Path, params, set_args: list[str], outpu
     path = params.run_dir / "params_overrides.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, f"# {params_path} with the overrides of the command line\n" +
-                      yaml.safe_dump({"extends": str(params_path), **over}, sort_keys=False))
+                      yaml.safe_dump({"extends": str(params_path), "base_dir": params.base_dir, **over},
+                                     sort_keys=False))
     return path
 
 
