@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -45,11 +46,13 @@ def main(argv=None) -> int:
     from mlc.config.params import load_params
     from mlc.core.io import atomic_write_json
     from mlc.core.registry import CLAIMS
-    from mlc.evaluation.seed_spread import claim_difference, recipe_key, summarize, world_key
+    from mlc.evaluation.mechanisms import mechanism_differences
+    from mlc.evaluation.seed_spread import claim_difference, recipe_key, summarize, summarize_groups, world_key
+    from mlc.runs.data import prepare_data
 
     params_file = str(Path(args.params).resolve())
     base = load_params(params_file, output_root=args.output_root)
-    per_seed, timings = {}, {}
+    per_seed, per_seed_mechanisms, timings = {}, {}, {}
     for seed in args.seeds:
         name = base.name if seed == base.seed else f"{base.name}_seed{seed}"
         sets = [f"seed={seed}", f"name={name}"]
@@ -58,11 +61,17 @@ def main(argv=None) -> int:
             command += ["--output-root", args.output_root]
         print(f">> seed {seed}: {' '.join(command[2:])}", flush=True)
         t0 = time.time()
-        run = subprocess.run(command, cwd=ROOT)
-        if run.returncode != 0:
-            print(f"seed {seed} failed (exit {run.returncode})", file=sys.stderr)
+        notebook_seconds = {}
+        with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
+            for line in proc.stdout:          # the pipeline's lines as they come; its per-notebook times kept
+                print(line, end="", flush=True)
+                done = re.match(r"\s+(\S+\.ipynb) done in (\d+) s", line)
+                if done:
+                    notebook_seconds[done.group(1)] = int(done.group(2))
+        if proc.returncode != 0:
+            print(f"seed {seed} failed (exit {proc.returncode})", file=sys.stderr)
             return 1
-        timings[str(seed)] = round(time.time() - t0, 1)
+        timings[str(seed)] = {"total": round(time.time() - t0, 1), "notebooks": notebook_seconds}
         params = load_params(params_file, set_args=sets, output_root=args.output_root)
         claimed = [m for m, mp in params.methods.items() if mp.baseline_for is None and CLAIMS.find(mp.model_name)
                    and (CLAIMS.find(mp.model_name).shown is None or CLAIMS.find(mp.model_name).shown(mp))]
@@ -70,13 +79,22 @@ def main(argv=None) -> int:
         for m, d in per_seed[str(seed)].items():
             diff = "n/a" if d["difference"] is None else f"{d['difference']:+.2f}"
             print(f"   seed {seed} {m}: {d['metric']} {d['value']:.2f}, paired difference {diff}", flush=True)
+        if params.data.dataset == "toy":        # where each gain comes from (mlc.evaluation.mechanisms)
+            manifest = prepare_data(params, progress=False)
+            per_seed_mechanisms[str(seed)] = {m: mechanism_differences(params, m, manifest) for m in claimed
+                                              if params.methods[m].label_subset != "seen"}
+            for m, gains in per_seed_mechanisms[str(seed)].items():
+                print(f"   seed {seed} {m} gain by group: "
+                      + ", ".join(f"{g} {v:+.1f}" for g, v in gains.items()), flush=True)
     summary = summarize(per_seed)
+    mechanisms = summarize_groups(per_seed_mechanisms)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     import torch
     record = {"params": os.path.relpath(params_file, ROOT), "world_key": world_key(base),
               "recipe_key": recipe_key(base), "seeds": args.seeds, "made": time.strftime("%Y-%m-%d"),
               "commit": commit, "cpu": cpu_model(), "torch": torch.__version__, "threads_per_notebook": "run_all's",
               "seconds_per_seed": timings, "per_seed": per_seed, "summary": summary,
+              "mechanisms_per_seed": per_seed_mechanisms, "mechanisms": mechanisms,
               "rule": "a claim holds over seeds if its mean paired difference exceeds twice its standard error"}
     atomic_write_json(args.out, record)
     for m, s in summary.items():

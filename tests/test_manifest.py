@@ -22,6 +22,35 @@ def test_sparse_roundtrip_with_unknown_policy(tmp_path):
     np.testing.assert_array_equal(Manifest(tmp_path / "closed").dense_targets("train", [0, 2]), [[1, 0], [-1, 1]])
 
 
+def test_label_kinds_round_trip_and_a_manifest_without_them_reads_as_objects(tmp_path):
+    """Tags (``kind: "tag"``, the toy world's broad seen vocabulary) are no objects: closed-set methods train on
+    ``label_subset: objects``; a manifest written before kinds existed has objects only."""
+    labels = _labels(3) + [Label(3, "red", "red", kind="tag"), Label(4, "beach", "beach", kind="tag")]
+    df = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "pos": [[0, 3, 4], [2, 4]]})
+    m = write_manifest(tmp_path / "m", name="x", labels=labels, splits={"train": df})
+    assert Manifest(tmp_path / "m").labels == labels
+    assert list(m.label_subset("objects")) == [0, 1, 2] and list(m.label_subset("tags")) == [3, 4]
+    assert list(m.label_subset("seen")) == [0, 1, 3, 4] and list(m.label_subset("unseen")) == [2]
+    assert list(m.labels_per_image("train", m.label_subset("objects"))) == [1, 1]
+    with pytest.raises(ValueError, match=r"label subset must be one of \['all', 'seen', 'unseen', 'objects', 'tags'\], "
+                                         r"got 'tag'"):
+        m.label_subset("tag")
+    meta = json.loads((tmp_path / "m" / "meta.json").read_text())
+    for entry in meta["labels"]:
+        del entry["kind"]                              # as every manifest converted before label kinds
+    (tmp_path / "m" / "meta.json").write_text(json.dumps(meta))
+    old = Manifest(tmp_path / "m")
+    assert {lab.kind for lab in old.labels} == {"object"} and list(old.label_subset("objects")) == list(range(5))
+    assert not len(old.label_subset("tags"))
+    meta["labels"][3]["kind"] = "hashtag"
+    (tmp_path / "m" / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ManifestError, match=r"meta.json: labels\[3\] \('red'\) has kind 'hashtag', not one of "
+                                            r"\['object', 'tag'\]"):
+        Manifest(tmp_path / "m")
+    with pytest.raises(ValueError, match=r"label 'red' has kind 'hashtag'"):
+        write_manifest(tmp_path / "n", name="x", labels=[Label(0, "red", "red", kind="hashtag")], splits={"train": df})
+
+
 def test_bad_label_index_names_file_and_row(tmp_path):
     df = pd.DataFrame({"image": ["a.jpg", "b.jpg"], "pos": [[0], [7]]})
     write_manifest(tmp_path, name="x", labels=_labels(3), splits={"train": df})

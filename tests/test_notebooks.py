@@ -54,9 +54,9 @@ def test_01_data_preparation(run_dir):
 
 @pytest.mark.slow
 def test_02_toy_clip(run_dir):
-    _figures(run_dir, "clip_pretraining", "clip_zero_shot_per_class_ap")
+    _figures(run_dir, "toy_imagenet_samples", "clip_pretraining", "clip_zero_shot_per_class_ap")
     zero_shot = json.loads((run_dir / "clip_zero_shot.json").read_text())
-    assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30
+    assert 0 <= zero_shot["unseen_mAP"] <= 1 and len(zero_shot["per_class_AP"]) == 30 + 54     # objects and tags
 
 
 @pytest.mark.slow
@@ -64,7 +64,7 @@ def test_03_label_embeddings(run_dir):
     _figures(run_dir, "label_embeddings_clip_qks")
     manifest_dir = next((run_dir.parent / "datasets").glob("toy-*"))
     for enc in ("words", "clip_qks", "clip_mkt"):
-        assert np.load(manifest_dir / "embeddings" / f"{enc}.npy").shape[0] == 30
+        assert np.load(manifest_dir / "embeddings" / f"{enc}.npy").shape[0] == 30 + 54
 
 
 @pytest.mark.slow
@@ -74,13 +74,20 @@ def test_10_to_12_closed_set_training(run_dir):
     scenes = json.loads((run_dir / "salgl" / "metrics_scenes.json").read_text())
     assert -1 <= scenes["ARI"] <= 1 and 0 <= scenes["NMI"] <= 1 and scenes["n_images"] == 48
     params = load_params(ROOT / "params" / "toy_ci.yaml")
-    for method in [m for m in paper_methods(params) if params.methods[m].label_subset == "all"]:
+    for method in [m for m in paper_methods(params) if params.methods[m].label_subset != "seen"]:   # closed-set
         for log in ("train.log", "history.csv", "history.jsonl"):
             assert (run_dir / method / log).stat().st_size > 0, (method, log)
         assert list((run_dir / method).glob("events.out.tfevents.*"))     # TensorBoard run <run>/<method>
     from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
     runs = EventMultiplexer().AddRunsFromDirectory(str(run_dir)).Reload()
     assert "figures/learning_curves" in runs.GetAccumulator("q2l").Tags()["images"]   # the notebook's figure
+    from mlc.evaluation.mechanisms import mechanism_table
+    from mlc.runs.data import prepare_data
+    run_params = load_params(run_dir.parent.parent / "ci.yaml")
+    manifest = prepare_data(run_params, progress=False)
+    for method in ("q2l", "salgl", "sgre"):                       # where each gain comes from, by group
+        table = mechanism_table(run_params, method, manifest)
+        assert "gain" in table.index and {"all", "small", "large", "context-decided"} <= set(table.columns), method
 
 
 @pytest.mark.slow
@@ -90,7 +97,7 @@ def test_13_14_open_vocabulary_training(run_dir):
     params = load_params(ROOT / "params" / "toy_ci.yaml")
     for method in [m for m, mp in params.methods.items() if mp.label_subset == "seen"]:
         zsl = json.loads((run_dir / method / "metrics_zsl.json").read_text())
-        assert zsl["n_seen"] == 22 and set(zsl["faithful"]) == {"SEEN", "ZSL", "GZSL"}
+        assert zsl["n_seen"] == 22 + 54 and set(zsl["faithful"]) == {"SEEN", "ZSL", "GZSL"}
         assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1 and "F1@3" in zsl["corrected"]["GZSL"]
 
 

@@ -31,7 +31,7 @@ def installed(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_wheel_carries_the_clip_config_and_the_paper_numbers(installed, tmp_path):
+def test_wheel_carries_the_clip_config_the_paper_numbers_and_the_toy_weights(installed, tmp_path):
     py, _ = installed
     code = ("import mlc, open_clip, pandas as pd\n"
             "from mlc.modeling.clip import _register_configs\n"
@@ -40,7 +40,9 @@ def test_wheel_carries_the_clip_config_and_the_paper_numbers(installed, tmp_path
             "cfg = open_clip.get_model_config('mlc-toy-clip')\n"
             "papers = pd.read_csv(PAPER_NUMBERS)\n"
             "print(mlc.__file__)\n"
-            "print(cfg['embed_dim'], len(papers), sorted(set(papers['paper'])))\n")
+            "print(cfg['embed_dim'], len(papers), sorted(set(papers['paper'])))\n"
+            "from mlc.modeling.backbones import create_backbone\n"          # the shipped toy ImageNet weights
+            "create_backbone('toy_cnn', pretrained=True)\n")
     run = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert run.returncode == 0, run.stderr[-2000:]

@@ -92,8 +92,8 @@ def test_mlc_predict_with_a_checkpoint_prints_labels_scores_json_and_heatmaps(tm
     params = load_params(params_file, set_args=opts[1:3], output_root=opts[4])
     manifest = prepare_data(params, progress=False)
     mp = method_params(params, "q2l")
-    torch.save(create_model(mp.model_name, mp.model, len(manifest.label_names),
-                            label_names=manifest.label_names).state_dict(), tmp_path / "q2l.pt")
+    names = [manifest.label_names[i] for i in manifest.label_subset(mp.label_subset)]    # the objects, not the tags
+    torch.save(create_model(mp.model_name, mp.model, len(names), label_names=names).state_dict(), tmp_path / "q2l.pt")
     here = tmp_path / "here"
     here.mkdir()
     Image.open(manifest.image_root / manifest.split("test")["image"].iloc[0]).save(here / "one.png")

@@ -68,3 +68,21 @@ def test_the_sentence_of_a_method_notebook(tmp_path, monkeypatch):
     monkeypatch.setattr(ss, "claim_difference", lambda p, m: {"difference": 2.5})
     text = spread_sentence(params, "q2l", path)
     assert "this run: +2.5" in text and "mean +1.0" in text and "does not hold beyond the seed-to-seed spread" in text
+
+
+def test_mechanism_gains_are_judged_per_group_over_seeds(tmp_path):
+    from mlc.evaluation.seed_spread import mechanism_spread, summarize_groups
+    per_seed = {"0": {"salgl": {"small": 3.0, "large": 0.5, "context-decided": float("nan")}},
+                "1": {"salgl": {"small": 2.0, "large": -0.5}},
+                "2": {"salgl": {"small": 2.5, "large": 0.2}}}
+    out = summarize_groups(per_seed)["salgl"]
+    assert out["small"]["holds"] is True and out["small"]["mean_gain"] == pytest.approx(2.5)
+    assert out["large"]["holds"] is False and out["large"]["n"] == 3
+    assert "context-decided" not in out                  # a NaN gain (no positive in the group) is left out
+    params = load_params(ROOT / "params" / "toy_ci.yaml")
+    f = tmp_path / "spread.json"
+    f.write_text(json.dumps({"world_key": world_key(params), "recipe_key": recipe_key(params), "seeds": [0, 1, 2],
+                             "summary": {}, "mechanisms": summarize_groups(per_seed)}))
+    table, note = mechanism_spread(params, "salgl", f)
+    assert table.loc["small", "holds"] == "yes" and table.loc["large", "holds"] == "no" and "seeds 0, 1, 2" in note
+    assert mechanism_spread(params, "q2l", f)[0] is None

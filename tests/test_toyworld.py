@@ -4,7 +4,16 @@ import warnings
 import numpy as np
 from PIL import Image
 
-from mlc.data.toyworld import SCENES, ToyWorldConfig, build_structure, context_oracles, generate, world_statistics
+from mlc.data.toyworld import (
+    SCENES,
+    TAGS,
+    ToyWorldConfig,
+    build_structure,
+    context_oracles,
+    generate,
+    missing_tags,
+    world_statistics,
+)
 from mlc.notebook.figures import conditional_cooccurrence
 
 
@@ -54,10 +63,13 @@ def test_labels_split_and_words():
 def test_world_content(tiny_world):
     m = tiny_world
     df = m.split("train")
-    t = m.dense_targets("train")
+    objects = m.label_subset("objects")
+    assert list(objects) == list(range(30))          # the object labels first, with the indices they had before tags
+    t = m.dense_targets("train", objects)
     card = (t == 1).sum(1)
     assert card.min() >= 1 and card.max() <= 5
     for _, row in df.iterrows():
+        row["pos"] = [i for i in row["pos"] if i in objects]
         boxes = np.array(row["boxes"].tolist())
         # one box, size and visible share per labelled instance; a label may have several instances
         assert len(boxes) == len(row["box_labels"]) == len(row["box_sizes"]) == len(row["box_visible"])
@@ -94,6 +106,13 @@ def test_each_condition_holds_with_its_statistic(tmp_path):
     oracles = context_oracles(m, "val")
     assert oracles["small instances"] > 300
     assert oracles["appearance + scene"] - oracles["appearance only"] > 0.15
+    # a broad seen vocabulary (NUS-WIDE: 925 seen tags against 81 unseen): noisy tags, every unseen word among them
+    assert stats["seen tags"] == len(TAGS) and stats["unseen labels"] == 8
+    assert stats["seen : unseen labels"] >= 8
+    assert stats["% of the unseen labels' words that are seen tags"] == 100
+    small, medium, large = (stats[f"% of tags missing, largest instance {b}"] for b in ("small", "medium", "large"))
+    assert small > 70 > medium > 20 > 10 > large      # as the captions: an instance tagged with 0.15 / 0.55 / 0.95
+    assert stats["% of images without their scene tag"] == 0
 
 
 def test_a_colour_s_shapes_are_typical_of_different_scenes():
@@ -105,7 +124,8 @@ def test_a_colour_s_shapes_are_typical_of_different_scenes():
 
 def test_cooccurrence_depends_on_scene(tmp_path):
     m = generate(tmp_path / "w", ToyWorldConfig(n_train=1500, n_val=2, n_test=2), progress=False)
-    df, t = m.split("train"), m.dense_targets("train")
+    objects = m.label_subset("objects")           # the objects: a scene tag differs by scene trivially
+    df, t = m.split("train"), m.dense_targets("train", objects)
     per_scene = [conditional_cooccurrence(t[df["scene"].to_numpy() == s]) for s in range(len(SCENES))]
     stack = np.stack(per_scene)
     np.einsum("sii->si", stack)[:] = np.nan
@@ -132,3 +152,64 @@ def test_bad_world_settings_name_the_key(tmp_path):
                              ("data.toy.labels_per_image_weights=[0,0]", r"labels_per_image_weights: must be")]:
         with pytest.raises(ParamsError, match=message):
             load_params(ROOT / "params" / "toy_ci.yaml", set_args=[setting], output_root=str(tmp_path))
+
+
+def test_tags_are_seen_name_what_the_image_shows_and_never_an_unseen_label(tiny_world):
+    m = tiny_world
+    tags, unseen = m.label_subset("tags"), m.label_subset("unseen")
+    assert [m.label_names[i] for i in tags] == TAGS and all(m.labels[i].kind == "tag" for i in tags)
+    assert set(tags) <= set(m.label_subset("seen")) and {m.labels[i].kind for i in unseen} == {"object"}
+    names = {m.label_names[i] for i in tags}
+    assert not names & {m.label_names[i] for i in unseen}
+    assert {w for i in unseen for w in m.label_names[i].split()} <= names        # every unseen word is a seen tag
+    for split in m.split_names:
+        df = m.split(split)
+        for _, row in df.iterrows():
+            shown = {m.label_names[i] for i in row["box_labels"]} | set(row["distractor_names"])
+            words = {w for n in shown for w in n.split()} | set(row["distractor_names"]) | {SCENES[row["scene"]]}
+            tagged = {m.label_names[i] for i in row["pos"] if i in tags}
+            assert SCENES[row["scene"]] in tagged and tagged <= words, (split, row["image"])
+    # an unseen object's words are tagged too: the words of unseen labels occur in other combinations
+    rows = missing_tags(m, "train")
+    assert (~rows["missing"]).any() and set(rows["group"]) == {"word", "scene", "object"}
+
+
+def test_the_tags_change_nothing_else_of_the_world(tmp_path):
+    """The tags come from a random stream of their own: a world with them has the images, captions and boxes of
+    the world without them, and its object labels' positives."""
+    cfg, cfg_without = ToyWorldConfig(n_train=10, n_val=2, n_test=2), ToyWorldConfig(n_train=10, n_val=2, n_test=2,
+                                                                                     tags=False)
+    assert cfg.key() != cfg_without.key()        # the tags are in the key: a world made before them is not reused
+    with_tags, without = generate(tmp_path / "a", cfg, progress=False), generate(tmp_path / "b", cfg_without,
+                                                                                 progress=False)
+    assert without.num_labels == 30 and with_tags.num_labels == 30 + len(TAGS)
+    images = sorted(p.relative_to(without.root) for p in (without.root / "images").rglob("*.png"))
+    assert images and all((with_tags.root / p).read_bytes() == (without.root / p).read_bytes() for p in images)
+    for split in without.split_names:
+        a, b = with_tags.split(split), without.split(split)
+        assert [[i for i in p if i < 30] for p in a["pos"]] == [list(p) for p in b["pos"]]
+        for column in b.columns.drop("pos"):
+            assert a[column].astype(str).tolist() == b[column].astype(str).tolist(), column
+
+
+def test_closed_set_methods_learn_the_object_labels_and_open_vocabulary_ones_the_tags_too(tmp_path):
+    """toy_ci's closed-set methods train and are scored on the 30 object labels (``label_subset: objects``), the
+    open-vocabulary methods on the seen objects and every tag; the ZSL columns are the unseen objects alone."""
+    from conftest import ROOT
+
+    from mlc.config.params import load_params
+    from mlc.evaluation.open_vocab import label_order
+    from mlc.runs.data import method_data, prepare_data
+    params = load_params(ROOT / "params" / "toy_ci.yaml", output_root=str(tmp_path),
+                         set_args=[f"data.root={tmp_path / 'world'}", "data.toy.n_train=16", "data.toy.n_val=4",
+                                   "data.toy.n_test=4", "data.image_cache=none"])
+    manifest = prepare_data(params, progress=False)
+    for name, mp in params.methods.items():
+        data = method_data(params, name, manifest)
+        if mp.label_subset == "seen":
+            assert len(data.labels) == 22 + len(TAGS) and set(manifest.label_subset("tags")) <= set(data.labels)
+        else:
+            assert mp.label_subset == "objects" and data.labels == list(range(30)), name
+            assert data.datasets["train"][0]["target"].shape == (30,)
+    order, n_seen = label_order(manifest)
+    assert n_seen == 22 + len(TAGS) and {manifest.labels[i].kind for i in order[n_seen:]} == {"object"}

@@ -136,7 +136,7 @@ class MethodParams:
     input: InputParams = field(default_factory=InputParams)
     loss: LossParams = field(default_factory=LossParams)
     train: TrainParams = field(default_factory=TrainParams)
-    label_subset: Literal["all", "seen"] = "all"
+    label_subset: Literal["all", "seen", "objects"] = "all"   # "objects": no tags (the toy world's closed-set methods)
     baseline_for: str | None = None         # this run is the baseline its paper compares that method with
 
 

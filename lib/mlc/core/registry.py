@@ -245,23 +245,26 @@ class Claim:
     method's own number first, then what the paper compares it with.  ``compare(values) -> (mine, others)``
     picks the numbers the verdict compares (default: the first against the rest).  ``shown(method_params)``:
     whether a run of this model gets a row of its own in the claims table (MKT's prompt stage does not).
-    ``order``: the row's place in that table (the README's method order)."""
+    ``order``: the row's place in that table (the README's method order).  ``outputs``: where the claim compares
+    outputs of one trained model instead of separate runs (SGRE's two branches), ``{entry: output key}``, the
+    method's own first (what :mod:`mlc.evaluation.mechanisms` scores per group)."""
     model: str
     text: str
     measure: Callable[[Any, str], tuple[str, dict]]
     order: int = 100
     compare: Callable[[dict], tuple] | None = None
     shown: Callable[[Any], bool] | None = None
+    outputs: dict[str, str] | None = None
 
 
 CLAIMS: Registry[Claim] = Registry("paper claim of model")
 
 
 def register_claim(model: str, text: str, order: int = 100, compare: Callable[[dict], tuple] | None = None,
-                   shown: Callable[[Any], bool] | None = None):
+                   shown: Callable[[Any], bool] | None = None, outputs: dict[str, str] | None = None):
     """Register ``measure(params, method) -> (metric, values)`` as the claim of model ``model``'s paper."""
     def deco(fn):
-        CLAIMS.register(model, Claim(model, text, fn, order, compare, shown))
+        CLAIMS.register(model, Claim(model, text, fn, order, compare, shown, outputs))
         return fn
     return deco
 

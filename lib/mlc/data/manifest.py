@@ -15,7 +15,9 @@ as sparse per-image lists of label indices, never as a dense matrix.  Each (imag
 * otherwise ``meta["absent"]``: "negative" (closed-world datasets: COCO, VOC, toy) or "unknown"
   (Open Images, where only human-verified labels are known).
 
-Dense targets use 1 = positive, 0 = negative, -1 = unknown.
+Dense targets use 1 = positive, 0 = negative, -1 = unknown.  A label is an ``object`` (the default) or a ``tag``
+(a word an image was tagged with: the toy world's broad seen vocabulary); ``label_subset("objects")`` is what a
+closed-set method learns.
 """
 from __future__ import annotations
 
@@ -42,12 +44,18 @@ class ManifestError(ValueError):
     """A manifest file is missing, malformed or inconsistent; the message names the file."""
 
 
+LABEL_KINDS = ("object", "tag")
+
+
 @dataclass(frozen=True)
 class Label:
     index: int
     id: str          # stable key (COCO category id, Open Images MID, toy label name)
     name: str        # display name, used for text embeddings
     seen: bool = True
+    # "object": a thing annotated in the image (what closed-set methods learn and are scored on); "tag": a word
+    # or phrase a user tagged the image with (the toy world's broad seen vocabulary: "red", "circle", "beach")
+    kind: str = "object"
 
 
 def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[Label],
@@ -66,6 +74,8 @@ def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[La
     for i, lab in enumerate(labels):
         if lab.index != i:
             raise ValueError(f"label {lab.name!r} has index {lab.index}, expected {i} (labels must be in index order)")
+        if lab.kind not in LABEL_KINDS:
+            raise ValueError(f"label {lab.name!r} has kind {lab.kind!r}, not one of {list(LABEL_KINDS)}")
     for split, df in splits.items():      # every split checked before any is written
         if "image" not in df or "pos" not in df:
             raise ValueError(f"split {split!r}: columns 'image' and 'pos' are required")
@@ -82,7 +92,7 @@ def write_manifest(out_dir: str | os.PathLike, *, name: str, labels: Sequence[La
         "name": name,
         "image_root": str(image_root),
         "absent": absent,
-        "labels": [{"index": l.index, "id": l.id, "name": l.name, "seen": l.seen} for l in labels],
+        "labels": [{"index": l.index, "id": l.id, "name": l.name, "seen": l.seen, "kind": l.kind} for l in labels],
         "splits": counts,
         **(extra or {}),
     }
@@ -123,6 +133,9 @@ class Manifest:
                 raise ManifestError(f"{meta_path}: labels[{i}] " + "; ".join(
                     ([f"has unknown keys {extra}"] if extra else []) + ([f"lacks {missing}"] if missing else []))
                     + f" (a label has {fields})")
+            if entry.get("kind", "object") not in LABEL_KINDS:
+                raise ManifestError(f"{meta_path}: labels[{i}] ({entry.get('name')!r}) has kind {entry['kind']!r}, "
+                                    f"not one of {list(LABEL_KINDS)}")
             self.labels.append(Label(**entry))
         if not self.labels:
             raise ManifestError(f"{meta_path}: the manifest has no labels; a multi-label dataset needs at least one")
@@ -157,15 +170,25 @@ class Manifest:
         """Indices of the unseen labels (open vocabulary)."""
         return np.array([l.index for l in self.labels if not l.seen], dtype=np.int64)
 
+    @property
+    def object_indices(self) -> np.ndarray:
+        """Indices of the object labels (every label of a manifest without tags)."""
+        return np.array([l.index for l in self.labels if l.kind == "object"], dtype=np.int64)
+
+    @property
+    def tag_indices(self) -> np.ndarray:
+        """Indices of the tag labels (``kind: "tag"``; the toy world's broad seen vocabulary)."""
+        return np.array([l.index for l in self.labels if l.kind == "tag"], dtype=np.int64)
+
     def label_subset(self, which: str) -> np.ndarray:
-        """Indices of the labels in ``which``: 'all', 'seen' or 'unseen'."""
-        if which == "all":
-            return np.arange(self.num_labels)
-        if which == "seen":
-            return self.seen_indices
-        if which == "unseen":
-            return self.unseen_indices
-        raise ValueError(f"label subset must be 'all', 'seen' or 'unseen', got {which!r}")
+        """Indices of the labels in ``which``: 'all', 'seen', 'unseen', 'objects' (what closed-set methods learn:
+        every label of a manifest without tags) or 'tags'."""
+        subsets = {"all": lambda: np.arange(self.num_labels), "seen": lambda: self.seen_indices,
+                   "unseen": lambda: self.unseen_indices, "objects": lambda: self.object_indices,
+                   "tags": lambda: self.tag_indices}
+        if which not in subsets:
+            raise ValueError(f"label subset must be one of {list(subsets)}, got {which!r}")
+        return subsets[which]()
 
     @property
     def image_root(self) -> Path:
@@ -246,9 +269,14 @@ class Manifest:
             return np.zeros(self.num_labels, np.int64)
         return np.bincount(_flat(df[column].to_numpy())[1], minlength=self.num_labels)
 
-    def labels_per_image(self, split: str) -> np.ndarray:
-        """Number of positive labels of each image of a split."""
-        return self.split(split)["pos"].map(len).to_numpy()
+    def labels_per_image(self, split: str, labels: Iterable[int] | None = None) -> np.ndarray:
+        """Number of positive labels of each image of a split (among ``labels``: all by default)."""
+        pos = self.split(split)["pos"]
+        if labels is None:
+            return pos.map(len).to_numpy()
+        keep = np.zeros(self.num_labels, bool)
+        keep[np.asarray(list(labels), dtype=np.int64)] = True
+        return np.fromiter((int(keep[np.asarray(v, dtype=np.int64)].sum()) for v in pos), np.int64, len(pos))
 
 
 def _whole_numbers(values: np.ndarray) -> np.ndarray:

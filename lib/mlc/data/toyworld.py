@@ -14,11 +14,20 @@ the conditions the five papers were made for:
   each scene also has co-occurring label pairs;
 * **captions that name the salient objects**: an object is named with a probability that grows with its size,
   as alt-text and COCO captions name large objects far more often than small ones;
-* **a long tail of label frequencies** (COCO's "person" is in about half the images).
+* **a long tail of label frequencies** (COCO's "person" is in about half the images);
+* **a broad seen vocabulary of noisy tags**: besides the 30 object labels, the manifest has tag labels (``kind:
+  "tag"``, all seen): the colour and shape words ("red", "circle"), the scene words ("beach") and the objects in no
+  label set ("pink circle"), 54 tags, so that the open-vocabulary methods train on about ten seen labels for each
+  unseen one (NUS-WIDE: 925 against 81).  As user tags, they name what is salient: an instance is tagged with the
+  chance a caption names it, and a tag is missing when no instance it names is tagged; the scene tag never is.
 
-About a quarter of the labels are *unseen*: every word of an unseen label occurs in some seen label, unseen objects
-are drawn in every split, and the manifest marks them ``seen: false`` (open-vocabulary training drops their
-columns, so they are present but unannotated in training, as in NUS-WIDE).  Same seed, same bytes.
+About a quarter of the object labels are *unseen*: every word of an unseen label occurs in some seen label and is a
+seen tag, unseen objects are drawn in every split, and the manifest marks them ``seen: false`` (open-vocabulary
+training drops their columns, so they are present but unannotated in training, as in NUS-WIDE; their instances
+still make word tags positive, as a user tags "red" on a photo of an unseen red star).  The object labels come
+first, with the indices they had before the tags; closed-set methods train on them alone (``label_subset:
+objects``).  Same seed, same bytes; the tags are drawn from a random stream of their own, so the images,
+captions and boxes are those of the same world without tags (``tags: false``).
 """
 from __future__ import annotations
 
@@ -53,6 +62,7 @@ SCENES = ("beach", "forest", "city", "snow", "night")
 SCENE_PHRASES = {"beach": "at the beach", "forest": "in the forest", "city": "in the city",
                  "snow": "in the snow", "night": "at night"}
 SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+TAG_STREAM = 104729                 # the tags' random stream per image: [seed, split, image, TAG_STREAM]
 
 
 SIZE_BINS = ("small", "medium", "large")
@@ -88,6 +98,10 @@ class ToyWorldConfig:
     popularity_exponent: float = 1.3
     # chance that a caption names an object of each size bin (small, medium, large)
     mention_probability: tuple[float, ...] = (0.15, 0.55, 0.95)
+    # a broad seen vocabulary (NUS-WIDE: 925 seen tags against 81 unseen; Open Images: 7,186 against 400): tag
+    # labels besides the objects (``TAGS``), an instance tagged with its ``mention_probability`` (users tag what
+    # is salient, so small objects' tags go missing); false: the object labels alone
+    tags: bool = True
     supersample: int = 4
 
     def __post_init__(self):
@@ -161,6 +175,23 @@ def build_structure(cfg: ToyWorldConfig) -> WorldStructure:
 
 DISTRACTORS = [(c, s) for c in COLOURS for s in DISTRACTOR_SHAPES] + \
               [(c, s) for c in DISTRACTOR_COLOURS for s in SHAPES + DISTRACTOR_SHAPES]
+# The tags (all seen), after the object labels in this order: every colour and shape word, every scene word, and
+# every nameable object in no label set.  An unseen label is never a tag, but each of its words is.
+WORD_TAGS = [*COLOURS, *DISTRACTOR_COLOURS, *SHAPES, *DISTRACTOR_SHAPES]
+TAGS = WORD_TAGS + list(SCENES) + [f"{c} {s}" for c, s in DISTRACTORS]
+
+
+def tag_image(objects: list[tuple[int, str, str]], bins: np.ndarray, scene: int, cfg: ToyWorldConfig,
+              rng: np.random.Generator) -> list[int]:
+    """The tags of one image, as indices into ``TAGS``: its scene, and for each *tagged* instance (chance
+    ``mention_probability`` of its size bin, as users tag what is salient) its colour, its shape, and its name if
+    it is in no label set.  ``objects``: (label index or -1, colour, shape) [K]; ``bins``: size bins [K]."""
+    tagged = rng.random(len(objects)) < np.asarray(cfg.mention_probability)[np.asarray(bins, dtype=np.int64)]
+    names = {SCENES[scene]}
+    for (label, colour, shape), t in zip(objects, tagged):
+        if t:
+            names.update((colour, shape) if label >= 0 else (colour, shape, f"{colour} {shape}"))
+    return sorted(TAGS.index(n) for n in names)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -371,11 +402,14 @@ def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
             # a label is named when any of its instances is; the chance grows with the instance's size
             said = rng.random(len(objects)) < np.asarray(cfg.mention_probability)[bins]
             named = [c for c in chosen if any(said[k] and objects[k][0] == c for k in range(len(objects)))]
+            # the tags from a stream of their own: the world's other draws are those of a world without tags
+            tags = tag_image(objects, bins, scene, cfg, np.random.default_rng([cfg.seed, SPLIT_IDS[split], i,
+                                                                                TAG_STREAM])) if cfg.tags else []
             rel = f"images/{split}/{i:05d}.png"
             image.save(tmp / rel, optimize=False)
             rows.append({
                 "image": rel,
-                "pos": sorted(set(chosen)),
+                "pos": sorted(set(chosen)) + [len(structure.names) + t for t in tags],
                 "scene": scene,
                 "caption": caption_for([structure.names[c] for c in named], SCENES[scene]),
                 "caption_labels": named,
@@ -384,6 +418,8 @@ def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
                 "box_sizes": sides[labelled].tolist(),
                 "box_visible": visible[labelled].tolist(),
                 "distractors": int((~labelled).sum()),
+                "distractor_names": [f"{c} {s}" for label, c, s in objects if label < 0],
+                "distractor_sizes": sides[~labelled].tolist(),
                 "width": cfg.image_size,
                 "height": cfg.image_size,
             })
@@ -392,6 +428,9 @@ def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
     bar.close()
     labels = [Label(index=i, id=name, name=name, seen=bool(structure.seen[i]))
               for i, name in enumerate(structure.names)]
+    if cfg.tags:
+        labels += [Label(index=len(labels) + t, id=name, name=name, seen=True, kind="tag")
+                   for t, name in enumerate(TAGS)]
     write_manifest(tmp, name="toy", labels=labels, splits=splits, image_root=".", absent="negative",
                    extra={"scenes": list(SCENES),
                           "scene_prior": structure.scene_prior.round(6).tolist(),
@@ -413,8 +452,10 @@ def _column(df: pd.DataFrame, name: str) -> np.ndarray:
 def context_oracles(manifest: Manifest, split: str = "val") -> dict[str, float]:
     """How often the world's own label prior names a small object from what shows of it (its colour) alone,
     and from its colour and its scene: the gap is what context decides that appearance cannot."""
-    prior = np.asarray(manifest.meta["scene_prior"])                    # [S, C]
-    colours = [name.split()[0] for name in manifest.label_names]
+    prior = np.asarray(manifest.meta["scene_prior"])                    # [S, C] over the object labels
+    objects = manifest.object_indices
+    column = {int(label): j for j, label in enumerate(objects)}
+    colours = [manifest.label_names[i].split()[0] for i in objects]
     same_colour = np.array([[a == b for b in colours] for a in colours])  # [C, C]
     marginal = prior.mean(0)                                            # scenes are equally likely
     df = manifest.split(split)
@@ -424,6 +465,7 @@ def context_oracles(manifest: Manifest, split: str = "val") -> dict[str, float]:
         for label, side in zip(labels, sizes):
             if side >= small:
                 continue
+            label = column[int(label)]
             total += 1
             alone += int(np.argmax(np.where(same_colour[label], marginal, -1)) == label)
             with_scene += int(np.argmax(np.where(same_colour[label], prior[scene], -1)) == label)
@@ -432,9 +474,10 @@ def context_oracles(manifest: Manifest, split: str = "val") -> dict[str, float]:
 
 
 def world_statistics(manifest: Manifest, split: str = "train") -> pd.DataFrame:
-    """Each condition of the toy world with its statistic on one split, beside the real fact it stands for."""
+    """Each condition of the toy world with its statistic on one split, beside the real fact it stands for.
+    The label statistics are the object labels' (the tags have rows of their own)."""
     df = manifest.split(split)
-    targets = manifest.dense_targets(split) == 1
+    targets = manifest.dense_targets(split, manifest.object_indices) == 1
     sizes, visible = _column(df, "box_sizes"), _column(df, "box_visible")
     bins = np.digitize(sizes, [b[1] for b in manifest.meta["size_bins"][:-1]])
     frequency = np.sort(targets.mean(0))[::-1]
@@ -469,5 +512,66 @@ def world_statistics(manifest: Manifest, split: str = "train") -> pd.DataFrame:
               "small or ambiguous objects are recognised from the scene"),
              ("context", "small objects named right from colour + scene (%)", 100 * oracles["appearance + scene"],
               "")]
+    rows += vocabulary_statistics(manifest, split)
     return pd.DataFrame(rows, columns=["condition", "statistic", "toy world", "real fact"]).round(
         {"toy world": 2})
+
+
+def missing_tags(manifest: Manifest, split: str = "train") -> pd.DataFrame:
+    """Every (image, tag) pair whose tag names something the image shows, one row each: ``tag``, ``group``
+    (word, scene or object), ``side`` (the largest instance it names, as a fraction of the image side; 1 for a
+    scene) and ``missing`` (the tag is not among the image's labels: no instance it names was tagged)."""
+    df = manifest.split(split)
+    names = manifest.label_names
+    tag_of = {names[i]: int(i) for i in manifest.tag_indices}
+    scenes = manifest.meta.get("scenes", [])
+    group = {n: "scene" if n in scenes else "word" if " " not in n else "object" for n in tag_of}
+    rows = []
+    for r in df.itertuples(index=False):
+        pos = set(np.asarray(r.pos).tolist())
+        largest: dict[str, float] = {}
+        instances = [(names[int(label)], float(side)) for label, side in zip(r.box_labels, r.box_sizes)]
+        instances += [(str(name), float(side)) for name, side in zip(r.distractor_names, r.distractor_sizes)]
+        for name, side in instances:
+            colour, shape = name.split()
+            for tag in (colour, shape, name):
+                if tag in tag_of:
+                    largest[tag] = max(largest.get(tag, 0.0), side)
+        if scenes and scenes[r.scene] in tag_of:
+            largest[scenes[r.scene]] = 1.0
+        rows += [(tag, group[tag], side, tag_of[tag] not in pos) for tag, side in largest.items()]
+    return pd.DataFrame(rows, columns=["tag", "group", "side", "missing"])
+
+
+def vocabulary_statistics(manifest: Manifest, split: str = "train") -> list[tuple]:
+    """The broad seen vocabulary's rows of :func:`world_statistics` (none for a world without tags): seen tags,
+    seen objects and unseen labels, their ratio, the unseen labels' words that are seen tags, and how often a tag
+    is missing by the size of the largest instance it names."""
+    tags, objects = manifest.tag_indices, manifest.object_indices
+    if not len(tags) or "distractor_names" not in manifest.split(split):
+        return []
+    seen_tags = [i for i in tags if manifest.labels[i].seen]
+    seen = {manifest.label_names[i] for i in seen_tags}
+    seen_objects = [i for i in objects if manifest.labels[i].seen]
+    unseen = manifest.unseen_indices
+    words = [w for i in unseen for w in manifest.label_names[i].split()]
+    targets = manifest.dense_targets(split, tags) == 1
+    v = "broad seen vocabulary"
+    rows = [(v, "seen tags", len(seen_tags), "NUS-WIDE: 925 seen tags; Open Images: 7,186 seen labels"),
+            (v, "seen object labels", len(seen_objects), ""),
+            (v, "unseen labels", len(unseen), "NUS-WIDE: 81; Open Images: 400"),
+            (v, "seen : unseen labels", (len(seen_tags) + len(seen_objects)) / max(len(unseen), 1),
+             "NUS-WIDE: 11.4 (1,006 tags); Open Images: 18.0"),
+            (v, "% of the unseen labels' words that are seen tags", 100 * np.mean([w in seen for w in words]),
+             "the unseen labels' words occur in other combinations"),
+            (v, "tags an image", targets.sum(1).mean(), "")]
+    missing = missing_tags(manifest, split)
+    scene = missing[missing["group"] == "scene"]
+    named = missing[missing["group"] != "scene"]
+    tag_bins = np.digitize(named["side"], [b[1] for b in manifest.meta["size_bins"][:-1]])
+    rows += [(v, f"% of tags missing, largest instance {b}", 100 * named["missing"][tag_bins == k].mean(),
+              "user tags are noisy: what is small goes untagged") for k, b in enumerate(SIZE_BINS)
+             if (tag_bins == k).any()]
+    if len(scene):
+        rows.append((v, "% of images without their scene tag", 100 * scene["missing"].mean(), ""))
+    return rows

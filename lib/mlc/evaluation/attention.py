@@ -36,6 +36,15 @@ def load_for_maps(params, name: str, manifest, device: str = "cpu"):
     return model
 
 
+def scored_labels(params, name: str, manifest, model) -> np.ndarray:
+    """The manifest index of each column of a model from :func:`load_for_maps`: every label for a model that
+    scores label names (open vocabulary), else its ``label_subset`` (the toy world's closed-set methods: the
+    objects, not the tags)."""
+    if hasattr(model, "set_label_names"):
+        return np.arange(manifest.num_labels)
+    return manifest.label_subset(params.methods[name].label_subset)
+
+
 def select_images(manifest, split: str, images) -> list[int]:
     """``"first:n"``, a list of row indices, or a list of image paths / ids (the ``image`` column)."""
     df = manifest.split(split)
@@ -68,20 +77,28 @@ def selected_maps(params, name: str, manifest, rows: list[int], labels="gt", max
     """Maps of chosen labels on chosen images: ``labels`` is "gt" (ground truth), "top" (best scores) or
     a list of label names.  Returns images (PIL), maps [k, h, w] per image, titles "label score", grid."""
     model = load_for_maps(params, name, manifest)
+    columns = scored_labels(params, name, manifest, model)          # manifest index of each model column
+    column_of = {int(label): j for j, label in enumerate(columns)}
+    objects = set(manifest.object_indices.tolist())
     ds = MultiLabelDataset(manifest, split, build_transform(method_params(params, name).input, train=False))
     maps, scores = maps_for(model, torch.stack([ds[i]["image"] for i in rows]))
     pos = manifest.split(split)["pos"]
     out = {"images": [], "maps": [], "titles": [], "grid": tuple(maps.shape[2:])}
     for r, m, s in zip(rows, maps, scores):
-        if labels == "gt":
-            cols = list(pos.iloc[r])[:max_labels]
+        if labels == "gt":        # the objects in the image (a tag such as "red" has no place to point at)
+            cols = [column_of[int(l)] for l in pos.iloc[r] if int(l) in objects and int(l) in column_of][:max_labels]
         elif labels == "top":
             cols = list(np.argsort(-s)[:max_labels])
         else:
-            cols = [manifest.label_names.index(l) for l in labels][:max_labels]
+            missing = [l for l in labels if l not in manifest.label_names
+                       or manifest.label_names.index(l) not in column_of]
+            if missing:
+                raise KeyError(f"{name} does not score {missing} (it scores {len(columns)} labels: "
+                               f"its label_subset {params.methods[name].label_subset!r})")
+            cols = [column_of[manifest.label_names.index(l)] for l in labels][:max_labels]
         out["images"].append(ds.load_image(r))
         out["maps"].append(m[cols])
-        out["titles"].append([f"{manifest.label_names[c]} {s[c]:.2f}" for c in cols])
+        out["titles"].append([f"{manifest.label_names[columns[c]]} {s[c]:.2f}" for c in cols])
     return out
 
 
@@ -133,6 +150,7 @@ def pointing_game_for_run(params, name: str, split: str = "test", device: str = 
         all_maps.append(maps_for(model, batch["image"])[0])
     maps = np.concatenate(all_maps)
     result = {"method": name, "split": split, "grid": list(maps.shape[2:]),
-              **pointing_game(maps, df["box_labels"].tolist(), df["boxes"].tolist(), list(range(manifest.num_labels)))}
+              **pointing_game(maps, df["box_labels"].tolist(), df["boxes"].tolist(),
+                               scored_labels(params, name, manifest, model).tolist())}
     atomic_write_json(params.run_dir / name / "metrics_pointing.json", result)
     return result

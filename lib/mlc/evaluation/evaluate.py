@@ -98,19 +98,26 @@ def evaluate_method(params: RunParams, name: str, device: str = "auto", progress
             "report": report, "weights": loaded.weights}
 
 
-def output_maps(params: RunParams, name: str, outputs: dict[str, str], device: str = "auto",
-                progress: bool = False) -> dict[str, float]:
-    """Test mAP of several logit outputs of one finished run, e.g. SGRE's two branches:
-    ``{"pixel level": "logits", "object level": "object_logits"}`` -> {name: mAP}."""
+def output_scores(params: RunParams, name: str, outputs: dict[str, str], device: str = "auto",
+                  progress: bool = False) -> dict[str, dict]:
+    """Test scores of several logit outputs of one finished run, e.g. SGRE's two branches:
+    ``{"pixel level": "logits", "object level": "object_logits"}`` -> {name: {"scores", "targets"}}."""
     import torch
     mp, _, dev, loaded, loader = _on_test(params, name, device)
     model, out = loaded.model, {}
     for label, key in outputs.items():
         scorer = Method(model, loss_fn=None, scores_fn=lambda o, key=key: torch.sigmoid(o[key].float()))
         pred = predict(model, scorer, loader, dev, mp.train.amp, desc=f"test {name} ({key})", progress=progress)
-        out[label] = mean_average_precision(pred["scores"], pred["targets"], params.eval.ap_mode,
-                                            params.eval.empty_class)[0]
+        out[label] = {"scores": pred["scores"], "targets": pred["targets"]}
     return out
+
+
+def output_maps(params: RunParams, name: str, outputs: dict[str, str], device: str = "auto",
+                progress: bool = False) -> dict[str, float]:
+    """Test mAP of several logit outputs of one finished run (:func:`output_scores`) -> {name: mAP}."""
+    return {label: mean_average_precision(p["scores"], p["targets"], params.eval.ap_mode,
+                                          params.eval.empty_class)[0]
+            for label, p in output_scores(params, name, outputs, device, progress).items()}
 
 
 def summary_table(reports: dict[str, dict]):

@@ -68,6 +68,41 @@ def summarize(per_seed: dict[str, dict[str, dict]]) -> dict[str, dict]:
     return out
 
 
+def summarize_groups(per_seed: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict]]:
+    """``{seed: {method: {group: gain}}}`` (:func:`mlc.evaluation.mechanisms.mechanism_differences`) -> per
+    method and group: the gains by seed, their mean, standard error, and whether the mean exceeds twice it."""
+    out: dict[str, dict[str, dict]] = {}
+    for seed, runs in per_seed.items():
+        for method, gains in runs.items():
+            for group, gain in gains.items():
+                if gain is not None and not math.isnan(gain):
+                    out.setdefault(method, {}).setdefault(group, {"gains": {}})["gains"][seed] = gain
+    for groups in out.values():
+        for entry in groups.values():
+            g = list(entry["gains"].values())
+            entry["n"] = len(g)
+            entry["mean_gain"] = statistics.mean(g)
+            entry["standard_error"] = statistics.stdev(g) / math.sqrt(len(g)) if len(g) > 1 else None
+            entry["holds"] = None if entry["standard_error"] is None else bool(
+                entry["mean_gain"] > 2 * entry["standard_error"])
+    return out
+
+
+def mechanism_spread(params: RunParams, method: str, path: str | Path | None = None) -> tuple[pd.DataFrame | None,
+                                                                                               str]:
+    """(a table: per group, the method's mean gain over its baseline across seeds, its standard error and whether
+    it holds; where the numbers come from), or (None, why not) for a notebook beside this run's own gains."""
+    spread, note = load_spread(params, path)
+    if spread is None or method not in spread.get("mechanisms", {}):
+        return None, note
+    rows = {group: {"mean gain over seeds": round(e["mean_gain"], 1),
+                    "standard error": None if e["standard_error"] is None else round(e["standard_error"], 1),
+                    "seeds": e["n"],
+                    "holds": {True: "yes", False: "no", None: "cannot be judged"}[e["holds"]]}
+            for group, e in spread["mechanisms"][method].items()}
+    return pd.DataFrame(rows).T, note
+
+
 def load_spread(params: RunParams, path: str | Path | None = None) -> tuple[dict | None, str]:
     """The seed-spread results for these params' world and recipe, and a sentence on where they come from (or
     why they do not apply: no file, another world, another recipe)."""

@@ -368,6 +368,12 @@ def weight_source(name: str) -> WeightSource | None:
         hub_id = timm.models.get_pretrained_cfg(TIMM_NAMES[name]).hf_hub_id
         return WeightSource("timm", f"https://huggingface.co/{hub_id}", hf_cached(hub_id),
                             lambda: timm.create_model(TIMM_NAMES[name], pretrained=True))
+    if name in ("toy_cnn", "toy_cnn_frozen_bn"):   # shipped with the kit; regenerated, not downloaded
+        def regenerate():
+            raise MissingWeightsError(f"{TOY_CNN_WEIGHTS} is missing from the kit: regenerate it with "
+                                      f"{TOY_CNN_COMMAND}")
+        return WeightSource("mlc-kit", TOY_CNN_COMMAND, str(TOY_CNN_WEIGHTS) if TOY_CNN_WEIGHTS.is_file() else None,
+                            regenerate)
     if name == "cvt_w24_384":
         def fetch():
             from transformers import CvtForImageClassification
@@ -403,12 +409,64 @@ def toy_cnn(widths=(16, 32, 64, 128)) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register_backbone("toy_cnn", 128, 8, description="small residual CNN for the toy world (stride 8, 128 channels)")
+# The toy "ImageNet" weights the kit ships, as torchvision's ImageNet file arrives by download: toy_cnn
+# pretrained on single objects (mlc.data.toy_imagenet) by ``python -m mlc.runs.toy_backbone``, which regenerates
+# them; their provenance (command, seed, commit, held-out accuracy, CPU) is the .json beside them.
+TOY_CNN_WEIGHTS = Path(__file__).parent / "toy_weights" / "toy_cnn_imagenet.pt"
+TOY_CNN_COMMAND = "python -m mlc.runs.toy_backbone"
+
+
+def load_toy_cnn_state(net: nn.Module, path: str | os.PathLike) -> None:
+    """Load a toy_cnn state dict (keys as the toy_cnn Sequential names them; fp16 or fp32, loaded as fp32) into
+    ``net``.  A file for another architecture or width is a ValueError naming the file and the keys at fault."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingWeightsError(f"pretrained weights not found: {path} (model.backbone_weights)"
+                                  + (f"; regenerate them with {TOY_CNN_COMMAND}" if path == TOY_CNN_WEIGHTS else ""))
+    state = load_torch(path, map_location="cpu")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a toy_cnn state dict (a dict of tensors keyed as the toy_cnn Sequential: "
+                         f"'0.weight', '3.conv1.weight', ...); found {type(state).__name__}"
+                         + (f" with keys {list(state)[:5]}" if isinstance(state, dict) else ""))
+    expected = net.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [f"{k} {list(state[k].shape)} (toy_cnn: {list(v.shape)})" for k, v in expected.items()
+             if k in state and state[k].shape != v.shape]
+    if missing or unexpected or wrong:
+        raise ValueError(f"{path}: not weights for toy_cnn (128 channels, stride 8): "
+                         + "; ".join(f"{what} {items[:4]}{' ...' if len(items) > 4 else ''}"
+                                     for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                                                         ("wrong shapes", wrong)) if items)
+                         + ". Pass the state dict of the toy_cnn Sequential (the backbone alone, no classifier).")
+    net.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+
+
+@register_backbone("toy_cnn", 128, 8, description="small residual CNN for the toy world (stride 8, 128 channels); "
+                   "pretrained: the toy ImageNet weights shipped with the kit")
 def _toy_cnn(pretrained=False, weights=None):
     net = toy_cnn()
     if pretrained:
-        if weights is None:
-            raise MissingWeightsError("toy_cnn has no published weights: pass model.backbone_weights or "
-                                      "set model.pretrained: false")
-        net.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        load_toy_cnn_state(net, TOY_CNN_WEIGHTS if weights is None else weights)
     return net
+
+
+def freeze_batchnorm(net: nn.Module) -> nn.Module:
+    """Every BatchNorm2d of ``net`` replaced by torchvision's FrozenBatchNorm2d holding the same statistics and
+    affine parameters (the same state-dict keys): what Query2Label does to its ImageNet ResNet."""
+    from torchvision.ops.misc import FrozenBatchNorm2d
+    for name, child in net.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                getattr(frozen, key).copy_(getattr(child, key).detach())
+            setattr(net, name, frozen)
+        else:
+            freeze_batchnorm(child)
+    return net
+
+
+@register_backbone("toy_cnn_frozen_bn", 128, 8, description="toy_cnn with frozen BatchNorm, as Query2Label freezes "
+                   "its ResNet's: pretrained, the statistics of the toy ImageNet")
+def _toy_cnn_frozen_bn(pretrained=False, weights=None):
+    return freeze_batchnorm(_toy_cnn(pretrained, weights))

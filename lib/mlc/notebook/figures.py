@@ -37,9 +37,11 @@ def save_figure(fig, stem: str | Path) -> list[Path]:
 
 
 def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxes: bool = True):
-    """Images with their labels (and object boxes where the manifest has them)."""
+    """Images with their object labels (a manifest's tags left out) and object boxes where the manifest has them."""
     from PIL import Image
     df = manifest.split(split).head(n)
+    objects = set(manifest.object_indices.tolist())
+    df = df.assign(pos=[[i for i in p if i in objects] for p in df["pos"]])
     rows = int(np.ceil(len(df) / cols))
     # every row gets room for the longest title of the grid (up to 4 label lines + "+k more")
     lines = max([min(len(p), 4) + (len(p) > 4) for p in df["pos"]] + [1])
@@ -63,6 +65,20 @@ def sample_grid(manifest, split: str = "train", n: int = 16, cols: int = 8, boxe
         ax.axis("off")
     fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - (lines * line + 0.04) / fig.get_figheight(),
                         wspace=0.05)
+    return fig
+
+
+def labelled_images(images: np.ndarray, titles: list[str], cols: int = 8):
+    """uint8 images [N, H, W, 3] in a grid, each titled (e.g. the toy ImageNet's single objects and classes)."""
+    rows = int(np.ceil(len(images) / cols))
+    cell = TWO_COLUMN / cols
+    fig, axes = plt.subplots(rows, cols, figsize=(TWO_COLUMN, rows * (cell + 0.18)), squeeze=False)
+    for ax, image, title in zip(axes.flat, images, titles):
+        ax.imshow(image)
+        ax.set_title(title, fontsize=6.5)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=0.93, wspace=0.05, hspace=0.3)
     return fig
 
 
@@ -97,11 +113,13 @@ def world_conditions(manifest, split: str = "train"):
     return fig
 
 
-def label_frequencies(manifest, split: str = "train", top: int | None = None):
-    """Positive images per label, sorted.  Up to 60 labels: named bars (seen / unseen coloured);
+def label_frequencies(manifest, split: str = "train", top: int | None = None, labels: list[int] | None = None):
+    """Positive images per label of ``labels`` (default: the object labels; a manifest's tags would swamp them:
+    every toy image has its scene tag), sorted.  Up to 60 labels: named bars (seen / unseen coloured);
     more (COCO, NUS-WIDE, Open Images): the long tail as a rank-frequency curve on log axes."""
-    counts = manifest.label_counts(split)
-    freq = pd.Series(counts, index=range(len(counts))).sort_values(ascending=False)
+    labels = manifest.object_indices if labels is None else np.asarray(labels, dtype=np.int64)
+    counts = manifest.label_counts(split)[labels]
+    freq = pd.Series(counts, index=labels).sort_values(ascending=False)
     if top:
         freq = freq.head(top)
     n_images = len(manifest.split(split))
@@ -126,8 +144,8 @@ def label_frequencies(manifest, split: str = "train", top: int | None = None):
 
 
 def labels_per_image(manifest, split: str = "train"):
-    """Histogram of the number of positive labels per image."""
-    n = manifest.labels_per_image(split)
+    """Histogram of the number of positive object labels per image (a manifest's tags left out)."""
+    n = manifest.labels_per_image(split, manifest.object_indices)
     fig, ax = plt.subplots(figsize=(ONE_COLUMN, 2.2))
     bins = np.arange(0, min(int(n.max(initial=0)), 30) + 2) - 0.5
     ax.hist(np.minimum(n, 30), bins=bins, color=sns.color_palette("colorblind")[0])
@@ -138,9 +156,10 @@ def labels_per_image(manifest, split: str = "train"):
 
 
 def cooccurrence(manifest, split: str = "train", top: int = 20, labels: list[int] | None = None):
-    """P(column | row) over the images of a split for the ``top`` most frequent labels (or given ones)."""
+    """P(column | row) over the images of a split for the ``top`` most frequent object labels (or given ones)."""
     if labels is None:
-        labels = list(np.argsort(-manifest.label_counts(split), kind="stable")[:top])
+        objects = manifest.object_indices
+        labels = list(objects[np.argsort(-manifest.label_counts(split)[objects], kind="stable")[:top]])
     t = manifest.dense_targets(split, labels)
     p = conditional_cooccurrence(t)
     names = [manifest.label_names[i] for i in labels]
@@ -162,12 +181,13 @@ def conditional_cooccurrence(targets: np.ndarray) -> np.ndarray:
 
 
 def cooccurrence_by_scene(manifest, split: str = "train", labels: list[int] | None = None):
-    """One P(b | a) heatmap per scene (toy world and any manifest with a scene column).  Up to 40 labels are
-    named on the outer panels; the colour bar fills the grid's empty panel when there is one."""
+    """One P(b | a) heatmap per scene (toy world and any manifest with a scene column) over ``labels`` (default:
+    the object labels).  Up to 40 labels are named on the outer panels; the colour bar fills the grid's empty
+    panel when there is one."""
     df = manifest.split(split)
     t = manifest.dense_targets(split)
     scenes = manifest.meta.get("scenes", sorted(df["scene"].unique()))
-    labels = list(range(manifest.num_labels)) if labels is None else labels
+    labels = list(manifest.object_indices) if labels is None else labels
     names = [manifest.label_names[i] for i in labels]
     cols = min(len(scenes), 3)
     rows = int(np.ceil(len(scenes) / cols))

@@ -1,0 +1,109 @@
+"""The toy "ImageNet" weights the kit ships for toy_cnn: their provenance, their held-out accuracy (re-measured
+here from the files), a deterministic regeneration, and the errors of a wrong or missing file."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mlc.data.toy_imagenet import CLASSES, single_objects
+from mlc.modeling.backbones import TOY_CNN_WEIGHTS, MissingWeightsError, create_backbone, toy_cnn
+from mlc.runs import toy_backbone
+from mlc.runs.toy_backbone import Recipe, evaluate_files, head_path, pretrain, provenance_path
+
+TINY = Recipe(n_train=192, n_test=96, epochs=1, batch_size=64)
+
+
+def test_the_shipped_weights_have_their_provenance_and_measured_accuracy():
+    provenance = json.loads(provenance_path(TOY_CNN_WEIGHTS).read_text())
+    for path in (TOY_CNN_WEIGHTS, head_path(TOY_CNN_WEIGHTS)):
+        entry = provenance["files"][path.name]
+        assert path.stat().st_size == entry["bytes"] < 10 * 2 ** 20
+        assert toy_backbone._sha256(path) == entry["sha256"], f"{path} is not the file its provenance describes"
+    assert provenance["command"].startswith("python -m mlc.runs.toy_backbone") and provenance["commit"]
+    assert provenance["classes"] == [f"{c} {s}" for c, s in CLASSES]
+    # the accuracy recorded is the accuracy of the files, loaded as a method loads them
+    report = evaluate_files(TOY_CNN_WEIGHTS)
+    recorded = provenance["held_out"]
+    assert report["overall"]["accuracy"] == pytest.approx(recorded["overall"]["accuracy"], abs=0.01)
+    # pretrained means something: far above chance, colour almost always right, large objects better than small
+    assert report["overall"]["accuracy"] > 5 * report["chance"]
+    assert report["overall"]["colour_accuracy"] > 0.8
+    assert report["by_size"]["large"]["accuracy"] > report["by_size"]["small"]["accuracy"]
+
+
+def test_pretrained_toy_backbones_load_the_shipped_file_and_freeze_batchnorm_on_request():
+    images = torch.randn(4, 3, 64, 64)
+    plain = create_backbone("toy_cnn", pretrained=True).eval()
+    scratch = create_backbone("toy_cnn").eval()
+    frozen = create_backbone("toy_cnn_frozen_bn", pretrained=True)
+    frozen.train()                                          # frozen BatchNorm: train mode changes nothing
+    with torch.no_grad():
+        tokens, grid = plain(images)
+        assert grid == (8, 8) and not torch.allclose(tokens, scratch(images)[0])
+        assert torch.allclose(frozen(images)[0], tokens, atol=1e-5)
+        before = {k: v.clone() for k, v in frozen.state_dict().items()}
+        frozen(images)
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen.modules())
+    assert set(frozen.body.state_dict()) <= set(plain.body.state_dict())      # the same file's keys
+
+
+def test_pretraining_is_deterministic_and_writes_its_provenance(tmp_path):
+    first, second = pretrain(TINY), pretrain(TINY)
+    assert all(torch.equal(first.backbone[k], second.backbone[k]) for k in first.backbone)
+    other = pretrain(replace(TINY, seed=1))
+    assert not torch.equal(first.backbone["0.weight"], other.backbone["0.weight"])
+    out = tmp_path / "w" / "toy.pt"
+    provenance = toy_backbone.save(first, TINY, out)
+    assert json.loads(provenance_path(out).read_text()) == json.loads(json.dumps(provenance))
+    assert provenance["recipe"]["n_train"] == TINY.n_train and provenance["cpu_kind"]["threads"] == TINY.threads
+    loaded = create_backbone("toy_cnn", weights=str(out)).body.state_dict()
+    assert all(torch.equal(loaded[k], first.backbone[k]) for k in first.backbone)
+    # --check regenerates from the recorded recipe: the same bits here
+    assert toy_backbone.main(["--out", str(out), "--check"]) == 0
+
+
+def test_single_object_images_are_reproducible_and_cover_every_class_and_size():
+    a, b = single_objects(126, 0, "train"), single_objects(126, 0, "train")
+    assert np.array_equal(a.images, b.images) and a.images.shape == (126, 64, 64, 3)
+    assert set(a.labels.tolist()) == set(range(len(CLASSES)))
+    assert not np.array_equal(single_objects(8, 0, "test").images, a.images[:8])
+    assert set(a.size_bin().tolist()) == {0, 1, 2}
+    with pytest.raises(ValueError, match="split must be one of"):
+        single_objects(2, 0, "val")
+
+
+def test_a_wrong_or_missing_toy_backbone_file_is_named(tmp_path):
+    missing = tmp_path / "nowhere.pt"
+    with pytest.raises(MissingWeightsError, match="nowhere.pt"):
+        create_backbone("toy_cnn", weights=str(missing))
+    wider = tmp_path / "wider.pt"
+    torch.save(toy_cnn(widths=(16, 32, 64, 256)).state_dict(), wider)
+    with pytest.raises(ValueError, match=r"wider.pt: not weights for toy_cnn.*wrong shapes"):
+        create_backbone("toy_cnn", weights=str(wider))
+    other = tmp_path / "resnet.pt"
+    torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, other)
+    with pytest.raises(ValueError, match=r"resnet.pt: not weights for toy_cnn.*missing keys.*unexpected keys"):
+        create_backbone("toy_cnn", weights=str(other))
+    with pytest.raises(ValueError, match="not a toy ImageNet classifier"):
+        torch.save({"weight": torch.zeros(3, 128), "bias": torch.zeros(3)}, tmp_path / "head.pt")
+        toy_backbone.load_head(tmp_path / "head.pt")
+
+
+def test_regenerating_the_shipped_weights_starts_exactly_as_they_were_made():
+    """The full regeneration (``python -m mlc.runs.toy_backbone --check``, about 5 minutes on 2 cores) is too
+    long for every CI run: its first epoch, with the shipped recipe and schedule, must give the backbone whose
+    fingerprint the provenance recorded (on the CPU kind that made it; on another, float sums run in another
+    order, and the epoch's mean loss must agree within 1 %)."""
+    provenance = json.loads(provenance_path(TOY_CNN_WEIGHTS).read_text())
+    recipe = Recipe(**provenance["recipe"])
+    first = pretrain(recipe, epochs=1)
+    [made] = [e for e in provenance["epochs"] if e["epoch"] == 1]
+    assert len(provenance["epochs"]) == recipe.epochs
+    assert provenance["epochs"][-1]["backbone_sha256"] == toy_backbone.fingerprint(
+        toy_backbone.load_torch(TOY_CNN_WEIGHTS))                     # the last epoch's is the shipped file's
+    if toy_backbone.cpu_kind(recipe.threads) == provenance["cpu_kind"]:
+        assert first.epochs[0]["backbone_sha256"] == made["backbone_sha256"]
+    assert first.epochs[0]["train_loss"] == pytest.approx(made["train_loss"], rel=0.01)
