@@ -1,4 +1,5 @@
-# Sourced by run_all.sh and run_tests.sh: picks the Python environment to use and sets $MLC_PY.
+# Sourced by run_all.sh, run_tests.sh and run_lab.sh: picks the Python environment to use and sets $MLC_PY (and
+# $MLC_BIN, its bin/), registers the kit's Jupyter kernel and sets up the notebook git filter of this clone.
 #
 # * An active conda environment (other than base) or virtual environment is used as it is
 #   (make one from environment.yml; it installs the kit with `pip install -e .`).
@@ -54,11 +55,19 @@ PY
     fi
     MLC_PY="$MLC_VENV/bin/python"
 fi
+# The environment's bin/ (its `mlc`, `python`, `torchrun`): run_lab.sh puts it first on PATH in the Lab's
+# terminals and kernels.
+MLC_BIN="$(dirname "$MLC_PY")"
 # The kit's Jupyter kernel ("Python (mlc-kit)", the kernel the notebooks name), registered for this user so
-# that any JupyterLab opens the notebooks in this environment; re-registered when it points elsewhere.
+# that any JupyterLab opens the notebooks in this environment, with its bin/ first on PATH (`!mlc train ...` in a
+# notebook, whichever Jupyter started the kernel); re-registered when it points elsewhere.
 _mlc_kernel="${JUPYTER_DATA_DIR:-$HOME/.local/share/jupyter}/kernels/mlc-kit/kernel.json"
-if ! grep -qF "\"$MLC_PY\"" "$_mlc_kernel" 2>/dev/null; then
-    "$MLC_PY" -m ipykernel install --user --name mlc-kit --display-name "Python (mlc-kit)" >/dev/null 2>&1 \
+if ! grep -qF "\"$MLC_PY\"" "$_mlc_kernel" 2>/dev/null || ! grep -qF "\"$MLC_BIN:\${PATH}\"" "$_mlc_kernel"; then
+    "$MLC_PY" -m ipykernel install --user --name mlc-kit --display-name "Python (mlc-kit)" \
+        --env PATH "$MLC_BIN:\${PATH}" >/dev/null 2>&1 \
         || echo "warning: could not register the mlc-kit Jupyter kernel" >&2
 fi
-export MLC_PY MLC_ROOT
+# Notebooks are committed without outputs: the nbstripout git filter, in this clone only (a few seconds the first
+# time, in a fresh clone; quiet and instant once set up; nothing without git, nbstripout or a .git folder).
+bash "$MLC_ROOT/scripts/git_filters.sh" "$MLC_ROOT" "$MLC_PY" || true
+export MLC_PY MLC_ROOT MLC_BIN
