@@ -69,3 +69,35 @@ def read_checkpoint(path: str | Path, trusted: bool = False, with_container: boo
         raise FileNotFoundError(f"checkpoint not found: {path}")
     state, container = unwrap_state_dict(load_torch(path, map_location="cpu", trusted=trusted), path)
     return (state, container) if with_container else state
+
+
+# the ImageNet classifiers an official backbone may keep although the method never calls them (SGRE's vendored
+# timm ViT keeps its 1000-class ``head``); dropped when the kit's backbone has none
+_UNUSED_BACKBONE_HEADS = ("head.", "head_dist.")
+
+
+def official_backbone_keys(state: dict[str, torch.Tensor], model: torch.nn.Module,
+                           prefix: str = "backbone.body.") -> dict[str, torch.Tensor]:
+    """The backbone keys of an official state dict (already renamed to ``prefix``) in the layout of the kit's
+    backbone ``model.backbone.body``: for timm backbones through the ``checkpoint_filter_fn`` timm itself uses
+    for the authors' layouts (ASL's TResNet with InPlaceABN -> BatchNorm weights, Microsoft's Swin with its
+    end-of-stage downsampling, non-persistent buffers dropped), for CvT through the body's
+    ``official_key_filter`` (Microsoft's layout).  A classifier head the kit's backbone does not have is
+    dropped, and BatchNorm's ``num_batches_tracked`` (absent from InPlaceABN and frozen BN) is filled with 0."""
+    import sys
+    body = getattr(getattr(model, "backbone", None), "body", None)
+    if body is None:
+        return state
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
+    own = body.state_dict()
+    sub = {k: v for k, v in sub.items() if k in own or not k.startswith(_UNUSED_BACKBONE_HEADS)}
+    filter_fn = getattr(body, "official_key_filter", None)           # CvT: Microsoft's layout
+    if filter_fn is None and type(body).__module__.startswith("timm."):
+        filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        sub = filter_fn(sub, body)
+    for key, value in own.items():
+        if key.endswith("num_batches_tracked") and key not in sub:
+            sub[key] = torch.zeros_like(value, device="cpu")
+    return {**rest, **{prefix + k: v for k, v in sub.items()}}

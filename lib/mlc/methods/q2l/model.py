@@ -20,7 +20,7 @@ from mlc.config.params import path_field
 from mlc.core.registry import register_model, register_official
 from mlc.methods.q2l.official import check_q2l_config
 from mlc.modeling.backbones import create_backbone
-from mlc.modeling.convert import rename_state_dict
+from mlc.modeling.convert import official_backbone_keys, rename_state_dict
 from mlc.modeling.layers import DecoderLayer, EncoderLayer, GroupWiseLinear, sine_position_encoding
 
 
@@ -140,31 +140,8 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     return out
 
 
-def _timm_body_keys(state: dict[str, torch.Tensor], model: "Query2Label") -> dict[str, torch.Tensor]:
-    """Official TResNet / Swin / CvT keys (the ASL and Microsoft layouts Q2L vendors) -> the kit backbone's:
-    for timm backbones through the ``checkpoint_filter_fn`` timm itself uses for those layouts (InPlaceABN ->
-    BatchNorm weights, Swin's end-of-stage downsampling, non-persistent buffers dropped), for CvT through
-    :func:`mlc.modeling.backbones.convert_official_cvt`."""
-    import sys
-    body = model.backbone.body
-    filter_fn = getattr(body, "official_key_filter", None)           # CvT: Microsoft's layout
-    if filter_fn is None and type(body).__module__.startswith("timm."):
-        filter_fn = getattr(sys.modules[type(body).__module__], "checkpoint_filter_fn", None)
-    if filter_fn is None:
-        return state
-    prefix = "backbone.body."
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    rest = {k: v for k, v in state.items() if not k.startswith(prefix)}
-    out = {**rest, **{prefix + k: v for k, v in filter_fn(sub, body).items()}}
-    # InPlaceABN has no num_batches_tracked; BatchNorm's counter only matters for momentum=None training
-    for key, value in model.state_dict().items():
-        if key.startswith(prefix) and key.endswith("num_batches_tracked") and key not in out:
-            out[key] = torch.zeros_like(value, device="cpu")
-    return out
-
-
 @register_official("q2l", files=("checkpoint.pkl",), config_file="config_new.json", check_config=check_q2l_config,
                    description="Query2Label model zoo: checkpoint.pkl ({'state_dict', 'epoch', 'best_mAP', ...}, "
                                "keys maybe 'module.'-prefixed) + config_new.json (the training arguments)")
 def _official_q2l(official: dict[str, torch.Tensor], model: "Query2Label") -> dict[str, torch.Tensor]:
-    return _timm_body_keys(convert_official_state_dict(official), model)
+    return official_backbone_keys(convert_official_state_dict(official), model)

@@ -24,7 +24,7 @@ from mlc.config.params import path_field
 from mlc.core import distributed as dist
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.modeling.backbones import create_backbone
-from mlc.modeling.convert import rename_state_dict
+from mlc.modeling.convert import official_backbone_keys, rename_state_dict
 from mlc.modeling.embeddings import fixed_label_embeddings
 from mlc.modeling.layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
 from mlc.modeling.losses import build_loss
@@ -248,4 +248,4 @@ def _table_width_of_file(state: dict[str, torch.Tensor], cfg: SALGLConfig) -> SA
                    description="SALGL experiments/<exp>/checkpoints/ema_best_model.pth: the EMA model's state dict "
                                "('module.'-prefixed, ModelEma wrapper); best_model.pth the live model's")
 def _official_salgl(official: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
-    return convert_official_state_dict(official)
+    return official_backbone_keys(convert_official_state_dict(official), model)

@@ -19,7 +19,7 @@ from torch import nn
 from mlc.config.params import path_field
 from mlc.core.registry import register_method, register_model, register_official
 from mlc.modeling.backbones import create_backbone
-from mlc.modeling.convert import rename_state_dict
+from mlc.modeling.convert import official_backbone_keys, rename_state_dict
 from mlc.modeling.embeddings import fixed_label_embeddings
 from mlc.modeling.layers import EncoderLayer, GroupWiseLinear, LowRankBilinearAttention, sine_position_encoding
 from mlc.modeling.losses import build_loss
@@ -162,6 +162,10 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
     ``net1 / net2 / net3 / net4``       ``pixel_query / label_key / label_value / pixel_out``
     ==================================  ==========================================
 
+    The backbone's own layout (ASL's TResNet, the vendored timm ViT with its unused 1000-class ``head``) is
+    mapped onto the kit's backbone by :func:`mlc.modeling.convert.official_backbone_keys` when the file is
+    loaded into a model (:func:`_official_sgre`).
+
     The label embeddings are not in official checkpoints (a plain tensor attribute): the kit
     rebuilds them from the params (``label_embeddings``), as the official code reloads its .npy.
     """
@@ -172,4 +176,4 @@ def convert_official_state_dict(official: dict[str, torch.Tensor]) -> dict[str, 
                    description="SGRE experiments/mlic_<data>/<exp>/checkpoints/best_ema_model.pth: the EMA model's "
                                "state dict ('module.'-prefixed); the label embeddings come from the params")
 def _official_sgre(official: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
-    return convert_official_state_dict(official)
+    return official_backbone_keys(convert_official_state_dict(official), model)
