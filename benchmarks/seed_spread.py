@@ -14,6 +14,7 @@ difference exceeds twice its standard error.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -36,12 +37,27 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def _run_pipeline(command: list[str]) -> tuple[int, dict[str, int]]:
+    """Run the pipeline, showing its lines as they come: (exit code, seconds per notebook as it printed them)."""
+    notebook_seconds = {}
+    with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
+        for line in proc.stdout:
+            print(line, end="", flush=True)
+            done = re.match(r"\s+(\S+\.ipynb) done in (\d+) s", line)
+            if done:
+                notebook_seconds[done.group(1)] = int(done.group(2))
+    return proc.returncode, notebook_seconds
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params/toy.yaml")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--output-root", default=None, help="where the seeds' runs go (default: the params')")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_seed_spread.json")
+    ap.add_argument("--measure-only", action="store_true",
+                    help="measure the seeds' finished runs again without running the notebooks (after a change to "
+                         "a measurement); the timings are kept from --out")
     args = ap.parse_args(argv)
     from mlc.config.params import load_params
     from mlc.core.io import atomic_write_json
@@ -59,19 +75,16 @@ def main(argv=None) -> int:
         command = [sys.executable, "-m", "mlc.pipeline", params_file, "--set", *sets, "--only", *NOTEBOOKS]
         if args.output_root:
             command += ["--output-root", args.output_root]
-        print(f">> seed {seed}: {' '.join(command[2:])}", flush=True)
-        t0 = time.time()
-        notebook_seconds = {}
-        with subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, bufsize=1) as proc:
-            for line in proc.stdout:          # the pipeline's lines as they come; its per-notebook times kept
-                print(line, end="", flush=True)
-                done = re.match(r"\s+(\S+\.ipynb) done in (\d+) s", line)
-                if done:
-                    notebook_seconds[done.group(1)] = int(done.group(2))
-        if proc.returncode != 0:
-            print(f"seed {seed} failed (exit {proc.returncode})", file=sys.stderr)
-            return 1
-        timings[str(seed)] = {"total": round(time.time() - t0, 1), "notebooks": notebook_seconds}
+        if args.measure_only:
+            timings[str(seed)] = json.loads(args.out.read_text())["seconds_per_seed"][str(seed)]
+        else:
+            print(f">> seed {seed}: {' '.join(command[2:])}", flush=True)
+            t0 = time.time()
+            code, notebook_seconds = _run_pipeline(command)
+            if code != 0:
+                print(f"seed {seed} failed (exit {code})", file=sys.stderr)
+                return 1
+            timings[str(seed)] = {"total": round(time.time() - t0, 1), "notebooks": notebook_seconds}
         params = load_params(params_file, set_args=sets, output_root=args.output_root)
         claimed = [m for m, mp in params.methods.items() if mp.baseline_for is None and CLAIMS.find(mp.model_name)
                    and (CLAIMS.find(mp.model_name).shown is None or CLAIMS.find(mp.model_name).shown(mp))]
@@ -96,6 +109,10 @@ def main(argv=None) -> int:
               "seconds_per_seed": timings, "per_seed": per_seed, "summary": summary,
               "mechanisms_per_seed": per_seed_mechanisms, "mechanisms": mechanisms,
               "rule": "a claim holds over seeds if its mean paired difference exceeds twice its standard error"}
+    if args.measure_only:                  # the runs are those of the recorded commit; measured again at this one
+        previous = json.loads(args.out.read_text())
+        record.update(commit=previous["commit"], made=previous["made"], measured_again={
+            "commit": commit, "date": time.strftime("%Y-%m-%d")})
     atomic_write_json(args.out, record)
     for m, s in summary.items():
         se = "n/a" if s["standard_error"] is None else f"{s['standard_error']:.2f}"

@@ -127,20 +127,21 @@ def compared_groups(params: RunParams, method: str, manifest: Manifest) -> dict[
     return out
 
 
-def mechanism_table(params: RunParams, method: str, manifest: Manifest) -> pd.DataFrame:
+def mechanism_table(params: RunParams, method: str, manifest: Manifest, decimals: int | None = 1) -> pd.DataFrame:
     """Rows: the method, what its paper compares it with, and its gain over the best of those ("gain"); columns:
-    mAP over all positives and per group (in %), then the number of positives per group."""
+    mAP over all positives and per group (in %), then the number of positives per group ("positives" row).
+    ``decimals``: rounding of the table (None: none)."""
     compared = compared_groups(params, method, manifest)
     table = pd.DataFrame({entry: {g: v["mAP"] for g, v in groups.items()} for entry, groups in compared.items()}).T
     if len(compared) > 1:
         first = next(iter(compared))
         table.loc["gain"] = table.loc[first] - table.drop(index=first).max()
         table.loc["positives"] = [compared[first][g]["positives"] for g in table.columns]
-    return table.round(1)
+    return table if decimals is None else table.round(decimals)
 
 
 def mechanism_differences(params: RunParams, method: str, manifest: Manifest) -> dict[str, float]:
-    """The method's gain over the best of what it is compared with, per group (in mAP points): what
+    """The method's gain over the best of what it is compared with, per group (in mAP points, unrounded): what
     benchmarks/seed_spread.py averages over seeds. Empty when a run is missing."""
-    table = mechanism_table(params, method, manifest)
+    table = mechanism_table(params, method, manifest, decimals=None)
     return {} if "gain" not in table.index else {g: float(v) for g, v in table.loc["gain"].items()}
