@@ -114,7 +114,10 @@ def test_mlc_version_weights_and_launch_are_subcommands_of_the_one_command(tmp_p
     assert version.returncode == 0 and version.stdout.startswith("mlc-kit 0.")
     weights = subprocess.run([sys.executable, "-m", "mlc.cli", "weights", str(CI), "--list"], capture_output=True,
                              text=True, timeout=300, cwd=tmp_path)
-    assert weights.returncode == 0 and "needs no pretrained weights" in weights.stdout, weights.stderr[-2000:]
+    # the toy params use the kit's own pretrained toy CNN, shipped inside the package
+    assert weights.returncode == 0 and "toy_cnn" in weights.stdout, weights.stderr[-2000:]
+    assert all(" yes " in line for line in weights.stdout.splitlines()[1:] if line.strip()), weights.stdout
+    assert "toy_weights/toy_cnn_imagenet.pt" in weights.stdout
     launch = subprocess.run([sys.executable, "-m", "mlc.cli", "launch", "slurm", "--help"], capture_output=True,
                             text=True, timeout=60)
     assert launch.returncode == 0 and "--gpus-per-node" in launch.stdout
