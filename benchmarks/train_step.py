@@ -22,6 +22,12 @@ ResNet-101 overflows and every loss is NaN, which times other kernels than train
 
 Reported per method and mode: seconds per step (median of the timed steps), images/s and, on CUDA, the
 peak memory allocated.  ``--json`` writes the rows (with the device, torch version and settings).
+
+Compute efficiency: the model FLOPs of one step (forward and backward, counted once per mode by torch's own
+``torch.utils.flop_counter.FlopCounterMode``: matmuls, convolutions and attention; a multiply-add is 2 FLOPs),
+the FLOP/s the timed steps reach, and that as a fraction of the device's peak in the step's precision: on a
+GPU its datasheet's dense peak (:data:`GPU_PEAK_TFLOPS`), on a CPU the rate of a large matrix product measured
+on the same threads (:func:`cpu_gemm_tflops`), which is what the CPU's matrix units give in practice.
 """
 from __future__ import annotations
 
@@ -83,6 +89,47 @@ def calibrate_frozen_batchnorm(model: torch.nn.Module, forward) -> int:
     return len(hooks)
 
 
+# dense (no sparsity) datasheet peaks in TFLOP/s by precision; "fp32" is plain fp32 (no TF32)
+GPU_PEAK_TFLOPS = {"H200": {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9},
+                   "H100": {"bf16": 989.4, "fp16": 989.4, "fp32": 66.9},
+                   "A100": {"bf16": 312.0, "fp16": 312.0, "fp32": 19.5}}
+
+
+def gpu_peak_tflops(device: torch.device, precision: str) -> float | None:
+    name = torch.cuda.get_device_name(device)
+    for key, peaks in GPU_PEAK_TFLOPS.items():
+        if key in name:
+            return peaks.get(precision)
+    return None
+
+
+_cpu_peaks: dict[str, float] = {}
+
+
+def cpu_gemm_tflops(precision: str, size: int = 2048, repeats: int = 5) -> float:
+    """TFLOP/s of a [size, size] x [size, size] matrix product on this CPU's threads (the best of ``repeats``),
+    in fp32 or bf16: the practical peak the step's FLOP rate is set against."""
+    if precision not in _cpu_peaks:
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+        a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+        a @ b
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - t0)
+        _cpu_peaks[precision] = 2 * size ** 3 / best / 1e12
+    return _cpu_peaks[precision]
+
+
+def count_flops(step) -> int:
+    """Model FLOPs of one call of ``step`` (forward and backward), by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -114,9 +161,9 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
     if switches["channels_last"]:
         images = images.contiguous(memory_format=torch.channels_last)
 
-    def step():
+    def step(network=net):
         with autocast():
-            out = method.forward_fn(net, images, targets)
+            out = method.forward_fn(network, images, targets)
             loss = method.loss_fn(out, targets)["loss"]
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
@@ -132,6 +179,7 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
         step()
     _sync(device)
     warm_seconds = time.perf_counter() - t_first
+    flops = count_flops(lambda: step(model))            # eager: the counter does not see into a compiled graph
     times = []
     for _ in range(steps):
         t0 = time.perf_counter()
@@ -146,6 +194,14 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
            "warmup_seconds": round(warm_seconds, 2),
            "seconds_per_step": round(per_step, 4), "images_per_second": round(batch / per_step, 1),
            "loss_finite": bool(torch.isfinite(loss).item())}
+    precision = row["autocast"] if row["autocast"] in ("bf16", "fp16") else "fp32"
+    peak = gpu_peak_tflops(device, precision) if device.type == "cuda" else cpu_gemm_tflops(precision)
+    achieved = flops / per_step / 1e12
+    row.update({"gflops_per_step": round(flops / 1e9, 1), "gflops_per_image": round(flops / batch / 1e9, 2),
+                "achieved_tflops": round(achieved, 4),
+                "peak_tflops": round(peak, 3) if peak else None,
+                "peak_kind": "datasheet dense" if device.type == "cuda" else f"measured {precision} GEMM",
+                "peak_fraction": round(achieved / peak, 4) if peak else None})
     if device.type == "cuda":
         row["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
     return row
@@ -199,11 +255,15 @@ def _table(rows: list[dict]) -> None:
     if not ok:
         return
     base = {r["method"]: r["seconds_per_step"] for r in ok if r["mode"] == "baseline"}
-    print(f"\n{'method':8} {'mode':10} {'precision':9} {'s/step':>8} {'img/s':>8} {'vs baseline':>11} {'peak GB':>8}")
+    print(f"\n{'method':8} {'mode':10} {'precision':9} {'s/step':>8} {'img/s':>8} {'vs baseline':>11} {'peak GB':>8} "
+          f"{'GFLOP/img':>9} {'TFLOP/s':>8} {'of peak':>7}")
     for r in ok:
         speedup = base.get(r["method"], float("nan")) / r["seconds_per_step"]
+        fraction = r.get("peak_fraction")
         print(f"{r['method']:8} {r['mode']:10} {r['autocast']:9} {r['seconds_per_step']:8.3f} "
-              f"{r['images_per_second']:8.1f} {speedup:10.2f}x {r.get('peak_memory_gb', float('nan')):8.2f}")
+              f"{r['images_per_second']:8.1f} {speedup:10.2f}x {r.get('peak_memory_gb', float('nan')):8.2f} "
+              f"{r['gflops_per_image']:9.1f} {r['achieved_tflops']:8.3f} "
+              f"{'' if fraction is None else f'{100 * fraction:6.1f}%'}")
 
 
 if __name__ == "__main__":

@@ -114,3 +114,52 @@ def test_missing_clip_weights_name_the_file(tmp_path):
     from mlc.modeling.clip import load_clip
     with pytest.raises(MissingWeightsError, match="ViT-B-16.pt"):
         load_clip("ViT-B-16", str(tmp_path / "ViT-B-16.pt"))
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_batched_prompts_equal_one_label_at_a_time(normalize):
+    """encode_prompts batches prompts across labels (issue 24); a batch that splits a label's templates, or
+    holds several labels, gives each label the embedding it gets alone, to 1e-5."""
+    import open_clip
+
+    from mlc.modeling import clip as kit_clip
+    kit_clip._register_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("mlc-toy-clip").eval()
+    tok = open_clip.get_tokenizer("mlc-toy-clip")
+    names = ["red circle", "blue star", "green square", "cat", "traffic light"]
+    templates = qks_templates()[:6]
+    with torch.no_grad():
+        alone = []
+        for name in names:
+            emb = model.encode_text(tok([t.format(name) for t in templates]))
+            emb = emb / emb.norm(dim=-1, keepdim=True) if normalize else emb
+            emb = emb.mean(0)
+            alone.append(emb / emb.norm() if normalize else emb)
+    alone = torch.stack(alone).numpy()
+    for batch_size in (1, 4, 7, 1000):                  # 7 splits every label's six templates across batches
+        batched = kit_clip.encode_prompts(model, tok, names, templates, normalize, normalize, batch_size=batch_size)
+        assert batched.shape == alone.shape and batched.dtype == np.float32
+        np.testing.assert_allclose(batched, alone, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="needs labels and templates"):
+        kit_clip.encode_prompts(model, tok, [], templates)
+
+
+def test_text_encoding_on_the_prompts_own_length_equals_open_clip_s():
+    """encode_text cuts the padding after a batch's longest prompt (a causal text tower never lets it reach
+    the end-of-text feature): the same embeddings as open_clip's full-length encode_text, for prompts of
+    different lengths in one batch, and the untouched path for a model it cannot cut."""
+    import open_clip
+
+    from mlc.modeling import clip as kit_clip
+    kit_clip._register_configs()
+    torch.manual_seed(0)
+    model = open_clip.create_model("mlc-toy-clip").eval()
+    tok = open_clip.get_tokenizer("mlc-toy-clip")
+    tokens = tok(["a cat", "a photo of a small red circle next to a big blue star at the beach", "sky"])
+    assert tokens.shape[1] == 32 and int(tokens.argmax(-1).max()) + 1 < 20
+    with torch.no_grad():
+        full = model.encode_text(tokens)
+        np.testing.assert_allclose(kit_clip.encode_text(model, tokens).numpy(), full.numpy(), rtol=1e-5, atol=1e-5)
+        model.attn_mask = None                              # no causal mask: the padding would count
+        assert torch.equal(kit_clip.encode_text(model, tokens), model.encode_text(tokens))

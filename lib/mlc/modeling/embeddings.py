@@ -201,8 +201,8 @@ def clip_prompt_embeddings(label_names: list[str], model_name: str, pretrained: 
                            templates: list[str], normalize: bool = False) -> np.ndarray:
     """The mean over templates of CLIP text embeddings, [C, E].  ``normalize=False`` averages the raw
     outputs, as QKS (85 templates) and MKT (one template) do; True is CLIP's own recipe."""
-    model, _, tokenizer = load_clip(model_name, pretrained)
-    return encode_prompts(model, tokenizer, label_names, templates, normalize, normalize)
+    model, _, tokenizer = load_clip(model_name, pretrained, device="cuda" if torch.cuda.is_available() else "cpu")
+    return encode_prompts(model, tokenizer, label_names, templates, normalize, normalize, progress=True)
 
 
 def build_text_embeddings(kind: str, label_names: list[str], cache_dir: str | Path, **kw) -> np.ndarray:
