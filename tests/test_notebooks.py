@@ -99,6 +99,15 @@ def test_13_14_open_vocabulary_training(run_dir):
         zsl = json.loads((run_dir / method / "metrics_zsl.json").read_text())
         assert zsl["n_seen"] == 22 + 54 and set(zsl["faithful"]) == {"SEEN", "ZSL", "GZSL"}
         assert 0 <= zsl["faithful"]["ZSL"]["mAP"] <= 1 and "F1@3" in zsl["corrected"]["GZSL"]
+    # notebook 13's mechanism: MKT's streams alone and together, and CLIP zero-shot, on the ZSL protocol's images
+    streams = json.loads((run_dir / "mkt" / "zero_shot_streams.json").read_text())
+    assert list(streams) == ["both streams", "global stream only", "local stream only", "CLIP zero-shot"]
+    zsl = json.loads((run_dir / "mkt" / "metrics_zsl.json").read_text())["corrected"]["ZSL"]
+    assert abs(streams["both streams"]["all"]["mAP"] - 100 * zsl["mAP"]) < 1.0      # the same scores, bf16 aside
+    baselines = json.loads((run_dir / "baselines_zsl.json").read_text())["CLIP zero-shot"]["corrected"]["ZSL"]
+    assert abs(streams["CLIP zero-shot"]["all"]["mAP"] - 100 * baselines["mAP"]) < 1e-6
+    assert sum(streams["CLIP zero-shot"][g]["positives"] for g in ("small", "medium", "large")) == \
+        streams["CLIP zero-shot"]["all"]["positives"]
 
 
 @pytest.mark.slow

@@ -46,12 +46,18 @@ class MKTConfig:
     embedding_cache: str | None = path_field()
 
 
+def stream_scores(patches: torch.Tensor, cls: torch.Tensor, label_embed: torch.Tensor, topk: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(local [B, C], global [B, C], patch similarity [B, N, C]): the two streams before they are combined."""
+    sim = patches @ label_embed.T                                   # [B, N, C]
+    local = sim.topk(min(topk, sim.shape[1]), dim=1).values.mean(1)
+    return local, cls @ label_embed.T, sim
+
+
 def two_stream_logits(patches: torch.Tensor, cls: torch.Tensor, label_embed: torch.Tensor, topk: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """patches [B, N, D], cls [B, D], label_embed [C, D] -> (logits [B, C], patch similarity [B, C, N])."""
-    sim = patches @ label_embed.T                                   # [B, N, C]
-    local = sim.topk(min(topk, sim.shape[1]), dim=1).values.mean(1)
-    glob = cls @ label_embed.T
+    local, glob, sim = stream_scores(patches, cls, label_embed, topk)
     logits = (local / local.norm(dim=-1, keepdim=True) + glob / glob.norm(dim=-1, keepdim=True)) / 2
     return logits, sim.transpose(1, 2)
 
