@@ -14,9 +14,16 @@
 4. ``python -m mlc.train PARAMS --method M`` in a subprocess, exactly as a user runs it, which converts
    the dataset with the kit's converter on first use and trains.
 
-Reported per method: seconds per optimizer step in the second epoch (the first pays for start-up and
+Reported per method: seconds per optimizer step in the last epoch (the first pays for start-up and
 cuDNN autotuning), peak memory (CUDA: allocated on the GPU; CPU: the process's maximum RSS) and the
 test mAP, which on random data and weights only shows that the numbers are finite.
+
+A steady-state run (``--epochs 3`` on a few thousand images, the loader as the paper config sets it) answers
+whether the loader keeps the device busy: the last epoch's images/s, the share of it the training loop waited
+for the loader (``data_wait_fraction``, every device) and, on CUDA, the share of the GPU's time between steps
+with nothing queued (``gpu_idle_fraction``, from CUDA events; :func:`mlc.engine.loop.gpu_idle_fraction`).
+Set the images/s beside ``train_step.py``'s synthetic-batch step at the same batch: a loader that keeps up
+gives at least 90 % of it.
 """
 from __future__ import annotations
 
@@ -118,12 +125,12 @@ def standin_resnet(path: Path, depth: int = 101) -> Path:
 
 
 def params_file(work: Path, method: str, paper: str, batch: int, device: str, workers: int,
-                amp: str = "auto") -> Path:
+                amp: str = "auto", epochs: int = 2) -> Path:
     """The paper config with only what a rehearsal must change (``amp``: "paper" keeps the paper's setting)."""
     model = {"pretrained": True, "backbone_weights": str(standin_path(work))} if method in CLOSED_SET else {}
     if method in ("salgl", "sgre"):
         model["label_embeddings"] = "words"          # BERT weights cannot be read here; same shape of table
-    train = {"epochs": 2, "batch_size": batch, "eval_batch_size": batch, "device": device, "log_every": 1,
+    train = {"epochs": epochs, "batch_size": batch, "eval_batch_size": batch, "device": device, "log_every": 1,
              "early_stop_patience": None}
     if amp != "paper":
         train["amp"] = amp
@@ -152,8 +159,8 @@ def params_file(work: Path, method: str, paper: str, batch: int, device: str, wo
 
 
 def run_method(work: Path, method: str, paper: str, batch: int, device: str, workers: int, threads: int,
-               amp: str = "auto") -> dict:
-    pf = params_file(work, method, paper, batch, device, workers, amp)
+               amp: str = "auto", epochs: int = 2) -> dict:
+    pf = params_file(work, method, paper, batch, device, workers, amp, epochs)
     env = {**os.environ, "MLC_PROGRESS": "lines", "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1",
            "PYTHONPATH": str(ROOT / "lib") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if method not in OPEN_VOCAB:
@@ -180,8 +187,10 @@ def run_method(work: Path, method: str, paper: str, batch: int, device: str, wor
                   if "optimizer steps per epoch" in line), None)
     last = history[-1]
     row = {"method": method, "params": paper, "amp": amp, "batch": batch, "steps_per_epoch": steps,
-           "wall_seconds": round(wall, 1),
+           "epochs": len(history), "wall_seconds": round(wall, 1),
            "seconds_per_step": round(last["train_seconds"] / steps, 3) if steps else None,
+           "last_epoch_images_per_second": round(batch * steps / last["train_seconds"], 1) if steps else None,
+           "data_wait_fraction": last.get("data_wait_fraction"), "gpu_idle_fraction": last.get("gpu_idle_fraction"),
            "first_epoch_seconds_per_step": round(history[0]["train_seconds"] / steps, 3) if steps else None,
            "test_mAP": result["test"]["mAP"]}
     if "peak_memory_gb" in last:
@@ -202,6 +211,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n-val", type=int, default=8)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=2, help="3 or more for a steady-state run")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
@@ -216,7 +226,8 @@ def main(argv=None) -> None:
     for entry in args.methods.split(","):
         method, _, amp = entry.partition(":")
         paper = {**CLOSED_SET, **OPEN_VOCAB}[method]
-        row = run_method(work, method, paper, args.batch, args.device, args.workers, args.threads, amp or args.amp)
+        row = run_method(work, method, paper, args.batch, args.device, args.workers, args.threads, amp or args.amp,
+                         args.epochs)
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.json:

@@ -38,6 +38,8 @@ def test_kill_9_mid_epoch_then_rerun_gives_the_same_result(tmp_path):
     assert a["test"] == b["test"] and a["best_epoch"] == b["best_epoch"]
     assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
     assert a["cpu_threads"] == b["cpu_threads"] == 2
+    # the share of each epoch spent waiting for the loader (the CPU has no GPU idle time to report)
+    assert all(0 <= r["data_wait_fraction"] < 1 and "gpu_idle_fraction" not in r for r in a["history"])
 
     # A finished run is reused, not retrained, and never overwritten by other params.
     mtime = (stage / "checkpoints" / "last.pt").stat().st_mtime_ns

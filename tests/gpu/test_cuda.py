@@ -38,6 +38,7 @@ def test_bf16_training_with_every_speed_switch(tmp_path):
     assert "device cuda" in log and "autocast bfloat16" in log
     assert np.isfinite(result["test"]["mAP"])
     assert all(r["peak_memory_gb"] > 0 for r in result["history"])
+    assert all(0 <= r["gpu_idle_fraction"] < 1 and 0 <= r["data_wait_fraction"] < 1 for r in result["history"])
     assert "amp_skipped_steps" not in result["history"][0]          # no GradScaler in bf16
 
 

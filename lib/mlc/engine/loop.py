@@ -492,6 +492,16 @@ def _scale_tensor(scaler: torch.amp.GradScaler) -> torch.Tensor | None:
     return getattr(scaler, "_scale", None) if scaler.is_enabled() else None
 
 
+def gpu_idle_fraction(step_events: list) -> float:
+    """The share of the GPU's time from the first step's start to the last step's end in which it had no step
+    to run: the gaps between one step's end event and the next one's start, which the GPU reaches only once
+    the host has queued it (so a gap is time it waited for the host: the loader, or the host's own work)."""
+    torch.cuda.synchronize()
+    total = step_events[0][0].elapsed_time(step_events[-1][1])
+    gaps = sum(end.elapsed_time(start) for (_, end), (start, _) in zip(step_events, step_events[1:]))
+    return round(max(0.0, gaps) / total, 4) if total > 0 else 0.0
+
+
 def train_one_epoch(run: _Run, epoch: int) -> dict:
     """One pass over the epoch's training loader; returns the epoch's record (mean losses, lr, time).
 
@@ -518,10 +528,21 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
     bar = progress_bar(range(run.steps_per_epoch), desc=f"{run.stage_name} epoch {epoch + 1}/{tp.epochs}",
                        leave=False, disable=not run.show)
     first_unchecked = 0
+    # how long the step waited for the loader, on the host (every device) and, on CUDA, how long the GPU sat idle
+    # between steps (an event where each step's work starts and ends, read once at the end of the epoch): a
+    # loader that cannot keep up shows here, not in the step time
+    data_wait = 0.0
+    step_events = [] if device.type == "cuda" else None
     for step in bar:
         optimizer.zero_grad(set_to_none=True)
         for micro in range(accumulate):
-            images, target = to_device(next(batches), device, channels_last, normalize)
+            waited = time.perf_counter()
+            batch = next(batches)
+            data_wait += time.perf_counter() - waited
+            if step_events is not None and micro == 0:
+                step_events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+                step_events[-1][0].record()
+            images, target = to_device(batch, device, channels_last, normalize)
             last_micro = micro == accumulate - 1
             with run.ddp.no_sync() if run.ddp is not None and not last_micro else contextlib.nullcontext():
                 with run.autocast():
@@ -557,6 +578,8 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
             run.ema.update(model)
         if run.method.on_step_end is not None:
             run.method.on_step_end(model, run.ema.module if run.ema is not None else None)
+        if step_events is not None:
+            step_events[-1][1].record()
         if step % max(1, tp.log_every) == 0 or step + 1 == run.steps_per_epoch:
             means = log_meter.means()
             log_meter = _LossMeter(device)
@@ -569,6 +592,9 @@ def train_one_epoch(run: _Run, epoch: int) -> dict:
         _maybe_die_for_test(epoch * run.steps_per_epoch + step)
     record = {"epoch": epoch, **{f"train_{k}": v for k, v in epoch_meter.means(reduce=True).items()},
               "lr": optimizer.param_groups[-1]["lr"], "train_seconds": round(time.time() - t0, 2)}
+    record["data_wait_fraction"] = round(data_wait / max(time.time() - t0, 1e-9), 4)
+    if step_events:
+        record["gpu_idle_fraction"] = gpu_idle_fraction(step_events)
     if device.type == "cuda":
         record["peak_memory_gb"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     if scaler.is_enabled():
