@@ -94,6 +94,18 @@ def test_param_groups_and_freezing():
     groups = build_param_groups(model, tp)
     assert not model[0].bias.requires_grad
     assert [len(g["params"]) for g in groups] == [2, 1] and [g["lr"] for g in groups] == [0.1, 1.0]
+    assert all(g["weight_decay"] == tp.weight_decay for g in groups)          # every parameter decays by default
+    # MKT's official optimizer: no decay on 1-D parameters (biases), within each group and its learning rate
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    tp = TrainParams(lr=1.0, weight_decay=0.05, decay_1d_params=False,
+                     param_groups=[ParamGroup(match=r"^1\.", lr_scale=0.1)])
+    groups = build_param_groups(model, tp)
+    assert [(g["name"], g["lr"], g["weight_decay"], [p.ndim for p in g["params"]]) for g in groups] == [
+        (r"^1\.", 0.1, 0.05, [2]), (r"^1\. (no decay)", 0.1, 0.0, [1]),
+        ("default", 1.0, 0.05, [2]), ("default (no decay)", 1.0, 0.0, [1])]
+    from mlc.config.params import load_params
+    mkt = load_params(ROOT / "params" / "mkt" / "nuswide_vitb16.yaml").methods["mkt"].train
+    assert mkt.decay_1d_params is False and mkt.weight_decay == 0.05
 
 
 def test_a_method_can_join_an_existing_run_but_shared_settings_cannot_change(tmp_path):

@@ -150,3 +150,36 @@ def test_mkt_stage2_converter_takes_the_tuned_template_rows():
     official["module.text_projection"] = official["module.text_projection"] + 1
     with pytest.raises(ValueError, match="differs from the CLIP"):
         convert_official_prompt_state_dict(official, model)
+
+
+def test_visual_tokens_run_sequence_first_with_the_same_values_and_gradients():
+    """visual_tokens runs a training-mode open_clip ViT sequence-first (frozen blocks were 3x slower batch-first,
+    benchmarks/vs_official.py): the same tokens and gradients as open_clip's own forward, the attention's layout
+    flag restored, and eval mode left on torch's fused path."""
+    import open_clip
+
+    from mlc.modeling import clip as kit_clip
+    kit_clip._register_configs()
+    torch.manual_seed(0)
+    visual = open_clip.create_model("mlc-toy-clip").visual.train()
+    for p in visual.transformer.resblocks[0].parameters():
+        p.requires_grad_(False)                                   # a frozen block, as MKT freezes its first ones
+    images = torch.randn(3, 3, 64, 64)
+    ours = kit_clip.visual_tokens(visual, images)
+    ours.square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in visual.named_parameters() if p.grad is not None}
+    visual.zero_grad()
+    theirs = visual.ln_post(visual.transformer(visual._embeds(images)))
+    theirs.square().sum().backward()
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert grads.keys() == {n for n, p in visual.named_parameters() if p.grad is not None}
+    scale = max(float(g.abs().max()) for g in grads.values())
+    for n, p in visual.named_parameters():          # float rounding of sums in another order, to the largest grad
+        if p.grad is not None:
+            torch.testing.assert_close(grads[n], p.grad, rtol=1e-3, atol=1e-5 * scale)
+    assert all(b.attn.batch_first for b in visual.transformer.resblocks)
+    calls = []
+    visual.transformer.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        kit_clip.visual_tokens(visual.eval(), images)
+    assert calls == [1]                                           # eval mode: open_clip's forward, unchanged

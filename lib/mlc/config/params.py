@@ -90,6 +90,9 @@ class TrainParams:
     eval_batch_size: int = 128
     lr: float = 1e-4
     weight_decay: float = 1e-2
+    # false: parameters of one dimension (biases, norm weights, CLIP's class embedding) are not decayed, as MKT's
+    # official optimizer; Q2L, SALGL, SGRE and QKS decay every trainable parameter (their AdamW has one group)
+    decay_1d_params: bool = True
     scheduler: Literal["onecycle", "plateau", "cosine", "constant"] = "onecycle"
     pct_start: float = 0.2                 # onecycle warm-up share
     warmup_epochs: float = 0.0             # cosine warm-up

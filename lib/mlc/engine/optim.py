@@ -1,5 +1,6 @@
-"""The optimiser set-up of a training stage: which parameters train (frozen prefixes), their groups (no weight
-decay on biases and norms; per-group learning rates), AdamW and the learning-rate schedules."""
+"""The optimiser set-up of a training stage: which parameters train (frozen prefixes), their groups (per-group
+learning rates and weight decay; with ``decay_1d_params: false`` none on biases and norms, as MKT's official code),
+AdamW and the learning-rate schedules."""
 from __future__ import annotations
 
 import math
@@ -38,6 +39,11 @@ def build_param_groups(model: nn.Module, tp: TrainParams) -> list[dict]:
         else:
             default["params"].append(p)
     out = [g for g in groups + [default] if g["params"]]
+    if not tp.decay_1d_params:            # each group split: its 1-D parameters without decay
+        out = [part for g in out for part in (
+            {**g, "params": [p for p in g["params"] if p.ndim > 1]},
+            {**g, "params": [p for p in g["params"] if p.ndim <= 1], "weight_decay": 0.0,
+             "name": f"{g['name']} (no decay)"}) if part["params"]]
     for g in out:
         g["lr"] = tp.lr * g["lr_scale"]
     if not out:

@@ -156,8 +156,37 @@ def visual_tokens(visual, images: torch.Tensor) -> torch.Tensor:
     (open_clip's forward pools to the CLS token; MKT and QKS modify CLIP to keep every token.)
     """
     x = visual._embeds(images)                 # conv1 -> + CLS -> + positions -> ln_pre, [B, 1 + N, W]
-    x = visual.transformer(x)
-    return visual.ln_post(x)
+    return visual.ln_post(run_sequence_first(visual.transformer, x))
+
+
+def run_sequence_first(transformer, x: torch.Tensor) -> torch.Tensor:
+    """``transformer(x)`` for a batch-first [B, L, W] ``x``, computed sequence-first ([L, B, W], contiguous).
+
+    open_clip builds its attention batch-first, and ``nn.MultiheadAttention`` then transposes its input to
+    [L, B, W] without a copy.  Where that input needs no gradient (frozen blocks: MKT's first ten, its teacher,
+    QKS's whole CLIP) in training mode, torch multiplies the transposed tensor by the packed q/k/v weight as a
+    batched product over all L positions, a copy of the weight for each: 10 of MKT's 12 blocks took 22 ms each
+    where a contiguous input takes 7 (benchmarks/vs_official.py found MKT's step 0.86x the official one, whose CLIP
+    is sequence-first).  The blocks see what open_clip's own ``batch_first=False`` mode gives them; LayerNorms and
+    MLPs act on the last dimension, so only the attention's layout flag changes, for the call.  A transformer of
+    another kind, or one in eval mode, runs as it is."""
+    blocks = getattr(transformer, "resblocks", None)
+    # in eval mode without gradients torch's fused attention takes batch-first input as it is (the faster path)
+    if (blocks is None or not transformer.training or not getattr(transformer, "batch_first", False)
+            or getattr(transformer, "grad_checkpointing", False)
+            or not all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) and b.attn.batch_first
+                       for b in blocks)):
+        return transformer(x)
+    x = x.transpose(0, 1).contiguous()
+    try:
+        for block in blocks:
+            block.attn.batch_first = False
+        for block in blocks:
+            x = block(x)
+    finally:
+        for block in blocks:
+            block.attn.batch_first = True
+    return x.transpose(0, 1)
 
 
 def grid_size(visual) -> tuple[int, int]:
