@@ -194,7 +194,7 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
            "warmup_seconds": round(warm_seconds, 2),
            "seconds_per_step": round(per_step, 4), "images_per_second": round(batch / per_step, 1),
            "loss_finite": bool(torch.isfinite(loss).item())}
-    precision = row["autocast"] if row["autocast"] in ("bf16", "fp16") else "fp32"
+    precision = {"bfloat16": "bf16", "float16": "fp16"}.get(row["autocast"], "fp32")
     peak = gpu_peak_tflops(device, precision) if device.type == "cuda" else cpu_gemm_tflops(precision)
     achieved = flops / per_step / 1e12
     row.update({"gflops_per_step": round(flops / 1e9, 1), "gflops_per_image": round(flops / batch / 1e9, 2),

@@ -181,5 +181,9 @@ def test_visual_tokens_run_sequence_first_with_the_same_values_and_gradients():
     calls = []
     visual.transformer.register_forward_hook(lambda *a: calls.append(1))
     with torch.no_grad():
-        kit_clip.visual_tokens(visual.eval(), images)
+        reference = kit_clip.visual_tokens(visual.eval(), images)
     assert calls == [1]                                           # eval mode: open_clip's forward, unchanged
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        low = kit_clip.visual_tokens(visual, images)              # a frozen CLIP in a bf16 step: sequence-first
+    assert calls == [1] and low.dtype == torch.bfloat16
+    torch.testing.assert_close(low.float(), reference, rtol=0.1, atol=0.1)

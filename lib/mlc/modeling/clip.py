@@ -159,6 +159,13 @@ def visual_tokens(visual, images: torch.Tensor) -> torch.Tensor:
     return visual.ln_post(run_sequence_first(visual.transformer, x))
 
 
+def _autocast_on(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except RuntimeError:               # a device autocast does not know (the meta device, shapes only)
+        return False
+
+
 def run_sequence_first(transformer, x: torch.Tensor) -> torch.Tensor:
     """``transformer(x)`` for a batch-first [B, L, W] ``x``, computed sequence-first ([L, B, W], contiguous).
 
@@ -169,10 +176,13 @@ def run_sequence_first(transformer, x: torch.Tensor) -> torch.Tensor:
     where a contiguous input takes 7 (benchmarks/vs_official.py found MKT's step 0.86x the official one, whose CLIP
     is sequence-first).  The blocks see what open_clip's own ``batch_first=False`` mode gives them; LayerNorms and
     MLPs act on the last dimension, so only the attention's layout flag changes, for the call.  A transformer of
-    another kind, or one in eval mode, runs as it is."""
+    another kind, or one on torch's fused inference path, runs as it is."""
     blocks = getattr(transformer, "resblocks", None)
-    # in eval mode without gradients torch's fused attention takes batch-first input as it is (the faster path)
-    if (blocks is None or not transformer.training or not getattr(transformer, "batch_first", False)
+    # in eval mode without gradients or autocast torch's fused attention takes batch-first input as it is (the
+    # faster path); under autocast (a frozen CLIP in a bf16 or fp16 step) it does not, and the slow product is
+    # worse there: the weight copy per position is materialised in the low precision, 75 % of MKT's CPU step
+    fused = not transformer.training and not torch.is_grad_enabled() and not _autocast_on(x.device.type)
+    if (blocks is None or fused or not getattr(transformer, "batch_first", False)
             or getattr(transformer, "grad_checkpointing", False)
             or not all(isinstance(getattr(b, "attn", None), torch.nn.MultiheadAttention) and b.attn.batch_first
                        for b in blocks)):
