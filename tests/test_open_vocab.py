@@ -127,8 +127,13 @@ def test_mkt_paper_config_trains_blocks_10_11_ln_post_proj_with_layer_decay():
     trained = sum(p.numel() for g in groups.values() for p in g["params"])
     assert sum(p.numel() for p in model.parameters()) == 86_192_640
     assert trained == 14_570_496                                    # the spec's ~14.6 M
+    scales = {r"resblocks\.10\.": 0.4225, r"resblocks\.11\.": 0.65, "default": 1.0}
+    # the official optimizer exempts 1-D parameters (biases, LayerNorm) from weight decay: decay_1d_params: false
     assert {n: round(g["lr"] / mp.train.lr, 4) for n, g in groups.items()} == {
-        r"resblocks\.10\.": 0.4225, r"resblocks\.11\.": 0.65, "default": 1.0}
+        **scales, **{f"{n} (no decay)": s for n, s in scales.items()}}
+    assert all(g["weight_decay"] == 0 for n, g in groups.items() if n.endswith("(no decay)"))
+    assert all(p.ndim == 1 for n, g in groups.items() if n.endswith("(no decay)") for p in g["params"])
+    assert all(g["weight_decay"] == mp.train.weight_decay > 0 for n, g in groups.items() if n in scales)
 
 
 def test_mkt_stage2_converter_takes_the_tuned_template_rows():

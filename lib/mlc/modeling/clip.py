@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from mlc.core.online import hf_cached, offline, offline_hint
+from mlc.core.progress import bar
 from mlc.core.safe_load import UnsafeFileError
 from mlc.modeling.backbones import MissingWeightsError
 
@@ -138,7 +139,6 @@ def encode_prompts(model, tokenizer, names: list[str], templates: list[str], nor
     device = next(model.parameters()).device
     starts = range(0, len(prompts), batch_size)
     if progress and len(starts) > 1:
-        from mlc.core.progress import bar
         starts = bar(starts, desc=f"text embeddings ({len(prompts)} prompts)", unit="batch")
     chunks = [encode_text(model, tokenizer(prompts[i:i + batch_size]).to(device)).float().cpu() for i in starts]
     emb = torch.cat(chunks).view(len(names), len(templates), -1)
