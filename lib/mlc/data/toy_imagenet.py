@@ -75,22 +75,27 @@ def render_object(colour: str, shape: str, side: float, scene: str, rng: np.rand
     return np.asarray(canvas.resize((image_size, image_size), Image.Resampling.BOX), dtype=np.uint8)
 
 
-def single_objects(n: int, seed: int, split: str = "train", image_size: int = 64) -> SingleObjects:
+def single_objects(n: int, seed: int, split: str = "train", image_size: int = 64,
+                   indices: np.ndarray | None = None) -> SingleObjects:
     """``n`` single-object images of ``split`` ("train" or "test": disjoint random streams), generated from
     ``seed``: image i is drawn from its own stream [seed, TOY_IMAGENET, split, i], so a set is the same bytes
     whatever else was generated before it.  Classes cycle through ``CLASSES`` (balanced); the side is
-    log-uniform over ``SIDE_RANGE``, the scene uniform."""
+    log-uniform over ``SIDE_RANGE``, the scene uniform.  ``indices``: only those images of the ``n``, in that
+    order (the same bytes as in the whole set), e.g. the first batches of a shuffled epoch."""
     if split not in SPLIT_STREAMS:
         raise ValueError(f"split must be one of {sorted(SPLIT_STREAMS)}, got {split!r}")
-    images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    labels = np.arange(n, dtype=np.int64) % len(CLASSES)
-    sides = np.empty(n, dtype=np.float64)
-    scenes = np.empty(n, dtype=np.int64)
+    which = np.arange(n, dtype=np.int64) if indices is None else np.asarray(indices, dtype=np.int64)
+    if len(which) and (which.min() < 0 or which.max() >= n):
+        raise ValueError(f"indices must lie in [0, {n}), got {which.min()}..{which.max()}")
+    images = np.empty((len(which), image_size, image_size, 3), dtype=np.uint8)
+    labels = which % len(CLASSES)
+    sides = np.empty(len(which), dtype=np.float64)
+    scenes = np.empty(len(which), dtype=np.int64)
     lo, hi = np.log(SIDE_RANGE[0]), np.log(SIDE_RANGE[1])
-    for i in range(n):
-        rng = np.random.default_rng([seed, TOY_IMAGENET, SPLIT_STREAMS[split], i])
-        scenes[i] = rng.integers(len(SCENES))
-        sides[i] = np.exp(rng.uniform(lo, hi))
-        colour, shape = CLASSES[labels[i]]
-        images[i] = render_object(colour, shape, float(sides[i]), SCENES[scenes[i]], rng, image_size)
+    for k, i in enumerate(which):
+        rng = np.random.default_rng([seed, TOY_IMAGENET, SPLIT_STREAMS[split], int(i)])
+        scenes[k] = rng.integers(len(SCENES))
+        sides[k] = np.exp(rng.uniform(lo, hi))
+        colour, shape = CLASSES[labels[k]]
+        images[k] = render_object(colour, shape, float(sides[k]), SCENES[scenes[k]], rng, image_size)
     return SingleObjects(images, labels, sides, scenes)

@@ -39,6 +39,7 @@ from mlc.data.transforms import NORMALIZE, normalize_batch
 from mlc.modeling.backbones import TOY_CNN_WEIGHTS, backbone_spec, create_backbone, toy_cnn
 
 COMMAND = "python -m mlc.runs.toy_backbone"
+FIRST_STEPS = 16    # the provenance fingerprints the backbone after these steps: what every CI run regenerates
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class Recipe:
     seed: int = 0
     n_train: int = 24576         # fresh single-object images (generated from the seed, in memory)
     n_test: int = 2048           # held out: another random stream of the same seed
-    epochs: int = 16             # about 5 minutes on 2 cores; 4 epochs of 8,192 images reached only 15 % top-1
+    epochs: int = 16             # about 18 minutes on 2 cores; 4 epochs of 8,192 images reached only 15 % top-1
     batch_size: int = 128
     lr: float = 4e-3             # AdamW, one-cycle schedule
     weight_decay: float = 0.05
@@ -159,6 +160,7 @@ class Pretrained:
     report: dict
     seconds: float
     epochs: list[dict]           # per epoch: its number, mean train loss and the backbone's fingerprint after it
+    first_steps: dict | None = None   # the same after the first FIRST_STEPS steps (None if the run was shorter)
 
 
 def fingerprint(state: dict[str, torch.Tensor]) -> str:
@@ -171,44 +173,62 @@ def fingerprint(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
-def pretrain(recipe: Recipe = Recipe(), progress: bool = False, epochs: int | None = None) -> Pretrained:
+def pretrain(recipe: Recipe = Recipe(), progress: bool = False, epochs: int | None = None,
+             steps: int | None = None) -> Pretrained:
     """Train the toy CNN on ``recipe.n_train`` single objects (fp32, train mode so that BatchNorm's running
     statistics are learned and saved), then measure it on the held-out set.  Deterministic: same recipe, torch
     and CPU kind, same bits.  ``epochs``: stop after that many of the recipe's epochs (the schedule stays the
-    recipe's), to check the start of a regeneration against the per-epoch fingerprints of the provenance."""
+    recipe's), to check the start of a regeneration against the per-epoch fingerprints of the provenance.
+    ``steps``: stop after that many steps of the first epoch, generating only the images they draw and
+    measuring nothing (``report`` is empty): the seconds-long check of a regeneration's start."""
     with reproducible_cpu(recipe.threads):
         start = time.perf_counter()
-        train = single_objects(recipe.n_train, recipe.seed, "train", recipe.image_size)
+        steps_per_epoch = -(-recipe.n_train // recipe.batch_size)
+        if steps is not None and not 1 <= steps <= steps_per_epoch:
+            raise ValueError(f"steps must lie in 1..{steps_per_epoch} (the first epoch), got {steps}")
+        order = torch.Generator().manual_seed(recipe.seed)
+        if steps is None:
+            train = single_objects(recipe.n_train, recipe.seed, "train", recipe.image_size)
+        else:                                   # the images of the first steps, in the epoch's shuffled order
+            first = torch.randperm(recipe.n_train, generator=order)[:steps * recipe.batch_size].numpy()
+            train = single_objects(recipe.n_train, recipe.seed, "train", recipe.image_size, indices=first)
         torch.manual_seed(recipe.seed)
         model = Pretraining()
         if recipe.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        steps_per_epoch = -(-recipe.n_train // recipe.batch_size)
         opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, epochs=recipe.epochs,
                                                     steps_per_epoch=steps_per_epoch)
-        order = torch.Generator().manual_seed(recipe.seed)
         model.train()
-        epoch_log = []
-        for epoch in range(recipe.epochs if epochs is None else min(epochs, recipe.epochs)):
+        epoch_log, first_steps, step = [], None, 0
+        n_epochs = 1 if steps is not None else recipe.epochs if epochs is None else min(epochs, recipe.epochs)
+        for epoch in range(n_epochs):
             total, count = 0.0, 0
-            for images, labels in _batches(train, torch.randperm(recipe.n_train, generator=order), recipe):
+            index = (torch.randperm(recipe.n_train, generator=order) if steps is None
+                     else torch.arange(len(train.labels)))
+            for images, labels in _batches(train, index, recipe):
                 loss = nn.functional.cross_entropy(model(images), labels)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 sched.step()
-                total, count = total + float(loss.detach()) * len(labels), count + len(labels)
+                total, count, step = total + float(loss.detach()) * len(labels), count + len(labels), step + 1
+                if step == FIRST_STEPS:
+                    first_steps = {"steps": step, "train_loss": total / count,
+                                   "backbone_sha256": fingerprint(model.backbone.state_dict()),
+                                   "cpu_kind": cpu_kind(recipe.threads)}
             epoch_log.append({"epoch": epoch + 1, "train_loss": total / count,
                               "backbone_sha256": fingerprint(model.backbone.state_dict())})
+            if steps is not None:
+                epoch_log[-1]["steps"] = step
             if progress:
                 print(f"epoch {epoch + 1}/{recipe.epochs}: train loss {total / count:.4f} "
                       f"({time.perf_counter() - start:.1f} s)", flush=True)
         seconds = time.perf_counter() - start
         backbone = {k: v.detach().clone().contiguous() for k, v in model.backbone.state_dict().items()}
         head = {k: v.detach().clone().contiguous() for k, v in model.head.state_dict().items()}
-    report = evaluate(backbone, head, recipe)
-    return Pretrained(backbone, head, report, seconds, epoch_log)
+    report = evaluate(backbone, head, recipe) if steps is None else {}
+    return Pretrained(backbone, head, report, seconds, epoch_log, first_steps)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,6 +372,7 @@ def save(result: Pretrained, recipe: Recipe, out: str | Path, command: str = COM
         "cpu_kind": cpu_kind(recipe.threads),
         "held_out": result.report,
         "epochs": result.epochs,
+        "first_steps": result.first_steps,
         "files": files,
         "classes": [f"{c} {s}" for c, s in CLASSES],
     }
@@ -377,6 +398,29 @@ def check(path: str | Path = TOY_CNN_WEIGHTS, progress: bool = True) -> dict:
                                   "regenerated": result.report["overall"]["accuracy"]}}
 
 
+def record_first_steps(path: str | Path = TOY_CNN_WEIGHTS, progress: bool = True) -> dict:
+    """Add the fingerprint after the first ``FIRST_STEPS`` steps, with the CPU kind it was computed on, to the
+    provenance of a file made before it was recorded.  The first epoch is regenerated and checked against the
+    provenance's epoch 1 as the CI test checks a regeneration: bit for bit on the CPU kind that made the file,
+    its mean loss within 1 % on another.  A mismatch is a RuntimeError and nothing is written."""
+    path = Path(path)
+    provenance = json.loads(provenance_path(path).read_text())
+    recipe = Recipe(**provenance["recipe"])
+    result = pretrain(recipe, progress=progress, epochs=1)
+    [made], [now] = [e for e in provenance["epochs"] if e["epoch"] == 1], result.epochs
+    kind = cpu_kind(recipe.threads)
+    if kind == provenance["cpu_kind"]:
+        agrees, how = now["backbone_sha256"] == made["backbone_sha256"], "bit for bit"
+    else:
+        agrees, how = abs(now["train_loss"] / made["train_loss"] - 1) <= 0.01, "mean loss within 1 %"
+    if not agrees:
+        raise RuntimeError(f"{provenance_path(path)}: the regenerated first epoch does not agree with the recorded "
+                           f"one ({how}); the recipe or the code changed, so its first steps cannot be recorded")
+    provenance["first_steps"] = dict(result.first_steps, cpu_kind=kind, epoch_1_agreed=how)
+    atomic_write_json(provenance_path(path), provenance)
+    return provenance
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m mlc.runs.toy_backbone``: pretrain the toy CNN and write the weights with their provenance;
     ``--check``: regenerate the shipped weights and compare them with the file."""
@@ -386,7 +430,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=Recipe.seed)
     parser.add_argument("--check", action="store_true",
                         help="regenerate the weights of --out from its provenance's recipe, compare (writes nothing)")
+    parser.add_argument("--record-first-steps", action="store_true",
+                        help=f"add the fingerprint after the first {FIRST_STEPS} steps to --out's provenance, once "
+                             "its first epoch regenerates bit for bit")
     args = parser.parse_args(argv)
+    if args.record_first_steps:
+        provenance = record_first_steps(args.out)
+        print(f"{provenance_path(args.out)}: first {FIRST_STEPS} steps recorded "
+              f"({provenance['first_steps']['backbone_sha256'][:12]})")
+        return 0
     if args.check:
         if not provenance_path(args.out).is_file():
             print(f"error: {provenance_path(args.out)} not found: --check compares with a file this command wrote",
