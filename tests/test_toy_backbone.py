@@ -20,7 +20,7 @@ def test_the_shipped_weights_have_their_provenance_and_measured_accuracy():
     for path in (TOY_CNN_WEIGHTS, head_path(TOY_CNN_WEIGHTS)):
         entry = provenance["files"][path.name]
         assert path.stat().st_size == entry["bytes"] < 10 * 2 ** 20
-        assert toy_backbone._sha256(path) == entry["sha256"], f"{path} is not the file its provenance describes"
+        assert toy_backbone.file_sha256(path) == entry["sha256"], f"{path} is not the file its provenance describes"
     assert provenance["command"].startswith("python -m mlc.runs.toy_backbone") and provenance["commit"]
     assert provenance["classes"] == [f"{c} {s}" for c, s in CLASSES]
     # the accuracy recorded is the accuracy of the files, loaded as a method loads them

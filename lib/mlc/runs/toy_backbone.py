@@ -336,7 +336,8 @@ def evaluate_files(path: str | Path = TOY_CNN_WEIGHTS, recipe: Recipe | None = N
 # ------------------------------------------------------------------------------------------------
 # Saving with provenance, and the command
 # ------------------------------------------------------------------------------------------------
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
+    """The checkout's commit, with "+dirty" where tracked files changed (None outside git)."""
     root = Path(__file__).resolve().parents[3]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
@@ -348,7 +349,8 @@ def _git_commit() -> str | None:
     return (commit + ("+dirty" if dirty else "")) or None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
@@ -359,14 +361,14 @@ def save(result: Pretrained, recipe: Recipe, out: str | Path, command: str = COM
     out.parent.mkdir(parents=True, exist_ok=True)
     for path, state in ((out, result.backbone), (head_path(out), result.head)):
         atomic_write_stream(path, lambda f, s=state: torch.save(s, f))
-    files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in (out, head_path(out))}
+    files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in (out, head_path(out))}
     provenance = {
         "what": "toy_cnn pretrained on the toy ImageNet (mlc.data.toy_imagenet): single objects, "
                 f"{len(CLASSES)} classes; the backbone file is the state dict of the toy_cnn Sequential (fp32)",
         "command": command,
         "seed": recipe.seed,
         "recipe": asdict(recipe),
-        "commit": _git_commit(),
+        "commit": git_commit(),
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "train_seconds": round(result.seconds, 1),
         "cpu_kind": cpu_kind(recipe.threads),

@@ -1,5 +1,19 @@
 """The toy world's CLIP (notebook 02): its key and checkpoint in the run, its caption data, its contrastive
-pretraining, and its zero-shot scores."""
+pretraining, its zero-shot scores, and the copy shipped with the kit.
+
+The kit ships the toy CLIP of ``params/toy.yaml`` (``lib/mlc/modeling/toy_weights/toy_clip.pt``, with its
+provenance ``toy_clip.json``), as users of the real recipes download OpenAI's weights instead of pretraining
+them.  A run whose toy CLIP has the shipped key installs it instead of training (``train_toy_clip``'s
+``use_shipped``); any change of the config, recipe, world or seed gives another key, and the run trains its own.
+
+    python -m mlc.cli.toy_clip [--params params/toy.yaml]    # train it and write the shipped file
+    python -m mlc.cli.toy_clip --check                        # train it again and compare with the file
+
+The file leaves out what training never touched: the rows of the token embedding that no caption token reaches
+keep their initial values (embeddings get no weight decay, and AdamW moves nothing with a zero gradient), so
+they are rebuilt from the seed at install, and the whole state dict is checked against the fingerprint the
+provenance records (a torch whose initialisation draws other numbers falls back to training).
+"""
 from __future__ import annotations
 
 import hashlib
@@ -15,12 +29,21 @@ import torch
 from mlc.config.params import TrainParams
 from mlc.core.io import atomic_write_json, atomic_write_stream
 from mlc.core.progress import bar as progress_bar
+from mlc.core.safe_load import load_torch
 from mlc.data.dataset import MultiLabelDataset
 from mlc.data.toyworld import SCENE_PHRASES
 from mlc.engine.optim import build_scheduler
 from mlc.engine.precision import Autocast, resolve_amp
 from mlc.metrics.multilabel import per_class_ap
+from mlc.modeling.backbones import TOY_CNN_WEIGHTS
 from mlc.modeling.clip import _register_configs, encode_prompts
+from mlc.runs.toy_backbone import cpu_kind, file_sha256, fingerprint, git_commit
+
+SHIPPED_CLIP = TOY_CNN_WEIGHTS.with_name("toy_clip.pt")
+SHIPPED_PARAMS = "params/toy.yaml"
+COMMAND = "python -m mlc.cli.toy_clip"
+FIRST_STEPS = 4     # the provenance records the loss and state after these steps: what CI trains again
+_TOKENS = "token_embedding.weight"
 
 
 def clip_key(params) -> str:
@@ -96,16 +119,26 @@ class CaptionDataset(torch.utils.data.Dataset):
         return self.images[i], self.tokens[i]
 
 
-def train_toy_clip(params, manifest, progress: bool = True) -> dict:
+def train_toy_clip(params, manifest, progress: bool = True, use_shipped: bool = True,
+                   steps: int | None = None, shipped_path: str | Path | None = None) -> dict:
     """Contrastive pretraining of ``params.clip.model`` on the train captions; returns the record
-    (path, history, seconds).  Reuses a finished checkpoint with the same key."""
+    (path, history, seconds).  Reuses a finished checkpoint with the same key, or installs the shipped toy CLIP
+    when its key is this run's (``use_shipped``; ``shipped_path``: another file than the kit's).  ``steps``: stop
+    after that many steps of the first epoch and write nothing (the record holds their mean loss and the state's
+    fingerprint: a regeneration's first steps)."""
     import open_clip
     path = clip_checkpoint(params)
     record_path = path.with_suffix(".json")
-    if path.is_file() and record_path.is_file():
-        return json.loads(record_path.read_text())
+    if steps is None and path.is_file() and record_path.is_file():
+        record = json.loads(record_path.read_text())
+        if use_shipped or not record.get("shipped"):    # retraining replaces an installed copy of the shipped one
+            return record
     if params.clip.pretrained:
         raise ValueError("clip.pretrained is set: nothing to train")
+    if steps is None and use_shipped:
+        record = install_shipped(params, shipped_path or SHIPPED_CLIP, progress=progress)
+        if record is not None:
+            return record
     cp = params.clip
     n_train = len(manifest.split("train"))
     if cp.epochs > 0 and n_train < cp.batch_size:
@@ -130,6 +163,7 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     loss_fn = open_clip.ClipLoss()
     autocast = Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
     history, t0 = [], time.time()
+    first_steps = None
     for epoch in range(cp.epochs):
         model.train()
         losses = []
@@ -140,6 +174,12 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, math.log(100))
             losses.append(loss.item())
+            if epoch == 0 and len(losses) == (steps or FIRST_STEPS):
+                first_steps = {"steps": len(losses), "train_loss": float(np.mean(losses)),
+                               "state_sha256": fingerprint(model.state_dict()), "cpu_kind": cpu_kind(
+                                   torch.get_num_threads()), "precision": "bf16" if autocast.enabled else "fp32"}
+                if steps is not None:
+                    return {"first_steps": first_steps, "key": clip_key(params)}
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)),
                "logit_scale": float(model.logit_scale.exp().detach())}
         if val is not None:
@@ -152,7 +192,8 @@ def train_toy_clip(params, manifest, progress: bool = True) -> dict:
     atomic_write_stream(path, lambda f: torch.save(model.state_dict(), f))
     record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
               "precision": "bf16" if autocast.enabled else "fp32",
-              "key": clip_key(params)}
+              "key": clip_key(params), "first_steps": first_steps,
+              "state_sha256": fingerprint(model.state_dict()), "cpu_kind": cpu_kind(torch.get_num_threads())}
     atomic_write_json(record_path, record)
     return record
 
@@ -218,3 +259,85 @@ def zero_shot_report(params, manifest, model, preprocess, tokenizer, split: str 
          **{f"{k}_random_mAP": float(v) / 100 for k, v in table["random ranking mAP"].items()},
          "per_class_AP": [None if np.isnan(a) else float(a) for a in ap]})
     return table, ap
+
+
+# ------------------------------------------------------------------------------------------------
+# The shipped toy CLIP: written by ``python -m mlc.runs.toy_clip``, installed into a run with its key
+# ------------------------------------------------------------------------------------------------
+def _initial_state(params) -> dict[str, torch.Tensor]:
+    """The toy CLIP's state before training, drawn exactly as :func:`train_toy_clip` draws it (global RNG kept)."""
+    import open_clip
+    _register_configs()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(params.seed)
+        model, _, _ = open_clip.create_model_and_transforms(params.clip.model, output_dict=True)
+    return model.state_dict()
+
+
+def ship(params, record: dict, out: str | Path = SHIPPED_CLIP, command: str = COMMAND) -> dict:
+    """Write a trained toy CLIP (``record``: what :func:`train_toy_clip` returned) as the shipped file: every
+    tensor but the token embedding, and of that only the rows training changed; the provenance beside it."""
+    out = Path(out)
+    state = load_torch(record["path"])
+    initial = _initial_state(params)
+    changed = (state[_TOKENS] != initial[_TOKENS]).any(1).nonzero().flatten()
+    pruned = {k: v for k, v in state.items() if k != _TOKENS}
+    pruned["token_embedding.rows"], pruned["token_embedding.values"] = changed, state[_TOKENS][changed].clone()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_stream(out, lambda f: torch.save(pruned, f))
+    provenance = {
+        "what": f"the toy CLIP ({params.clip.model}) of {SHIPPED_PARAMS}, trained on its toy world's captions; "
+                f"the token embedding's {len(state[_TOKENS]) - len(changed)} rows no caption reaches are left out "
+                "and rebuilt from the seed",
+        "command": command, "params_file": SHIPPED_PARAMS, "seed": params.seed, "key": clip_key(params),
+        "recipe": {k: v for k, v in asdict(params.clip).items() if k != "pretrained"},
+        "commit": git_commit(), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "train_seconds": record["seconds"], "precision": record["precision"], "cpu_kind": record["cpu_kind"],
+        "history": record["history"], "first_steps": record["first_steps"],
+        "state_sha256": fingerprint(state), "initial_sha256": fingerprint(initial),
+        "files": {out.name: {"bytes": out.stat().st_size, "sha256": file_sha256(out)}},
+    }
+    if provenance["state_sha256"] != record["state_sha256"]:
+        raise RuntimeError(f"{record['path']}: not the state its record describes")
+    atomic_write_json(out.with_suffix(".json"), provenance)
+    return provenance
+
+
+def shipped_provenance(path: str | Path = SHIPPED_CLIP) -> dict | None:
+    """The provenance of the shipped toy CLIP (None where the kit has none)."""
+    path = Path(path).with_suffix(".json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def install_shipped(params, path: str | Path = SHIPPED_CLIP, progress: bool = True) -> dict | None:
+    """Install the shipped toy CLIP as this run's (``clip_checkpoint(params)`` and its record) when its key is
+    the run's and the rebuilt state has the recorded fingerprint; returns the record, or None (train instead)."""
+    provenance = shipped_provenance(path)
+    if provenance is None or provenance["key"] != clip_key(params):
+        return None
+    pruned = load_torch(path)
+    state = _initial_state(params)
+    if fingerprint(state) != provenance["initial_sha256"]:
+        if progress:
+            print(f"[toy CLIP] {path}: this torch initialises the toy CLIP otherwise than the one that made the "
+                  "shipped file, whose left-out embedding rows cannot be rebuilt here: training this run's own")
+        return None
+    rows, values = pruned.pop("token_embedding.rows"), pruned.pop("token_embedding.values")
+    state[_TOKENS][rows] = values
+    state.update(pruned)
+    if fingerprint(state) != provenance["state_sha256"]:
+        if progress:
+            print(f"[toy CLIP] {path}: rebuilt, it is not the state that was shipped: training this run's own")
+        return None
+    target = clip_checkpoint(params)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_stream(target, lambda f: torch.save(state, f))
+    record = {"path": str(target), "model": params.clip.model, "seconds": provenance["train_seconds"],
+              "history": provenance["history"], "precision": provenance["precision"], "key": provenance["key"],
+              "first_steps": provenance["first_steps"], "state_sha256": provenance["state_sha256"],
+              "cpu_kind": provenance["cpu_kind"], "shipped": str(path)}
+    atomic_write_json(target.with_suffix(".json"), record)
+    if progress:
+        print(f"[toy CLIP] installed the shipped weights ({Path(path).name}, trained "
+              f"in {provenance['train_seconds']:.0f} s on {provenance['cpu_kind']['cpu']}; {COMMAND} retrains them)")
+    return record
