@@ -189,3 +189,17 @@ def test_hparams_without_a_run_folder_come_from_the_stage_settings_and_a_legacy_
     (legacy / "events.out.tfevents.1.host.1.0").write_bytes(b"")
     assert logs.tensorboard_dir(legacy.parent) == legacy
     assert logs.in_display_units("test/top3_CF1", 0.5) == 50 and logs.in_display_units("val/loss_live", 0.5) == 0.5
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_learning_curves_label_epochs_with_whole_numbers(epochs):
+    """A one-epoch run (toy_ci's MKT and QKS) had its epoch axis labelled 0.94, 0.96, ... 1.06."""
+    from mlc.notebook import figures
+    history = [{"epoch": e, "train_loss": 1.0 / (e + 1), "val_loss_live": 1.0, "val_mAP_live": 0.3, "best_epoch": 0}
+               for e in range(epochs)]
+    fig = figures.learning_curves(history, "run")
+    for ax in fig.axes:
+        fig.canvas.draw()
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+        assert set(range(1, epochs + 1)) <= {int(t) for t in ticks} or epochs > 5

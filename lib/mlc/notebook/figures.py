@@ -245,6 +245,8 @@ def learning_curves(history: list[dict], title: str = ""):
     ax2.set(xlabel="epoch", ylabel="mAP (%)")
     for ax in (ax1, ax2):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(x) == 1:      # one epoch: MaxNLocator finds no two whole numbers and falls back to 0.94, 0.96, ...
+            ax.set_xlim(x.iloc[0] - 1, x.iloc[0] + 1)
         ax.legend(fontsize=7)
     fig.suptitle(title)
     fig.tight_layout()
