@@ -283,7 +283,7 @@ def test_augmentations_do_not_depend_on_loader_workers(tiny_world):
 def test_pipeline_prints_every_line_of_a_notebook_error():
     from papermill.exceptions import PapermillExecutionError
 
-    from mlc.notebook.pipeline import _error_text
+    from mlc.notebook.execute import _error_text
     e = PapermillExecutionError(3, 1, "src", "RunConflictError", "outputs/x holds other params (2 differences):\n"
                                 "  a: 1 -> 2\n  b: 3 -> 4", [])
     text = _error_text(e)
@@ -495,7 +495,7 @@ def test_sigterm_to_run_all_alone_stops_its_notebook_processes(tmp_path):
                 cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
             except OSError:
                 continue
-            if "--execute" in cmd and str(pf) in cmd:
+            if "mlc.notebook.execute" in cmd and str(pf) in cmd:
                 found.append(int(pid))
         return found
 

@@ -9,7 +9,8 @@ from pathlib import Path
 from mlc.cli.args import add_run_all_arguments, parse
 from mlc.cli.load import output_root_of
 from mlc.config.params import find_checkout
-from mlc.notebook.pipeline import execute_one, run_all
+from mlc.notebook.execute import execute_one
+from mlc.notebook.pipeline import run_all
 
 
 def run_all_from_args(args) -> int:

@@ -46,12 +46,15 @@ FIRST_STEPS = 4     # the provenance records the loss and state after these step
 _TOKENS = "token_embedding.weight"
 
 
-def clip_key(params) -> str:
-    """A key of everything that determines a trained toy CLIP (its config, recipe and the toy world)."""
+def clip_key(params, precision: str | None = None) -> str:
+    """A key of everything that determines a trained toy CLIP (its config, recipe, the toy world, and the precision
+    it really trains in: here, or ``precision`` "bf16" / "fp32" as on another CPU)."""
     import open_clip
     _register_configs()
     recipe = {k: v for k, v in asdict(params.clip).items() if k not in ("zero_shot_template", "pretrained", "amp")}
-    if resolve_amp(params.clip.amp, torch.device("cpu")) is not None:   # the precision it really trains in here
+    if precision is None:
+        precision = "fp32" if resolve_amp(params.clip.amp, torch.device("cpu")) is None else "bf16"
+    if precision == "bf16":
         recipe["precision"] = "bf16"
     blob = json.dumps({"config": open_clip.get_model_config(params.clip.model), "recipe": recipe,
                        "world": params.data.toy.key(), "seed": params.seed}, sort_keys=True)
