@@ -8,7 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from mlc.config.params import load_params
+from mlc.config.params import find_checkout, load_params
 from mlc.runs import toy_clip
 from mlc.runs.data import prepare_data
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m mlc.cli.toy_clip``: train the toy CLIP of the params and write the shipped file;
     ``--check``: train it again in a temporary folder and compare with the shipped file."""
     parser = argparse.ArgumentParser(prog=toy_clip.COMMAND, description=toy_clip.__doc__.split("\n\n")[0])
-    checkout = Path(toy_clip.__file__).resolve().parents[3]
+    checkout = find_checkout(Path(toy_clip.__file__)) or Path.cwd()
     parser.add_argument("--params", default=str(checkout / toy_clip.SHIPPED_PARAMS),
                         help=f"the params file (default: the checkout's {toy_clip.SHIPPED_PARAMS})")
     parser.add_argument("--out", default=str(toy_clip.SHIPPED_CLIP),

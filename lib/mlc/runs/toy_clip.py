@@ -148,9 +148,7 @@ def train_toy_clip(params, manifest, progress: bool = True, use_shipped: bool = 
         raise ValueError(f"{params.source}: clip.batch_size {cp.batch_size} is larger than the {n_train} training "
                          f"images, so the toy CLIP would take no step and keep its random weights: lower "
                          f"clip.batch_size")
-    torch.manual_seed(params.seed)
-    _register_configs()
-    model, _, preprocess = open_clip.create_model_and_transforms(cp.model, output_dict=True)
+    model, preprocess = _seeded_model(params)
     tokenizer = open_clip.get_tokenizer(cp.model)
     data = CaptionDataset(manifest, "train", preprocess, tokenizer, variants=cp.caption_variants, seed=params.seed)
     val = CaptionDataset(manifest, "val", preprocess, tokenizer) if "val" in manifest.split_names else None
@@ -165,6 +163,7 @@ def train_toy_clip(params, manifest, progress: bool = True, use_shipped: bool = 
     sched, _ = build_scheduler(opt, schedule, len(loader))
     loss_fn = open_clip.ClipLoss()
     autocast = Autocast(torch.device("cpu"), cp.amp)   # bf16 only where the CPU has it in hardware
+    precision = "bf16" if autocast.enabled else "fp32"
     history, t0 = [], time.time()
     first_steps = None
     for epoch in range(cp.epochs):
@@ -180,7 +179,7 @@ def train_toy_clip(params, manifest, progress: bool = True, use_shipped: bool = 
             if epoch == 0 and len(losses) == (steps or FIRST_STEPS):
                 first_steps = {"steps": len(losses), "train_loss": float(np.mean(losses)),
                                "state_sha256": fingerprint(model.state_dict()), "cpu_kind": cpu_kind(
-                                   torch.get_num_threads()), "precision": "bf16" if autocast.enabled else "fp32"}
+                                   torch.get_num_threads()), "precision": precision}
                 if steps is not None:
                     return {"first_steps": first_steps, "key": clip_key(params)}
         rec = {"epoch": epoch, "train_loss": float(np.mean(losses)),
@@ -194,8 +193,7 @@ def train_toy_clip(params, manifest, progress: bool = True, use_shipped: bool = 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_stream(path, lambda f: torch.save(model.state_dict(), f))
     record = {"path": str(path), "model": cp.model, "seconds": round(time.time() - t0, 1), "history": history,
-              "precision": "bf16" if autocast.enabled else "fp32",
-              "key": clip_key(params), "first_steps": first_steps,
+              "precision": precision, "key": clip_key(params), "first_steps": first_steps,
               "state_sha256": fingerprint(model.state_dict()), "cpu_kind": cpu_kind(torch.get_num_threads())}
     atomic_write_json(record_path, record)
     return record
@@ -265,16 +263,22 @@ def zero_shot_report(params, manifest, model, preprocess, tokenizer, split: str 
 
 
 # ------------------------------------------------------------------------------------------------
-# The shipped toy CLIP: written by ``python -m mlc.runs.toy_clip``, installed into a run with its key
+# The shipped toy CLIP: written by ``python -m mlc.cli.toy_clip``, installed into a run with its key
 # ------------------------------------------------------------------------------------------------
-def _initial_state(params) -> dict[str, torch.Tensor]:
-    """The toy CLIP's state before training, drawn exactly as :func:`train_toy_clip` draws it (global RNG kept)."""
+def _seeded_model(params):
+    """The untrained toy CLIP and its preprocessing, its weights drawn from ``params.seed`` (seeds the global RNG,
+    as training goes on from it): what :func:`train_toy_clip` trains and :func:`install_shipped` rebuilds."""
     import open_clip
+    torch.manual_seed(params.seed)
     _register_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(params.clip.model, output_dict=True)
+    return model, preprocess
+
+
+def _initial_state(params) -> dict[str, torch.Tensor]:
+    """The toy CLIP's state before training (:func:`_seeded_model`), the global RNG left as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(params.seed)
-        model, _, _ = open_clip.create_model_and_transforms(params.clip.model, output_dict=True)
-    return model.state_dict()
+        return _seeded_model(params)[0].state_dict()
 
 
 def ship(params, record: dict, out: str | Path = SHIPPED_CLIP, command: str = COMMAND) -> dict:
@@ -282,6 +286,8 @@ def ship(params, record: dict, out: str | Path = SHIPPED_CLIP, command: str = CO
     tensor but the token embedding, and of that only the rows training changed; the provenance beside it."""
     out = Path(out)
     state = load_torch(record["path"])
+    if fingerprint(state) != record["state_sha256"]:
+        raise RuntimeError(f"{record['path']}: not the state its record describes")
     initial = _initial_state(params)
     changed = (state[_TOKENS] != initial[_TOKENS]).any(1).nonzero().flatten()
     pruned = {k: v for k, v in state.items() if k != _TOKENS}
@@ -297,11 +303,9 @@ def ship(params, record: dict, out: str | Path = SHIPPED_CLIP, command: str = CO
         "commit": git_commit(), "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "train_seconds": record["seconds"], "precision": record["precision"], "cpu_kind": record["cpu_kind"],
         "history": record["history"], "first_steps": record["first_steps"],
-        "state_sha256": fingerprint(state), "initial_sha256": fingerprint(initial),
+        "state_sha256": record["state_sha256"], "initial_sha256": fingerprint(initial),
         "files": {out.name: {"bytes": out.stat().st_size, "sha256": file_sha256(out)}},
     }
-    if provenance["state_sha256"] != record["state_sha256"]:
-        raise RuntimeError(f"{record['path']}: not the state its record describes")
     atomic_write_json(out.with_suffix(".json"), provenance)
     return provenance
 

@@ -65,11 +65,9 @@ def zero_shot_streams(params: RunParams, method: str, progress: bool = False) ->
     targets = torch.cat(targets).numpy()
     scores = {"both streams": both.numpy(), "global stream only": glob.numpy(), "local stream only": local.numpy()}
     if params.clip is not None:
-        path = params.clip.pretrained or str(toy_clip.clip_checkpoint(params))
-        cmodel, preprocess, tokenizer = clip.load_clip(params.clip.model, path)
-        images = toy_clip.encode_images(cmodel, preprocess, manifest, "test", progress=progress)
-        scores["CLIP zero-shot"] = images @ clip.encode_prompts(cmodel, tokenizer, names,
-                                                                [params.clip.zero_shot_template]).T
+        cmodel, preprocess, tokenizer = clip.load_clip(params.clip.model, str(toy_clip.clip_checkpoint(params)))
+        scores["CLIP zero-shot"] = toy_clip.zero_shot_scores(cmodel, preprocess, tokenizer, manifest, "test",
+                                                             params.clip.zero_shot_template, progress)[:, unseen]
     # the ZSL protocol scores only the images with an unseen label (mlc.metrics.zsl), so the "all" column is the
     # ZSL mAP of metrics_zsl.json's "corrected" variant
     keep = (targets == 1).any(1)
