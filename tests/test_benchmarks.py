@@ -25,3 +25,15 @@ def test_train_step_counts_a_step_s_model_flops_with_torch_s_counter():
     assert row["loss_finite"] and row["gflops_per_step"] > 0
     assert abs(2 * row["gflops_per_image"] - row["gflops_per_step"]) < 0.1
     assert row["peak_kind"] == "measured fp32 GEMM" and 0 < row["peak_fraction"] < 2
+
+
+def test_toy_epochs_chooses_per_model_the_fewest_epochs_within_the_tolerance():
+    choose = _load("toy_epochs").choose
+    h = lambda best: {"best": best}  # noqa: E731
+    results = {"q2l": {"4": {"q2l": h(70.0), "q2l_linear": h(55.0)},
+                       "6": {"q2l": h(75.9), "q2l_linear": h(60.0)},
+                       "12": {"q2l": h(76.8), "q2l_linear": h(66.3)}},
+               "mkt": {"2": {"mkt": h(35.2), "mkt_prompt": h(30.0)}, "5": {"mkt": h(35.4), "mkt_prompt": h(34.0)}}}
+    # the method converges by 6, its slower baseline only by 12; a later stage keeps its own recipe
+    assert choose(results, 1.0) == {"q2l": 6, "q2l_linear": 12, "mkt": 2}
+    assert choose(results, 0.5)["q2l"] == 12

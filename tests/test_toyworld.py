@@ -35,6 +35,18 @@ def test_same_seed_same_bytes_other_seed_other_world(tmp_path):
     assert _digest(a.root) != _digest(c.root)
 
 
+def test_processes_draw_the_same_world_as_one(tmp_path, monkeypatch):
+    # a large world is drawn by one process per core, in chunks; the bytes must not depend on who drew what
+    from mlc.data import toyworld
+    monkeypatch.setattr(toyworld, "_CHUNK", 5)
+    cfg = ToyWorldConfig(n_train=13, n_val=6, n_test=4)
+    toyworld._write_world(tmp_path / "one", cfg, progress=False, workers=0)
+    toyworld._write_world(tmp_path / "two", cfg, progress=False, workers=2)
+    assert _digest(tmp_path / "one") == _digest(tmp_path / "two")
+    assert _digest(tmp_path / "one") == _digest(generate(tmp_path / "g", cfg, progress=False).root)
+    assert toyworld._world_workers(toyworld.PARALLEL_FROM_IMAGES - 1) == 0
+
+
 def test_reuse_and_refuse_other_config(tmp_path):
     cfg = ToyWorldConfig(n_train=6, n_val=2, n_test=2)
     generate(tmp_path / "w", cfg, progress=False)

@@ -383,49 +383,93 @@ def generate(out_dir: str | Path, cfg: ToyWorldConfig | None = None, *, force: b
     return Manifest(out)
 
 
-def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool) -> None:
-    """Every image and the manifest of a world into ``tmp`` (renamed onto the world's folder when complete)."""
+# A world of at least this many images is drawn by one process per core: each image has its own random stream
+# ([seed, split, index]), so the images and rows are the same whoever draws them.  Below it, starting the
+# processes would cost more than they save (the test worlds).
+PARALLEL_FROM_IMAGES = 1000
+_CHUNK = 250
+
+
+def _draw_images(tmp: Path, cfg: ToyWorldConfig, structure: WorldStructure, split: str, indices: range
+                 ) -> list[dict]:
+    """Draw and write the images ``indices`` of ``split`` into ``tmp``; returns their manifest rows."""
+    rows = []
+    for i in indices:
+        rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], i])
+        scene, chosen, objects = sample_image(structure, cfg, rng)
+        image, boxes, sides, bins, visible = render_image(SCENES[scene], [(c, s) for _, c, s in objects], cfg,
+                                                          rng)
+        labelled = np.array([label >= 0 for label, _, _ in objects], dtype=bool)
+        instance_labels = [label for label, _, _ in objects if label >= 0]
+        # a label is named when any of its instances is; the chance grows with the instance's size
+        said = rng.random(len(objects)) < np.asarray(cfg.mention_probability)[bins]
+        named = [c for c in chosen if any(said[k] and objects[k][0] == c for k in range(len(objects)))]
+        # the tags from a stream of their own: the world's other draws are those of a world without tags
+        tags = tag_image(objects, bins, scene, cfg, np.random.default_rng([cfg.seed, SPLIT_IDS[split], i,
+                                                                            TAG_STREAM])) if cfg.tags else []
+        rel = f"images/{split}/{i:05d}.png"
+        image.save(tmp / rel, optimize=False)
+        rows.append({
+            "image": rel,
+            "pos": sorted(set(chosen)) + [len(structure.names) + t for t in tags],
+            "scene": scene,
+            "caption": caption_for([structure.names[c] for c in named], SCENES[scene]),
+            "caption_labels": named,
+            "box_labels": instance_labels,
+            "boxes": boxes[labelled].tolist(),
+            "box_sizes": sides[labelled].tolist(),
+            "box_visible": visible[labelled].tolist(),
+            "distractors": int((~labelled).sum()),
+            "distractor_names": [f"{c} {s}" for label, c, s in objects if label < 0],
+            "distractor_sizes": sides[~labelled].tolist(),
+            "width": cfg.image_size,
+            "height": cfg.image_size,
+        })
+    return rows
+
+
+def _world_workers(total: int) -> int:
+    """Processes that draw a world of ``total`` images: one per core for a large world, else none."""
+    import multiprocessing
+    import os
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return 0                # spawn would run an unguarded user script again in each process
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores if total >= PARALLEL_FROM_IMAGES and cores > 1 else 0
+
+
+def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool, workers: int | None = None) -> None:
+    """Every image and the manifest of a world into ``tmp`` (renamed onto the world's folder when complete).
+    ``workers``: processes that draw the images (None: one per core for a world of at least
+    ``PARALLEL_FROM_IMAGES`` images; 0: this process)."""
     structure = build_structure(cfg)
-    splits = {}
-    total = cfg.n_train + cfg.n_val + cfg.n_test
-    bar = progress_bar(total=total, desc="toy world", disable=not progress)
-    for split, n in (("train", cfg.n_train), ("val", cfg.n_val), ("test", cfg.n_test)):
+    sizes = {"train": cfg.n_train, "val": cfg.n_val, "test": cfg.n_test}
+    total = sum(sizes.values())
+    workers = _world_workers(total) if workers is None else workers
+    for split in sizes:
         (tmp / "images" / split).mkdir(parents=True, exist_ok=True)
-        rows = []
-        for i in range(n):
-            rng = np.random.default_rng([cfg.seed, SPLIT_IDS[split], i])
-            scene, chosen, objects = sample_image(structure, cfg, rng)
-            image, boxes, sides, bins, visible = render_image(SCENES[scene], [(c, s) for _, c, s in objects], cfg,
-                                                              rng)
-            labelled = np.array([label >= 0 for label, _, _ in objects], dtype=bool)
-            instance_labels = [label for label, _, _ in objects if label >= 0]
-            # a label is named when any of its instances is; the chance grows with the instance's size
-            said = rng.random(len(objects)) < np.asarray(cfg.mention_probability)[bins]
-            named = [c for c in chosen if any(said[k] and objects[k][0] == c for k in range(len(objects)))]
-            # the tags from a stream of their own: the world's other draws are those of a world without tags
-            tags = tag_image(objects, bins, scene, cfg, np.random.default_rng([cfg.seed, SPLIT_IDS[split], i,
-                                                                                TAG_STREAM])) if cfg.tags else []
-            rel = f"images/{split}/{i:05d}.png"
-            image.save(tmp / rel, optimize=False)
-            rows.append({
-                "image": rel,
-                "pos": sorted(set(chosen)) + [len(structure.names) + t for t in tags],
-                "scene": scene,
-                "caption": caption_for([structure.names[c] for c in named], SCENES[scene]),
-                "caption_labels": named,
-                "box_labels": instance_labels,
-                "boxes": boxes[labelled].tolist(),
-                "box_sizes": sides[labelled].tolist(),
-                "box_visible": visible[labelled].tolist(),
-                "distractors": int((~labelled).sum()),
-                "distractor_names": [f"{c} {s}" for label, c, s in objects if label < 0],
-                "distractor_sizes": sides[~labelled].tolist(),
-                "width": cfg.image_size,
-                "height": cfg.image_size,
-            })
-            bar.update()
-        splits[split] = pd.DataFrame(rows)
+    chunks = [(split, range(lo, min(lo + _CHUNK, n))) for split, n in sizes.items() for lo in range(0, n, _CHUNK)]
+    bar = progress_bar(total=total, desc="toy world", disable=not progress)
+    drawn: dict[tuple[str, int], list[dict]] = {}
+    if workers:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        # fork, as torch's DataLoader workers: the children draw with numpy and PIL only, touching no lock or
+        # thread pool of the caller's (spawn would import the caller's main script again, unguarded or stdin)
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(_draw_images, tmp, cfg, structure, split, idx): (split, idx.start)
+                       for split, idx in chunks}
+            for future in as_completed(futures):
+                drawn[futures[future]] = future.result()
+                bar.update(len(drawn[futures[future]]))
+    else:
+        for split, idx in chunks:
+            drawn[(split, idx.start)] = _draw_images(tmp, cfg, structure, split, idx)
+            bar.update(len(idx))
     bar.close()
+    splits = {split: pd.DataFrame([row for (s, start) in sorted(drawn, key=lambda k: k[1]) if s == split
+                                   for row in drawn[(s, start)]])
+              for split in sizes}
     labels = [Label(index=i, id=name, name=name, seen=bool(structure.seen[i]))
               for i, name in enumerate(structure.names)]
     if cfg.tags:
