@@ -60,11 +60,15 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params/toy.yaml")
     ap.add_argument("--epochs", nargs="*", default=[], metavar="METHOD=E,E",
-                    help="candidates per method (default: " +
+                    help="candidates per method, only these methods (default: " +
                          " ".join(f"{m}={','.join(map(str, e))}" for m, e in DEFAULT_CANDIDATES.items()) + ")")
     ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
     ap.add_argument("--tolerance", type=float, default=1.0, help="validation mAP points a shorter recipe may lose")
     ap.add_argument("--output-root", default=None)
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="more overrides for every candidate, e.g. methods.q2l.train.lr=2e-3 (another recipe than "
+                         "the params'; give it a --tag so that its runs do not meet the plain sweep's)")
+    ap.add_argument("--tag", default="", help="added to the candidates' run names")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_toy_epochs.json")
     ap.add_argument("--choose-only", action="store_true", help="apply the rule again to the results in --out")
     args = ap.parse_args(argv)
@@ -81,7 +85,7 @@ def main(argv=None) -> int:
     from mlc.runs.embeddings import build_run_embeddings
     from mlc.runs.toy_clip import train_toy_clip
 
-    candidates = dict(DEFAULT_CANDIDATES)
+    candidates = {} if args.epochs else dict(DEFAULT_CANDIDATES)     # --epochs: only the methods it names
     for item in args.epochs:
         method, _, values = item.partition("=")
         candidates[method] = [int(v) for v in values.split(",")]
@@ -101,10 +105,11 @@ def main(argv=None) -> int:
         for e in epochs:
             group = [method] + ([baselines[method]] if method in baselines else []) + \
                     ([STAGE_AFTER[method]] if method in STAGE_AFTER else [])
-            name = f"{base.name}_epochs_{method}{e}"
-            sets = [f"name={name}"] + [f"methods.{m}.train.epochs={e}" for m in group if m not in STAGE_AFTER.values()]
+            name = f"{base.name}_epochs{args.tag}_{method}{e}"
+            sets = [f"name={name}", *args.set] + [f"methods.{m}.train.epochs={e}" for m in group
+                                                  if m not in STAGE_AFTER.values()]
             jobs.append((method, e, group, name, sets))
-    log_dir = Path(base.output_root) / f"{base.name}_epochs_logs"
+    log_dir = Path(base.output_root) / f"{base.name}_epochs{args.tag}_logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
 
@@ -130,6 +135,7 @@ def main(argv=None) -> int:
               "commit": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                                        text=True).stdout.strip(),
               "cpu": cpu_model(), "torch": torch.__version__, "threads_per_training": 1, "jobs": args.jobs,
+              "overrides": args.set,
               "rule": rule_text(args.tolerance), "candidates": candidates, "results": results,
               "choice": choose(results, args.tolerance), "seconds": round(time.time() - t0, 1)}
     atomic_write_json(args.out, record)
