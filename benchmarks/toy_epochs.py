@@ -29,6 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from seed_spread import cpu_model  # noqa: E402
 
+from mlc.core.cpu import usable_cores  # noqa: E402
+from mlc.core.progress import PROGRESS_ENV  # noqa: E402
+
 # the current recipe's epochs are the longest candidate: the reference every shorter one is held against
 DEFAULT_CANDIDATES = {"q2l": [4, 6, 8, 12], "salgl": [3, 4, 6], "sgre": [4, 6, 8, 12], "mkt": [2, 3, 5],
                       "qks": [4, 6, 10]}
@@ -43,7 +46,7 @@ def _history(run_dir: Path) -> dict:
 
 
 def _train(params: str, methods: list[str], sets: list[str], log: Path, output_root: str | None) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MLC_PROGRESS": "lines"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", PROGRESS_ENV: "lines"}
     code = 0
     with open(log, "w") as out:
         for m in methods:
@@ -62,7 +65,7 @@ def main(argv=None) -> int:
     ap.add_argument("--epochs", nargs="*", default=[], metavar="METHOD=E,E",
                     help="candidates per method, only these methods (default: " +
                          " ".join(f"{m}={','.join(map(str, e))}" for m, e in DEFAULT_CANDIDATES.items()) + ")")
-    ap.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--jobs", type=int, default=usable_cores())
     ap.add_argument("--tolerance", type=float, default=1.0, help="validation mAP points a shorter recipe may lose")
     ap.add_argument("--output-root", default=None)
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",

@@ -188,7 +188,8 @@ def _tiny_notebook(path, code, needs=None):
 
 
 def test_notebooks_run_side_by_side_once_what_they_need_is_done_each_on_its_share_of_the_cores(tmp_path):
-    from mlc.notebook.pipeline import _cores, _run_graph, notebook_needs
+    from mlc.core.cpu import usable_cores
+    from mlc.notebook.pipeline import _run_graph, notebook_needs
     log = tmp_path / "log"
     stamp = ("import os, time, pathlib\n"
              "def stamp(what):\n"
@@ -208,7 +209,7 @@ def test_notebooks_run_side_by_side_once_what_they_need_is_done_each_on_its_shar
     assert events["02s"][0] < events["03e"][0] and events["03s"][0] < events["02e"][0]    # side by side
     assert events["04s"][0] >= max(events["02e"][0], events["03e"][0])
     # one share for all, alone or not: a training's last digits must not depend on what ran beside it
-    assert {n for _, n in events.values()} == {max(1, _cores() // 2)}
+    assert {n for _, n in events.values()} == {max(1, usable_cores() // 2)}
 
 
 def test_a_failing_notebook_stops_the_others_and_is_named(tmp_path):

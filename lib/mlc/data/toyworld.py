@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
+from mlc.core.cpu import usable_cores
 from mlc.core.progress import bar as progress_bar
 from mlc.data.manifest import Label, Manifest, ManifestError, write_manifest
 
@@ -431,10 +432,9 @@ def _draw_images(tmp: Path, cfg: ToyWorldConfig, structure: WorldStructure, spli
 def _world_workers(total: int) -> int:
     """Processes that draw a world of ``total`` images: one per core for a large world, else none."""
     import multiprocessing
-    import os
     if "fork" not in multiprocessing.get_all_start_methods():
         return 0                # spawn would run an unguarded user script again in each process
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     return cores if total >= PARALLEL_FROM_IMAGES and cores > 1 else 0
 
 
@@ -467,9 +467,10 @@ def _write_world(tmp: Path, cfg: ToyWorldConfig, progress: bool, workers: int | 
             drawn[(split, idx.start)] = _draw_images(tmp, cfg, structure, split, idx)
             bar.update(len(idx))
     bar.close()
-    splits = {split: pd.DataFrame([row for (s, start) in sorted(drawn, key=lambda k: k[1]) if s == split
-                                   for row in drawn[(s, start)]])
-              for split in sizes}
+    rows: dict[str, list[dict]] = {split: [] for split in sizes}
+    for split, idx in chunks:                       # in index order, whichever process finished first
+        rows[split] += drawn[(split, idx.start)]
+    splits = {split: pd.DataFrame(r) for split, r in rows.items()}
     labels = [Label(index=i, id=name, name=name, seen=bool(structure.seen[i]))
               for i, name in enumerate(structure.names)]
     if cfg.tags:

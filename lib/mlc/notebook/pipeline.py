@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 from mlc.config.params import ParamsError, load_params, parse_set_args
+from mlc.core.cpu import usable_cores
 from mlc.core.io import atomic_write_text
 from mlc.core.progress import PROGRESS_ENV, duration
 from mlc.notebook.run_page import run_page
@@ -66,7 +67,7 @@ def default_jobs(needs: dict[Path, list[Path]]) -> int:
             return 1
     except ImportError:
         pass
-    return max(1, min(_cores(), widest_level(needs)))
+    return max(1, min(usable_cores(), widest_level(needs)))
 
 
 def widest_level(needs: dict[Path, list[Path]]) -> int:
@@ -76,10 +77,6 @@ def widest_level(needs: dict[Path, list[Path]]) -> int:
         depth[nb] = 1 + max((depth[n] for n in needs[nb]), default=-1)
     levels = list(depth.values())
     return max((levels.count(d) for d in set(levels)), default=1)
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _params_with_overrides(params_path: Path, params, set_args: list[str], output_root: str | None) -> Path:
@@ -139,7 +136,7 @@ def _run_graph(notebooks: list[Path], needs: dict, jobs: int, root: Path, out_di
     """Run the notebooks, each once the ones it needs are done, at most ``jobs`` at a time; returns None,
     or (notebook, executed copy, error text) of the first that failed (the others running are stopped)."""
     pending, running, done = list(notebooks), {}, set()
-    cores = _cores()
+    cores = usable_cores()
     lock = threading.Lock()
     with _children_stopped_with_this_process(running):
         return _run_ready(pending, running, done, needs, jobs, cores, lock, root, out_dir, params_path, t_all)
