@@ -165,6 +165,26 @@ def choose(results: dict, tolerance: float) -> dict[str, int]:
     return choice
 
 
+def training_seconds(results: dict, epochs_of) -> float:
+    """The training seconds of every model (later stages too) at the candidate ``epochs_of(method, [candidates])``
+    of its method: what the toy run's trainings cost, one thread each, at those epochs."""
+    total = 0.0
+    for method, by_epochs in results.items():
+        e = str(epochs_of(method, sorted(int(k) for k in by_epochs)))
+        total += sum(r["train_seconds"] for r in by_epochs[e].values())
+    return total
+
+
+def budget(record: dict) -> dict[str, float]:
+    """Training seconds summed over the models at the rule's choice (a method's; its baseline's when they differ
+    is not separable, so the method's candidate stands for both), at the longest and at the shortest candidates:
+    how much time any epoch cut can save at all."""
+    results, choice = record["results"], record["choice"]
+    return {"chosen": training_seconds(results, lambda m, c: choice.get(m, max(c))),
+            "longest": training_seconds(results, lambda m, c: max(c)),
+            "shortest": training_seconds(results, lambda m, c: min(c))}
+
+
 def report(record: dict) -> None:
     for method, by_epochs in record["results"].items():
         for e, runs in sorted(by_epochs.items(), key=lambda kv: int(kv[0])):
@@ -172,6 +192,9 @@ def report(record: dict) -> None:
                 f"{m} best val {r['best']:.1f} (last {r['last']:.1f}), {r['train_seconds']:.0f} s"
                 for m, r in runs.items()))
     print("chosen: " + ", ".join(f"{m} {e} epochs" for m, e in record["choice"].items()))
+    b = budget(record)
+    print(f"training seconds, one thread each, summed over the models: {b['chosen']:.0f} at the chosen epochs, "
+          f"{b['longest']:.0f} at the longest candidates, {b['shortest']:.0f} at the shortest")
 
 
 if __name__ == "__main__":

@@ -37,3 +37,13 @@ def test_toy_epochs_chooses_per_model_the_fewest_epochs_within_the_tolerance():
     # the method converges by 6, its slower baseline only by 12; a later stage keeps its own recipe
     assert choose(results, 1.0) == {"q2l": 6, "q2l_linear": 12, "mkt": 2}
     assert choose(results, 0.5)["q2l"] == 12
+
+
+def test_toy_epochs_budget_sums_every_model_at_the_chosen_longest_and_shortest_candidates():
+    mod = _load("toy_epochs")
+    r = lambda s: {"best": 0.0, "train_seconds": s}  # noqa: E731
+    results = {"q2l": {"4": {"q2l": r(40.0), "q2l_linear": r(20.0)}, "12": {"q2l": r(150.0), "q2l_linear": r(70.0)}},
+               "mkt": {"2": {"mkt": r(20.0), "mkt_prompt": r(16.0)}, "5": {"mkt": r(70.0), "mkt_prompt": r(18.0)}}}
+    b = mod.budget({"results": results, "choice": {"q2l": 12, "q2l_linear": 12, "mkt": 2}})
+    # the later stage (mkt_prompt) is counted at its method's candidate
+    assert b == {"chosen": 150 + 70 + 20 + 16, "longest": 150 + 70 + 70 + 18, "shortest": 40 + 20 + 20 + 16}

@@ -51,6 +51,29 @@ def test_pretrained_toy_backbones_load_the_shipped_file_and_freeze_batchnorm_on_
     assert set(frozen.body.state_dict()) <= set(plain.body.state_dict())      # the same file's keys
 
 
+def test_toy_q2l_and_its_baseline_train_the_backbone_stages_q2l_trains():
+    """Q2L trains layer2-4 of its ResNet (conv1 and layer1 frozen); the toy recipe freezes the toy CNN's stem and
+    first residual stage, for its linear baseline too, so that both fine-tune the same layers."""
+    from mlc.config.params import load_params
+    from mlc.engine.optim import build_param_groups
+    from mlc.runs.build import untrained_method
+    from mlc.runs.resolve import method_params
+    root = TOY_CNN_WEIGHTS.parents[4]
+    paper = load_params(root / "params/q2l/coco_r101_448.yaml").methods["q2l"].train.freeze
+    assert paper == [r"^backbone\.body\.(conv1|bn1|layer1)\."]
+    params = load_params(root / "params/toy.yaml")
+    for name in ("q2l", "q2l_linear"):
+        mp = method_params(params, name)
+        model = untrained_method(mp, 30).model
+        build_param_groups(model, mp.train)
+        stages = {True: set(), False: set()}
+        for key, p in model.named_parameters():
+            if key.startswith("backbone.body."):
+                stages[p.requires_grad].add(int(key.split(".")[2]))
+        assert stages == {False: {0, 3}, True: {4, 5}}, name
+        assert all(p.requires_grad for key, p in model.named_parameters() if not key.startswith("backbone."))
+
+
 def test_pretraining_is_deterministic_and_writes_its_provenance(tmp_path):
     first, second = pretrain(TINY), pretrain(TINY)
     assert all(torch.equal(first.backbone[k], second.backbone[k]) for k in first.backbone)
