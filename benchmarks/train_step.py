@@ -135,10 +135,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(method_name: str, mode: str, device: torch.device, batch: int, steps: int, warmup: int,
-            params_file: str | None = None, classes: int | None = None) -> dict:
-    """Time ``steps`` training steps (after ``warmup``) of one method in one mode (``params_file``: default the
-    method's paper config; ``classes``: default its dataset's)."""
+@dataclasses.dataclass
+class Step:
+    """One method's training step, ready to call: ``run(network)`` does forward, loss, backward and AdamW."""
+    run: object
+    model: torch.nn.Module
+    network: torch.nn.Module          # the model, or its compiled forward
+    mp: object                        # the method's params
+    autocast: Autocast
+    optimizer: torch.optim.Optimizer
+    classes: int
+
+
+def make_step(method_name: str, mode: str, device: torch.device, batch: int, params_file: str | None = None,
+              classes: int | None = None) -> Step:
+    """A training step of one method in one mode on a synthetic batch (``params_file``: default the method's
+    paper config; ``classes``: default its dataset's); its recipe's ``train.freeze`` applies."""
     switches = MODES[mode]
     params = load_params(ROOT / (params_file or PAPER_CONFIGS[method_name]))
     mp = params.methods[method_name]
@@ -171,6 +183,15 @@ def measure(method_name: str, mode: str, device: torch.device, batch: int, steps
         scaler.update()
         return loss
 
+    return Step(step, model, net, mp, autocast, optimizer, classes)
+
+
+def measure(method_name: str, mode: str, device: torch.device, batch: int, steps: int, warmup: int,
+            params_file: str | None = None, classes: int | None = None) -> dict:
+    """Time ``steps`` training steps (after ``warmup``) of one method in one mode (see :func:`make_step`)."""
+    made = make_step(method_name, mode, device, batch, params_file, classes)
+    step, model, mp, autocast, optimizer, classes = (made.run, made.model, made.mp, made.autocast, made.optimizer,
+                                                     made.classes)
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)

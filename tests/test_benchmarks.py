@@ -1,5 +1,6 @@
 """The benchmarks' own arithmetic (their timings are never asserted: see benchmarks/)."""
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _load(name: str):
     spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module             # as an import does: dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -47,3 +49,18 @@ def test_toy_epochs_budget_sums_every_model_at_the_chosen_longest_and_shortest_c
     b = mod.budget({"results": results, "choice": {"q2l": 12, "q2l_linear": 12, "mkt": 2}})
     # the later stage (mkt_prompt) is counted at its method's candidate
     assert b == {"chosen": 150 + 70 + 20 + 16, "longest": 150 + 70 + 70 + 18, "shortest": 40 + 20 + 20 + 16}
+
+
+def test_toy_step_ops_puts_each_operator_in_one_kind_and_the_shares_of_a_step_sum_to_one():
+    ops = _load("toy_step_ops")
+    assert ops.kind_of("aten::bernoulli_") == "random (dropout masks)"
+    assert ops.kind_of("aten::convolution_backward") == "convolution"
+    assert ops.kind_of("aten::mm") == ops.kind_of("aten::bmm") == "matrix products"
+    assert ops.kind_of("aten::copy_") == "dtype casts and copies"
+    assert ops.kind_of("aten::native_layer_norm_backward") == "normalisation"
+    assert ops.kind_of("aten::tanh") == "element-wise and reductions"
+    row = ops.profile_method("q2l_linear", "params/toy.yaml", 30, steps=1, warmup=1)
+    assert abs(sum(row["share_by_kind"].values()) - 1) < 0.01 and row["seconds_per_step"] > 0
+    # the linear head has no dropout: none of its time is drawing masks; its convolutions are most of it
+    assert "random (dropout masks)" not in row["share_by_kind"]
+    assert max(row["share_by_kind"], key=row["share_by_kind"].get) == "convolution"
