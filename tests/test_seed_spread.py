@@ -86,3 +86,13 @@ def test_mechanism_gains_are_judged_per_group_over_seeds(tmp_path):
     table, note = mechanism_spread(params, "salgl", f)
     assert table.loc["small", "holds"] == "yes" and table.loc["large", "holds"] == "no" and "seeds 0, 1, 2" in note
     assert mechanism_spread(params, "q2l", f)[0] is None
+
+
+def test_the_committed_results_file_is_for_the_toy_world_and_recipes_of_params_toy_yaml(tmp_path):
+    """A change to the toy world or to a toy recipe runs the seed spread again (``python benchmarks/seed_spread.py``):
+    else every notebook says that the file was made for another world or recipe instead of showing the claims
+    over seeds, and docs/toy-claims.md and the README quote numbers no run of the kit reproduces."""
+    params = load_params(ROOT / "params" / "toy.yaml", output_root=str(tmp_path))
+    spread, note = load_spread(params, ROOT / "benchmarks" / "results_seed_spread.json")
+    assert spread is not None, note
+    assert set(spread["summary"]) == {"q2l", "salgl", "sgre", "mkt", "qks"} and spread["seeds"] == [0, 1, 2]
