@@ -137,7 +137,8 @@ def _sync(device: torch.device) -> None:
 
 @dataclasses.dataclass
 class Step:
-    """One method's training step, ready to call: ``run(network)`` does forward, loss, backward and AdamW."""
+    """One method's training step, ready to call: ``run()`` does forward, loss, backward and AdamW (on ``network``
+    by default; ``run(model)`` steps the eager model)."""
     run: object
     model: torch.nn.Module
     network: torch.nn.Module          # the model, or its compiled forward

@@ -54,11 +54,12 @@ def test_pretrained_toy_backbones_load_the_shipped_file_and_freeze_batchnorm_on_
 def test_toy_q2l_and_its_baseline_train_the_backbone_stages_q2l_trains():
     """Q2L trains layer2-4 of its ResNet (conv1 and layer1 frozen); the toy recipe freezes the toy CNN's stem and
     first residual stage, for its linear baseline too, so that both fine-tune the same layers."""
+    from conftest import ROOT as root
+
     from mlc.config.params import load_params
     from mlc.engine.optim import build_param_groups
     from mlc.runs.build import untrained_method
     from mlc.runs.resolve import method_params
-    root = TOY_CNN_WEIGHTS.parents[4]
     paper = load_params(root / "params/q2l/coco_r101_448.yaml").methods["q2l"].train.freeze
     assert paper == [r"^backbone\.body\.(conv1|bn1|layer1)\."]
     params = load_params(root / "params/toy.yaml")
