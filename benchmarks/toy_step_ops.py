@@ -58,22 +58,14 @@ def kind_of(name: str) -> str:
 
 def bernoulli_uses_mkl() -> bool:
     """Whether this CPU takes PyTorch's MKL path for ``bernoulli_(p)`` (an Intel CPU with an MKL build)."""
-    vendor = ""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("vendor_id"):
-                vendor = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return vendor == "GenuineIntel" and torch.backends.mkl.is_available()
+    from mlc.runs.toy_backbone import cpu_kind
+    return "vendor_id GenuineIntel" in cpu_kind(torch.get_num_threads())["cpuid"] and torch.backends.mkl.is_available()
 
 
 def profile_method(name: str, params: str, classes: int, steps: int, warmup: int) -> dict:
     from torch.profiler import ProfilerActivity, profile
     mode = "fast_bf16" if cpu_has_native_bf16() else "fast_fp32"
-    made = make_step(name, mode, torch.device("cpu"), batch=_batch(params, name), params_file=params,
-                     classes=classes)
+    made = make_step(name, mode, torch.device("cpu"), params_file=params, classes=classes)
     for _ in range(warmup):
         made.run()
     t0 = time.perf_counter()
@@ -86,18 +78,14 @@ def profile_method(name: str, params: str, classes: int, steps: int, warmup: int
     by_kind: dict[str, float] = {}
     for event in prof.key_averages():
         if event.key.startswith("aten::") or "Optimizer" in event.key:
-            by_kind[kind_of(event.key)] = by_kind.get(kind_of(event.key), 0.0) + event.self_cpu_time_total
+            kind = kind_of(event.key)
+            by_kind[kind] = by_kind.get(kind, 0.0) + event.self_cpu_time_total
     total = sum(by_kind.values())
     top = sorted(((e.key, e.self_cpu_time_total) for e in prof.key_averages() if e.key.startswith("aten::")),
                  key=lambda kv: -kv[1])[:8]
     return {"method": name, "mode": mode, "batch": made.mp.train.batch_size, "seconds_per_step": round(plain, 4),
             "share_by_kind": {k: round(v / total, 3) for k, v in sorted(by_kind.items(), key=lambda kv: -kv[1])},
             "top_operators": {k: round(v / total, 3) for k, v in top}}
-
-
-def _batch(params: str, name: str) -> int:
-    from mlc.config.params import load_params
-    return load_params(ROOT / params).methods[name].train.batch_size
 
 
 def main(argv=None) -> int:

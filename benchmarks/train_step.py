@@ -137,21 +137,21 @@ def _sync(device: torch.device) -> None:
 
 @dataclasses.dataclass
 class Step:
-    """One method's training step, ready to call: ``run()`` does forward, loss, backward and AdamW (on ``network``
-    by default; ``run(model)`` steps the eager model)."""
+    """One method's training step, ready to call: ``run()`` does forward, loss, backward and AdamW (through the
+    compiled forward in the ``compile`` mode; ``run(model)`` steps the eager model)."""
     run: object
     model: torch.nn.Module
-    network: torch.nn.Module          # the model, or its compiled forward
     mp: object                        # the method's params
     autocast: Autocast
     optimizer: torch.optim.Optimizer
     classes: int
 
 
-def make_step(method_name: str, mode: str, device: torch.device, batch: int, params_file: str | None = None,
-              classes: int | None = None) -> Step:
-    """A training step of one method in one mode on a synthetic batch (``params_file``: default the method's
-    paper config; ``classes``: default its dataset's); its recipe's ``train.freeze`` applies."""
+def make_step(method_name: str, mode: str, device: torch.device, batch: int | None = None,
+              params_file: str | None = None, classes: int | None = None) -> Step:
+    """A training step of one method in one mode on a synthetic batch (``batch``: default the recipe's
+    ``train.batch_size``; ``params_file``: default the method's paper config; ``classes``: default its dataset's);
+    its recipe's ``train.freeze`` applies."""
     switches = MODES[mode]
     params = load_params(ROOT / (params_file or PAPER_CONFIGS[method_name]))
     mp = params.methods[method_name]
@@ -169,7 +169,7 @@ def make_step(method_name: str, mode: str, device: torch.device, batch: int, par
     autocast = Autocast(device, switches["amp"])
     scaler = torch.amp.GradScaler(device.type, enabled=autocast.dtype == torch.float16)
     net = torch.compile(model) if switches["compile"] else model
-    images, targets = synthetic_batch(batch, mp.input.image_size, classes, device)
+    images, targets = synthetic_batch(batch or mp.train.batch_size, mp.input.image_size, classes, device)
     calibrate_frozen_batchnorm(model, lambda: method.forward_fn(model, images[:8], targets[:8]))
     if switches["channels_last"]:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -184,7 +184,7 @@ def make_step(method_name: str, mode: str, device: torch.device, batch: int, par
         scaler.update()
         return loss
 
-    return Step(step, model, net, mp, autocast, optimizer, classes)
+    return Step(step, model, mp, autocast, optimizer, classes)
 
 
 def measure(method_name: str, mode: str, device: torch.device, batch: int, steps: int, warmup: int,

@@ -51,7 +51,7 @@ def test_toy_epochs_budget_sums_every_model_at_the_chosen_longest_and_shortest_c
     assert b == {"chosen": 150 + 70 + 20 + 16, "longest": 150 + 70 + 70 + 18, "shortest": 40 + 20 + 20 + 16}
 
 
-def test_toy_step_ops_puts_each_operator_in_one_kind_and_the_shares_of_a_step_sum_to_one():
+def test_toy_step_ops_puts_each_operator_in_one_kind_and_finds_what_each_step_is_made_of():
     ops = _load("toy_step_ops")
     assert ops.kind_of("aten::bernoulli_") == "random (dropout masks)"
     assert ops.kind_of("aten::convolution_backward") == "convolution"
